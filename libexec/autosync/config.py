@@ -1,0 +1,147 @@
+"""Every tunable, its default and its parser: the one place where `autosync.*` keys live.
+
+README.md's configuration table documents the same keys; tests/test_config.py checks
+that the two agree.
+"""
+
+import os
+import re
+import socket
+
+from .util import Error
+
+# key (as documented, camelCase) -> (default, kind, one-line description)
+KEYS = {
+    "autosync.remote": ("origin", "str", "remote to fetch from and push to"),
+    "autosync.branch": ("", "str", "branch to sync (empty: the branch checked out)"),
+    "autosync.debounce": (1000, "ms", "quiet time before a batch of changes is committed"),
+    "autosync.maxDelay": (10000, "ms", "longest wait while changes keep coming"),
+    "autosync.push": (True, "bool", "push after committing"),
+    "autosync.pull": (True, "bool", "fetch and merge what others pushed"),
+    "autosync.channel": ("", "str",
+                         "notification channel (empty: the remote's repository name)"),
+    "autosync.host": ("", "str", "name of this machine in commit messages (empty: hostname)"),
+    "autosync.commitMessage": ("autosync: %(summary) (host %(host))", "str",
+                               "commit message template; %(summary), %(host), %(count)"),
+    "autosync.maxFileSize": (100 * 1024 * 1024, "size", "larger files are not committed"),
+    "autosync.ignore": ([], "list", "extra file name patterns never committed (repeatable)"),
+    "autosync.pollInterval": (60, "seconds",
+                              "how often to poll the remote when no notification transport"),
+    "autosync.notify": (True, "bool", "desktop notifications for conflicts and failures"),
+    "autosync.mqtt.url": ("", "str", "broker, mqtt://host:port or mqtts://host:port"),
+    "autosync.mqtt.username": ("", "str", "broker user name"),
+    "autosync.mqtt.passwordFile": ("", "path", "file holding the broker password"),
+    "autosync.mqtt.caFile": ("", "path", "CA certificate for mqtts:// (default: system CAs)"),
+    "autosync.mqtt.keepalive": (30, "seconds", "MQTT keepalive interval"),
+}
+
+
+def _parse_bool(value, key):
+    v = value.strip().lower()
+    if v in ("true", "yes", "on", "1", ""):
+        return True
+    if v in ("false", "no", "off", "0"):
+        return False
+    raise Error(f"bad boolean config value '{value}' for '{key}'",
+                f"git config {key} true   (or false)")
+
+
+def _parse_int(value, key, suffixes):
+    m = re.fullmatch(r"\s*(\d+)\s*([a-zA-Z]*)\s*", value)
+    if not m or m.group(2).lower() not in suffixes:
+        raise Error(f"bad numeric config value '{value}' for '{key}'",
+                    f"git config {key} {KEYS[key][0]}")
+    return int(m.group(1)) * suffixes[m.group(2).lower()]
+
+
+_SIZE = {"": 1, "k": 1024, "m": 1024 ** 2, "g": 1024 ** 3}
+_MS = {"": 1, "ms": 1, "s": 1000}
+_SECONDS = {"": 1, "s": 1, "m": 60, "min": 60, "h": 3600}
+
+
+class Config:
+    """Typed view of a repository's `autosync.*` keys, with defaults."""
+
+    def __init__(self, repo, raw=None):
+        self.repo = repo
+        self.raw = repo.config_all() if raw is None else raw
+        self.values = {}
+        for key, (default, kind, _doc) in KEYS.items():
+            found = self.raw.get(key.lower())
+            self.values[key] = default if not found else self._parse(key, kind, found)
+
+    def _parse(self, key, kind, found):
+        last = found[-1]
+        if kind == "bool":
+            return _parse_bool(last, key)
+        if kind == "ms":
+            return _parse_int(last, key, _MS)
+        if kind == "seconds":
+            return _parse_int(last, key, _SECONDS)
+        if kind == "size":
+            return _parse_int(last, key, _SIZE)
+        if kind == "list":
+            return [v for v in found if v]
+        if kind == "path":
+            return os.path.expanduser(last)
+        return last
+
+    def __getitem__(self, short):
+        return self.values["autosync." + short]
+
+    def other(self, key, default=None):
+        """A non-autosync key (e.g. remote.origin.url), last value wins."""
+        found = self.raw.get(key.lower()) or self.raw.get(key)
+        return found[-1] if found else default
+
+    # -- derived values ------------------------------------------------------------
+    @property
+    def host(self):
+        return self["host"] or socket.gethostname().split(".")[0] or "localhost"
+
+    @property
+    def branch(self):
+        b = self["branch"] or self.repo.current_branch()
+        if not b:
+            raise Error("HEAD is detached and autosync.branch is not set",
+                        "git -C '%s' switch main   (or git config autosync.branch NAME)"
+                        % self.repo.cwd)
+        return b
+
+    @property
+    def remote(self):
+        return self["remote"]
+
+    def remote_url(self):
+        return self.other(f"remote.{self.remote}.url")
+
+    @property
+    def channel(self):
+        return self["channel"] or default_channel(self.repo, self.remote_url())
+
+    @property
+    def has_remote(self):
+        return bool(self.remote_url())
+
+
+def default_channel(repo, remote_url=None):
+    """The repository's name: `notes` for `/srv/notes.git` and for its clones.
+
+    A clone takes the name from its remote's URL so that it matches the server's
+    name even when the clone's directory is called something else.
+    """
+    if repo.bare:
+        base = os.path.basename(repo.common_dir.rstrip("/"))
+        if base == ".git":
+            base = os.path.basename(os.path.dirname(repo.common_dir.rstrip("/")))
+    elif remote_url:
+        base = re.split(r"[/:\\]", remote_url.rstrip("/"))[-1]
+    else:
+        base = os.path.basename(repo.top)
+    base = base[:-4] if base.endswith(".git") else base
+    return sanitize_channel(base) or "default"
+
+
+def sanitize_channel(name):
+    """Channel names are MQTT topic levels: no wildcards, no empty levels."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", name).strip("_")

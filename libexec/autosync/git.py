@@ -1,0 +1,188 @@
+"""Running git: argument lists only, never a shell. One Repo object per repository."""
+
+import fcntl
+import os
+import subprocess
+import time
+from contextlib import contextmanager
+
+from .util import Error, Retry, log
+
+ZERO_OID = "0" * 40
+
+
+class GitFailed(Error):
+    def __init__(self, args, returncode, stderr):
+        first = (stderr.strip().splitlines() or [""])[-1]
+        super().__init__(f"'git {' '.join(args[:2])}' failed: {first}".rstrip(": "))
+        self.args_, self.returncode, self.stderr = args, returncode, stderr
+
+
+def clean_env(base=None):
+    """The environment without git's repository-local variables.
+
+    Hooks run with GIT_DIR, GIT_INDEX_FILE and friends set for *their* repository;
+    a helper acting on another repository (or re-discovering its own) must drop them.
+    """
+    env = dict(os.environ if base is None else base)
+    for name in LOCAL_ENV_VARS:
+        env.pop(name, None)
+    return env
+
+
+# `git rev-parse --local-env-vars` on git 2.39; fixed so that no process is needed.
+LOCAL_ENV_VARS = (
+    "GIT_ALTERNATE_OBJECT_DIRECTORIES", "GIT_CONFIG", "GIT_CONFIG_PARAMETERS",
+    "GIT_CONFIG_COUNT", "GIT_OBJECT_DIRECTORY", "GIT_DIR", "GIT_WORK_TREE",
+    "GIT_IMPLICIT_WORK_TREE", "GIT_GRAFT_FILE", "GIT_INDEX_FILE", "GIT_NO_REPLACE_OBJECTS",
+    "GIT_REPLACE_REF_BASE", "GIT_PREFIX", "GIT_INTERNAL_SUPER_PREFIX", "GIT_SHALLOW_FILE",
+    "GIT_COMMON_DIR",
+)
+
+
+class Repo:
+    """A git repository (work tree or bare) located from a directory."""
+
+    def __init__(self, path=".", env=None):
+        self.env = clean_env(env)
+        self.env.setdefault("LC_ALL", "C")
+        self.env["GIT_TERMINAL_PROMPT"] = "0"  # never hang asking for a password
+        path = os.path.abspath(path)
+        if not os.path.isdir(path):
+            raise Error(f"cannot use '{path}': not a directory")
+        out = self._run_raw(
+            ["rev-parse", "--absolute-git-dir", "--git-common-dir", "--is-bare-repository",
+             "--show-toplevel"], cwd=path, check=False)
+        if out.returncode != 0:
+            raise Error(f"not a git repository: '{path}'",
+                        f"create one with 'git init {path}' or pass a repository with REPO=DIR")
+        lines = out.stdout.decode().splitlines()
+        self.git_dir = lines[0]
+        common = lines[1]
+        self.common_dir = os.path.normpath(os.path.join(path, common))
+        self.bare = lines[2] == "true"
+        self.top = lines[3] if len(lines) > 3 and not self.bare else None
+        self.cwd = self.top or self.git_dir
+        self.state_dir = os.path.join(self.git_dir, "autosync")
+
+    # -- running git -------------------------------------------------------------
+    def _run_raw(self, args, cwd=None, input=None, env=None, check=True, timeout=None):
+        full = ["git", *args]
+        try:
+            res = subprocess.run(full, cwd=cwd or self.cwd, input=input, env=env or self.env,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout)
+        except FileNotFoundError:
+            raise Error("git is not installed or not on PATH")
+        except subprocess.TimeoutExpired:
+            raise Retry(f"'git {args[0]}' took longer than {timeout}s")
+        if check and res.returncode != 0:
+            raise GitFailed(args, res.returncode, res.stderr.decode(errors="replace"))
+        return res
+
+    def run(self, *args, input=None, env=None, check=True, timeout=None):
+        """Run git and return the CompletedProcess (stdout/stderr are bytes)."""
+        if isinstance(input, str):
+            input = input.encode()
+        merged = dict(self.env, **env) if env else None
+        return self._run_raw(list(args), input=input, env=merged, check=check, timeout=timeout)
+
+    def out(self, *args, **kw):
+        """Run git and return stdout as text without the trailing newline."""
+        return self.run(*args, **kw).stdout.decode(errors="surrogateescape").rstrip("\n")
+
+    def ok(self, *args, **kw):
+        return self.run(*args, check=False, **kw).returncode == 0
+
+    # -- small queries ------------------------------------------------------------
+    def rev(self, name):
+        """The commit id name points at, or None."""
+        res = self.run("rev-parse", "-q", "--verify", "--end-of-options", name + "^{commit}",
+                       check=False)
+        return res.stdout.decode().strip() if res.returncode == 0 else None
+
+    def has_commit(self, oid):
+        return self.ok("cat-file", "-e", oid + "^{commit}")
+
+    def is_ancestor(self, a, b):
+        return self.ok("merge-base", "--is-ancestor", a, b)
+
+    def current_branch(self):
+        res = self.run("symbolic-ref", "-q", "--short", "HEAD", check=False)
+        return res.stdout.decode().strip() if res.returncode == 0 else None
+
+    def config_all(self):
+        """All config entries as {lowercased-key: [values]} (one git process)."""
+        res = self.run("config", "-z", "--list", check=False)
+        result = {}
+        for item in res.stdout.decode(errors="surrogateescape").split("\0"):
+            if not item:
+                continue
+            key, _, value = item.partition("\n")
+            result.setdefault(_normalize_key(key), []).append(value)
+        return result
+
+    def git_path(self, name):
+        return os.path.join(self.git_dir, name)
+
+    def operation_in_progress(self):
+        """The name of a merge/rebase/... the user started by hand, or None."""
+        markers = (("MERGE_HEAD", "merge"), ("rebase-merge", "rebase"), ("rebase-apply", "rebase"),
+                   ("CHERRY_PICK_HEAD", "cherry-pick"), ("REVERT_HEAD", "revert"),
+                   ("BISECT_LOG", "bisect"))
+        for marker, name in markers:
+            if os.path.exists(self.git_path(marker)):
+                return name
+        return None
+
+    def ensure_state_dir(self):
+        os.makedirs(self.state_dir, exist_ok=True)
+        return self.state_dir
+
+    @contextmanager
+    def lock(self, name="repo", timeout=None):
+        """An flock shared by every git-autosync process acting on this repository.
+
+        The watcher's commits, the listener's merges, `sync` and the push helper all
+        take it, so they never interleave. timeout=None waits forever.
+        """
+        path = os.path.join(self.ensure_state_dir(), name + ".lock")
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            deadline = None if timeout is None else time.monotonic() + timeout
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | (fcntl.LOCK_NB if deadline else 0))
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        raise Retry(f"another git-autosync process holds '{path}'")
+                    time.sleep(0.05)
+            yield
+        finally:
+            os.close(fd)
+
+
+def _normalize_key(key):
+    """git config keys: section and variable are case-insensitive, subsection is not."""
+    first, dot, rest = key.partition(".")
+    if "." in rest:
+        sub, _, var = rest.rpartition(".")
+        return f"{first.lower()}.{sub}.{var.lower()}"
+    return f"{first.lower()}{dot}{rest.lower()}"
+
+
+def is_hex_oid(text):
+    return len(text) in (40, 64) and all(c in "0123456789abcdef" for c in text)
+
+
+def valid_branch_name(name):
+    """A branch name git accepts and that cannot be mistaken for an option or a path trick."""
+    if not name or name.startswith("-") or len(name) > 255:
+        return False
+    res = subprocess.run(["git", "check-ref-format", "refs/heads/" + name],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return res.returncode == 0
+
+
+def log_git_failure(what, exc):
+    log.warning("%s: %s", what, exc.message if isinstance(exc, Error) else exc)

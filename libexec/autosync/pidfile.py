@@ -1,0 +1,50 @@
+"""The daemon's pid file: held under an exclusive flock for the daemon's whole life.
+
+Holding the lock (not the file's existence) is what says "running", so a daemon killed
+with SIGKILL never leaves a stale "running" behind.
+"""
+
+import fcntl
+import os
+
+from .util import Error
+
+
+def path(repo):
+    return os.path.join(repo.state_dir, "daemon.pid")
+
+
+def running_pid(repo):
+    """The pid of the daemon serving repo, or None."""
+    try:
+        fd = os.open(path(repo), os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            text = os.pread(fd, 32, 0).decode(errors="replace").strip()
+            return int(text) if text.isdigit() else -1
+        return None
+    finally:
+        os.close(fd)
+
+
+def acquire(repo):
+    """Take the daemon lock for this process; raise if another daemon has it.
+
+    Returns the open descriptor, which must stay open for the daemon's lifetime.
+    """
+    repo.ensure_state_dir()
+    fd = os.open(path(repo), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        pid = running_pid(repo)
+        raise Error(f"already running for '{repo.cwd}' (pid {pid})",
+                    f"git -C '{repo.cwd}' autosync stop")
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd

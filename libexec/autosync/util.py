@@ -1,0 +1,110 @@
+"""Messages in git's style, exit codes, logging and small shared helpers."""
+
+import logging
+import os
+import sys
+import time
+
+PROG = "git-autosync"
+
+# Exit codes (README "Exit codes"). RETRY means "nothing is wrong with your setup,
+# try again later" (network, broker, a lock held by someone else); HUMAN means the
+# situation needs a person (bad config, a merge the user started, not a repository).
+OK = 0
+HUMAN = 1
+USAGE = 2
+NOT_RUNNING = 3
+RETRY = 75  # EX_TEMPFAIL
+
+log = logging.getLogger("autosync")
+
+
+class Error(Exception):
+    """A failure to report to the user as one line plus optional hints.
+
+    code is one of the exit codes above; hints are exact commands or short advice.
+    """
+
+    def __init__(self, message, *hints, code=HUMAN):
+        super().__init__(message)
+        self.message = message
+        self.hints = list(hints)
+        self.code = code
+
+    def render(self):
+        lines = [f"{PROG}: {self.message}"]
+        lines += [f"hint: {h}" for h in self.hints]
+        return "\n".join(lines)
+
+
+class Retry(Error):
+    """A failure that goes away by itself (network, broker, a busy lock)."""
+
+    def __init__(self, message, *hints):
+        super().__init__(message, *hints, code=RETRY)
+
+
+def warn(message, *hints):
+    """Warn the way git does; also goes to the log when one is set up."""
+    log.warning(message)
+    if not _logging_to_stderr():
+        print(f"warning: {message}", file=sys.stderr)
+        for h in hints:
+            print(f"hint: {h}", file=sys.stderr)
+
+
+def _logging_to_stderr():
+    return any(getattr(h, "stream", None) is sys.stderr for h in logging.getLogger().handlers)
+
+
+def setup_logging(path=None, verbose=False):
+    """Log to a file (daemon) or stderr; one timestamped line per event."""
+    handler = logging.FileHandler(path) if path else logging.StreamHandler(sys.stderr)
+    fmt = "%(asctime)s %(levelname)s %(message)s" if path else f"{PROG}: %(message)s"
+    handler.setFormatter(logging.Formatter(fmt, "%Y-%m-%d %H:%M:%S"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    logging.getLogger("paho").setLevel(logging.WARNING)
+
+
+def run_main(func, argv=None):
+    """Run an entry point: an Error becomes its message and exit code, never a traceback."""
+    try:
+        code = func(sys.argv[1:] if argv is None else argv)
+    except Error as e:
+        log.debug("exiting: %s", e.message)
+        print(e.render(), file=sys.stderr)
+        code = e.code
+    except KeyboardInterrupt:
+        code = 130
+    except BrokenPipeError:
+        code = OK
+    except Exception as e:  # last resort: one line, details only in the log
+        log.exception("internal error")
+        print(f"{PROG}: internal error: {type(e).__name__}: {e}", file=sys.stderr)
+        print(f"hint: run again with GIT_AUTOSYNC_DEBUG=1 for details", file=sys.stderr)
+        if os.environ.get("GIT_AUTOSYNC_DEBUG"):
+            raise
+        code = HUMAN
+    sys.exit(code or OK)
+
+
+class Backoff:
+    """Capped exponential backoff: 1, 2, 4 ... cap seconds; reset on success."""
+
+    def __init__(self, first=1.0, cap=300.0):
+        self.first, self.cap = first, cap
+        self.failures = 0
+
+    def next_delay(self):
+        delay = min(self.cap, self.first * (2 ** self.failures))
+        self.failures += 1
+        return delay
+
+    def reset(self):
+        self.failures = 0
+
+
+def monotonic_ms():
+    return time.monotonic() * 1000.0

@@ -1,0 +1,143 @@
+"""Shared test fixtures: isolated environment, real git repositories, the installed toolkit.
+
+Every test runs with its own HOME, no system git config, a fixed identity, TZ and locale.
+Nothing waits a fixed time: `wait_for` polls a condition until a deadline.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+LIBEXEC = ROOT / "libexec"
+sys.path.insert(0, str(LIBEXEC))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+IDENTITY = {
+    "GIT_AUTHOR_NAME": "Test User", "GIT_AUTHOR_EMAIL": "test@example.invalid",
+    "GIT_COMMITTER_NAME": "Test User", "GIT_COMMITTER_EMAIL": "test@example.invalid",
+}
+
+
+def isolated_env(home):
+    """A clean environment: only PATH and a few basics survive from the outside."""
+    env = {k: v for k, v in os.environ.items()
+           if k in ("PATH", "TMPDIR", "PIP_CACHE_DIR", "VIRTUAL_ENV", "CI")}
+    env.update(IDENTITY)
+    env.update(HOME=str(home), GIT_CONFIG_NOSYSTEM="1", TZ="UTC", LANG="C.UTF-8",
+               LC_ALL="C.UTF-8", XDG_CONFIG_HOME=str(home / ".config"),
+               GIT_AUTOSYNC_DEBUG="1")
+    return env
+
+
+@pytest.fixture(scope="session")
+def toolkit(tmp_path_factory):
+    """The toolkit installed once per session with `make install PREFIX=...` (real venv)."""
+    prefix = tmp_path_factory.mktemp("prefix")
+    home = tmp_path_factory.mktemp("installhome")
+    env = isolated_env(home)
+    res = subprocess.run(["make", "-s", "-C", str(ROOT), "install", f"PREFIX={prefix}"],
+                         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert res.returncode == 0, res.stdout
+    return Toolkit(prefix)
+
+
+class Toolkit:
+    def __init__(self, prefix):
+        self.prefix = Path(prefix)
+        self.bin = self.prefix / "bin"
+        self.libexec = self.prefix / "libexec" / "git-autosync"
+
+    def tool(self, name):
+        return str(self.libexec / name)
+
+
+@pytest.fixture
+def home(tmp_path):
+    h = tmp_path / "home"
+    h.mkdir()
+    return h
+
+
+@pytest.fixture
+def env(home, monkeypatch):
+    """The isolated environment, also applied to this process (for in-process tests)."""
+    e = isolated_env(home)
+    for k in list(os.environ):
+        if k.startswith("GIT_"):
+            monkeypatch.delenv(k, raising=False)
+    for k, v in e.items():
+        monkeypatch.setenv(k, v)
+    return e
+
+
+@pytest.fixture
+def tenv(env, toolkit, monkeypatch):
+    """The isolated environment with the installed toolkit's bin/ first on PATH."""
+    e = dict(env, PATH=f"{toolkit.bin}{os.pathsep}{env['PATH']}")
+    monkeypatch.setenv("PATH", e["PATH"])
+    return e
+
+
+def git(cwd, *args, env=None, check=True, input=None):
+    """Run git in cwd; return stdout text (stripped of the final newline)."""
+    res = subprocess.run(["git", *args], cwd=cwd, env=env, input=input,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    if check and res.returncode != 0:
+        raise AssertionError(f"git {args} failed: {res.stderr.decode(errors='replace')}")
+    return res.stdout.decode(errors="surrogateescape").rstrip("\n")
+
+
+@pytest.fixture
+def make_repo(tmp_path, env):
+    """make_repo(name) -> Path of a fresh work tree on branch main with one commit."""
+    def make(name="repo", bare=False, commit=True):
+        path = tmp_path / name
+        args = ["init", "-q", "-b", "main"] + (["--bare"] if bare else []) + [str(path)]
+        git(tmp_path, *args, env=env)
+        if not bare and commit:
+            (path / "README").write_text("hello\n")
+            git(path, "add", "README", env=env)
+            git(path, "commit", "-q", "-m", "init", env=env)
+        return path
+    return make
+
+
+@pytest.fixture
+def server_and_clones(tmp_path, env, make_repo):
+    """A bare server repository `notes.git` and a factory for clones of it."""
+    seed = make_repo("seed")
+    server = tmp_path / "notes.git"
+    git(tmp_path, "clone", "-q", "--bare", str(seed), str(server), env=env)
+    shutil.rmtree(seed)
+
+    def clone(name):
+        path = tmp_path / name
+        git(tmp_path, "clone", "-q", str(server), str(path), env=env)
+        git(path, "config", "autosync.host", name, env=env)
+        return path
+    return server, clone
+
+
+def wait_for(condition, timeout=15.0, what="condition", interval=0.02):
+    """Poll condition() until it returns a truthy value or the deadline passes."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = condition()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+def free_port():
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
