@@ -1,0 +1,252 @@
+"""Stage exactly the changed paths and commit them (the commit helper).
+
+`git status` limited to the paths a batch names tells what really changed (git applies
+.gitignore and shows nested repositories as `dir/`); `git update-index --add --remove`
+stages exactly those entries. Only the start-up catch-up and a watcher overflow look at the
+whole tree. Editor temp files, nested repositories and files above autosync.maxFileSize are
+left out, each with one warning.
+"""
+
+import argparse
+import os
+import re
+import sys
+import time
+from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
+
+from .config import Config
+from .git import Repo
+from .util import Error, Retry, log, warn
+
+# A pathspec-limited status is cheap for a few paths; past this many, one status of the
+# whole tree costs less than matching every index entry against every path.
+MAX_PATHSPECS = 256
+# How long a foreign index.lock may sit unchanged, with no git process in the
+# repository, before it counts as stale and is removed.
+STALE_LOCK_SECONDS = 2.0
+LOCK_WAIT_SECONDS = 30.0
+
+# Editor temp, swap and backup files, matched against the base name.
+TEMP_PATTERNS = (
+    ".*.swp", ".*.swo", ".*.swx", "*.swp", "4913",  # vim
+    "*~",  # backups (vim, emacs, gedit, nano)
+    "#*#", ".#*",  # emacs auto-save and lock links
+    ".~lock.*#",  # LibreOffice
+    ".goutputstream-*",  # gedit/GIO atomic save
+    "*.kate-swp",  # kate
+    ".*.tmp.[0-9]*",  # atomic-save temp names used by several tools
+)
+
+
+def is_temp(path, extra=()):
+    name = path.rsplit("/", 1)[-1]
+    return any(fnmatchcase(name, p) for p in TEMP_PATTERNS) or \
+        any(fnmatchcase(name, p) or fnmatchcase(path, p) for p in extra)
+
+
+@dataclass
+class Result:
+    commit: str | None = None  # the new commit, or None when nothing changed
+    message: str = ""
+    skipped_large: list = field(default_factory=list)
+    nested: list = field(default_factory=list)
+
+
+def check_committable(repo):
+    """Refuse to touch a repository in a state the user is handling by hand."""
+    op = repo.operation_in_progress()
+    if op:
+        verb = {"bisect": "reset"}.get(op, "continue")
+        raise Error(f"'{repo.cwd}' is in the middle of a {op} started by hand; not touching it",
+                    f"finish it with 'git {op} --{verb}' or 'git {op} --abort'"
+                    if op != "bisect" else "finish it with 'git bisect reset'")
+
+
+def changed_entries(repo, paths):
+    """[(xy, path)] from `git status`, for the given paths or the whole tree (paths=None)."""
+    args = ["status", "--porcelain=v1", "-z", "--untracked-files=all", "--no-renames",
+            "--ignore-submodules=none"]
+    env = None
+    if paths is not None:
+        if not paths:
+            return []
+        args += ["--"] + sorted(paths)
+        env = {"GIT_LITERAL_PATHSPECS": "1"}
+    out = repo.run(*args, env=env).stdout.decode(errors="surrogateescape")
+    return [(item[:2], item[3:]) for item in out.split("\0") if item]
+
+
+UNMERGED = {"DD", "AU", "UD", "UA", "DU", "AA", "UU"}
+
+
+def select(repo, config, entries, result):
+    """The paths to stage, leaving out temp files, nested repositories and large files."""
+    extra = config["ignore"]
+    limit = config["maxFileSize"]
+    chosen = []
+    for xy, path in entries:
+        if xy in UNMERGED:
+            raise Error(f"'{path}' has unresolved merge conflicts; not committing",
+                        f"resolve it, then 'git add -- {path}' (or 'git merge --abort')")
+        if is_temp(path, extra):
+            continue
+        if path.endswith("/"):  # an untracked directory git would not descend: a repository
+            result.nested.append(path.rstrip("/"))
+            continue
+        full = os.path.join(repo.top, path)
+        try:
+            st = os.lstat(full)
+        except FileNotFoundError:
+            chosen.append(path)  # deleted: update-index --remove stages the removal
+            continue
+        if st.st_size > limit and not os.path.islink(full):
+            result.skipped_large.append(path)
+            continue
+        chosen.append(path)
+    return chosen
+
+
+def summarize(status_lines):
+    """'edit notes.md, add 2 files' from `git diff --cached --name-status -z` fields."""
+    verbs = {"M": "edit", "T": "edit", "A": "add", "C": "add", "D": "delete", "R": "rename"}
+    groups = {}
+    fields = status_lines.split("\0")
+    i = 0
+    while i < len(fields) and fields[i]:
+        code = fields[i][0]
+        if code in "RC":
+            groups.setdefault(verbs[code], []).append(f"{_short(fields[i + 1])} to "
+                                                       f"{_short(fields[i + 2])}")
+            i += 3
+        else:
+            groups.setdefault(verbs.get(code, "edit"), []).append(_short(fields[i + 1]))
+            i += 2
+    parts = []
+    for verb in ("edit", "add", "delete", "rename"):
+        items = groups.get(verb, [])
+        if len(items) == 1:
+            parts.append(f"{verb} {items[0]}")
+        elif items:
+            parts.append(f"{verb} {len(items)} files")
+    count = sum(len(v) for v in groups.values())
+    return ", ".join(parts), count
+
+
+def _short(path):
+    """A path for a one-line message: control characters shown as '?', long paths cut."""
+    path = re.sub(r"[\x00-\x1f\x7f]", "?", path)
+    return path if len(path) <= 60 else "..." + path[-57:]
+
+
+def render_message(template, summary, host, count):
+    return (template.replace("%(summary)", summary).replace("%(host)", host)
+            .replace("%(count)", str(count)))
+
+
+def wait_for_index_lock(repo, timeout=LOCK_WAIT_SECONDS):
+    """Wait while someone holds index.lock; remove it only when it is provably stale."""
+    lock = repo.git_path("index.lock")
+    deadline = time.monotonic() + timeout
+    seen = None
+    while True:
+        try:
+            st = os.stat(lock)
+        except FileNotFoundError:
+            return
+        ident = (st.st_ino, st.st_mtime_ns)
+        if ident != seen:
+            seen, since = ident, time.monotonic()
+        elif time.monotonic() - since >= STALE_LOCK_SECONDS and not git_running_in(repo):
+            log.warning("removing stale '%s' (no git process is using the repository)", lock)
+            try:
+                os.unlink(lock)
+            except FileNotFoundError:
+                pass
+            return
+        if time.monotonic() >= deadline:
+            raise Retry(f"'{lock}' is held by another git process",
+                        "wait for it to finish; autosync retries by itself")
+        time.sleep(0.05)
+
+
+def git_running_in(repo):
+    """Whether any git process (other than ours) works in this repository."""
+    roots = [repo.git_dir] + ([repo.top] if repo.top else [])
+    me = os.getpid()
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit() or int(pid) == me:
+            continue
+        try:
+            with open(f"/proc/{pid}/comm") as f:
+                if not f.read().startswith("git"):
+                    continue
+            cwd = os.readlink(f"/proc/{pid}/cwd")
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                environ = f.read()
+        except OSError:
+            continue
+        if any(cwd == r or cwd.startswith(r + "/") for r in roots):
+            return True
+        if b"GIT_DIR=" + repo.git_dir.encode() in environ:
+            return True
+    return False
+
+
+def commit_changes(repo, config, paths=None):
+    """Stage `paths` (None: the whole tree) and commit. Caller holds repo.lock()."""
+    result = Result()
+    check_committable(repo)
+    entries = changed_entries(repo, None if paths is None or len(paths) > MAX_PATHSPECS
+                              else paths)
+    chosen = select(repo, config, entries, result)
+    for path in result.skipped_large:
+        warn(f"not committing '{path}': larger than autosync.maxFileSize "
+             f"({config['maxFileSize']} bytes)",
+             f"git config autosync.maxFileSize {config['maxFileSize'] * 2}")
+    if not chosen and not entries:
+        return result
+    wait_for_index_lock(repo)
+    if chosen:
+        repo.run("update-index", "--add", "--remove", "-z", "--stdin",
+                 input="".join(p + "\0" for p in chosen).encode(errors="surrogateescape"))
+    names = repo.run("diff", "--cached", "--name-status", "-z", "-M", "--no-ext-diff"
+                     ).stdout.decode(errors="surrogateescape")
+    if not names:
+        return result
+    summary, count = summarize(names)
+    result.message = render_message(config["commitMessage"], summary, config.host, count)
+    res = repo.run("commit", "-q", "--no-verify", "--allow-empty-message", "-m", result.message,
+                   env={"GIT_AUTOSYNC_COMMITTER": "1"}, check=False)
+    if res.returncode != 0:
+        err = res.stderr.decode(errors="replace").strip()
+        if "index.lock" in err:
+            raise Retry("index.lock appeared while committing; will retry")
+        raise Error(f"cannot commit in '{repo.cwd}': {err.splitlines()[-1] if err else 'failed'}")
+    result.commit = repo.rev("HEAD")
+    log.info("committed %s %s", result.commit[:10], result.message)
+    return result
+
+
+def main(argv):
+    ap = argparse.ArgumentParser(
+        prog="autosync-commit",
+        description="Stage the given paths (default: every change) and commit them.")
+    ap.add_argument("-C", dest="dir", default=".", help="repository (default: .)")
+    ap.add_argument("--stdin", action="store_true", help="read paths from stdin")
+    ap.add_argument("-z", action="store_true", help="with --stdin: paths are NUL-terminated")
+    ap.add_argument("paths", nargs="*", help="paths relative to the top of the work tree")
+    args = ap.parse_args(argv)
+    repo = Repo(args.dir)
+    if repo.bare:
+        raise Error(f"'{repo.cwd}' is a bare repository; nothing to commit")
+    config = Config(repo)
+    paths = list(args.paths)
+    if args.stdin:
+        data = sys.stdin.buffer.read().decode(errors="surrogateescape")
+        paths += [p for p in data.split("\0" if args.z else "\n") if p]
+    with repo.lock():
+        result = commit_changes(repo, config, paths or None)
+    if result.commit:
+        print(f"[{result.commit[:10]}] {result.message}")
+    return 0

@@ -1,0 +1,209 @@
+"""Deterministic merge: the same two commits give the same merge commit on every clone.
+
+The two tips are put in a fixed order (by commit id) before `git merge-tree --write-tree`,
+so the merged tree does not depend on which clone is merging. Every conflicted path is
+then resolved without markers: the version from the newer tip (committer time, then commit
+id) stays at the path, the other one is kept beside it as
+`NAME.conflict-<host>-<YYYYmmdd-HHMMSS>.EXT` (host and time of the tip that lost). A path
+deleted on one side and modified on the other keeps the modified file. The merge commit has
+a fixed author, date (the newer tip's) and message, so two clones merging the same pair at
+the same moment create the very same commit id and nothing ping-pongs.
+"""
+
+import argparse
+import os
+import re
+import time
+from dataclasses import dataclass
+
+from .git import Repo
+from .util import Error, log
+
+MERGE_IDENT = {"GIT_AUTHOR_NAME": "git-autosync", "GIT_AUTHOR_EMAIL": "git-autosync@localhost",
+               "GIT_COMMITTER_NAME": "git-autosync",
+               "GIT_COMMITTER_EMAIL": "git-autosync@localhost"}
+HOST_IN_SUBJECT = re.compile(r"\(host ([A-Za-z0-9._-]{1,64})\)\s*$")
+
+
+@dataclass(frozen=True)
+class Tip:
+    oid: str
+    time: int
+    subject: str
+
+    @property
+    def host(self):
+        m = HOST_IN_SUBJECT.search(self.subject)
+        return m.group(1) if m else self.oid[:8]
+
+
+@dataclass(frozen=True)
+class Conflict:
+    path: str
+    kind: str  # "both-changed" (a copy was made) or "modify-delete" (the modified file kept)
+    copy: str | None = None
+
+
+def describe(repo, oid):
+    fields = repo.out("show", "-s", "--format=%H%x00%ct%x00%s", oid).split("\0")
+    return Tip(fields[0], int(fields[1]), fields[2])
+
+
+def conflict_copy_name(path, tip, taken):
+    """notes.md -> notes.conflict-laptop-20261124-101530.md, unique within `taken`."""
+    head, _, name = path.rpartition("/")
+    stem, dot, ext = name.rpartition(".")
+    if not stem:  # no extension, or a dot file such as .bashrc
+        stem, dot, ext = name, "", ""
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(tip.time))
+    for n in range(1, 1000):
+        suffix = f".conflict-{tip.host}-{stamp}" + (f"-{n}" if n > 1 else "")
+        candidate = (head + "/" if head else "") + stem + suffix + dot + ext
+        if candidate not in taken:
+            return candidate
+    raise Error(f"too many conflict copies of '{path}'")
+
+
+def parse_merge_tree(output):
+    """(tree, {path: {stage: (mode, oid)}}) from `git merge-tree --write-tree -z` output."""
+    fields = output.split("\0")
+    tree = fields[0]
+    stages = {}
+    for item in fields[1:]:
+        if not item:
+            break
+        meta, _, path = item.partition("\t")
+        mode, oid, stage = meta.split(" ")
+        stages.setdefault(path, {})[int(stage)] = (mode, oid)
+    return tree, stages
+
+
+def resolve(stages, first, second, winner_is_first, taken):
+    """Index lines and Conflicts that replace every conflicted path by clean versions."""
+    lines, conflicts = [], []
+    win, lose = (2, 3) if winner_is_first else (3, 2)
+    loser_tip = second if winner_is_first else first
+    for path in sorted(stages):
+        s = stages[path]
+        if win in s and lose in s:
+            copy = conflict_copy_name(path, loser_tip, taken)
+            taken.add(copy)
+            lines.append(_index_line(*s[win], path))
+            lines.append(_index_line(*s[lose], copy))
+            conflicts.append(Conflict(path, "both-changed", copy))
+        elif win in s or lose in s:  # changed on one side, deleted on the other
+            lines.append(_index_line(*s.get(win) or s[lose], path))
+            conflicts.append(Conflict(path, "modify-delete"))
+        else:
+            lines.append(_index_line("0", "0" * len(s[1][1]), path))
+    return lines, conflicts
+
+
+def _index_line(mode, oid, path):
+    return f"{mode} {oid}\t{path}\0"
+
+
+def merge_commits(repo, a, b):
+    """The commit that merges a and b (either order gives the same result), and the conflicts."""
+    if repo.is_ancestor(b, a):
+        return a, []
+    if repo.is_ancestor(a, b):
+        return b, []
+    first, second = sorted((describe(repo, a), describe(repo, b)), key=lambda t: t.oid)
+    res = repo.run("merge-tree", "--write-tree", "-z", "--no-messages",
+                   "--allow-unrelated-histories", first.oid, second.oid, check=False)
+    if res.returncode not in (0, 1):
+        raise Error(f"cannot merge {first.oid[:10]} and {second.oid[:10]}: "
+                    + res.stderr.decode(errors="replace").strip())
+    tree, stages = parse_merge_tree(res.stdout.decode(errors="surrogateescape"))
+    conflicts = []
+    if stages:
+        winner_is_first = (first.time, first.oid) > (second.time, second.oid)
+        tree, conflicts = _rewrite_tree(repo, tree, stages, first, second, winner_is_first)
+    newer = max(first.time, second.time)
+    env = dict(MERGE_IDENT, GIT_AUTHOR_DATE=f"@{newer} +0000",
+               GIT_COMMITTER_DATE=f"@{newer} +0000")
+    message = merge_message(conflicts)
+    commit = repo.out("commit-tree", tree, "-p", first.oid, "-p", second.oid, "-m", message,
+                      env=env)
+    return commit, conflicts
+
+
+def _rewrite_tree(repo, tree, stages, first, second, winner_is_first):
+    taken = set(repo.out("ls-tree", "-r", "-z", "--name-only", tree).split("\0"))
+    lines, conflicts = resolve(stages, first, second, winner_is_first, taken)
+    index = os.path.join(repo.ensure_state_dir(), f"merge-index.{os.getpid()}")
+    env = {"GIT_INDEX_FILE": index}
+    try:
+        repo.run("read-tree", tree, env=env)
+        repo.run("update-index", "-z", "--index-info",
+                 input="".join(lines).encode(errors="surrogateescape"), env=env)
+        return repo.out("write-tree", env=env), conflicts
+    finally:
+        try:
+            os.unlink(index)
+        except FileNotFoundError:
+            pass
+
+
+def merge_message(conflicts):
+    if not conflicts:
+        return "autosync: merge"
+    body = []
+    for c in conflicts:
+        if c.copy:
+            body.append(f"  {c.path}: both changed; the other version is in {c.copy}")
+        else:
+            body.append(f"  {c.path}: changed on one side, deleted on the other; kept")
+    return "autosync: merge, keeping both versions of conflicting files\n\n" + "\n".join(body)
+
+
+def integrate(repo, target):
+    """Bring the checked-out branch to include `target`, updating the work tree.
+
+    Returns (new HEAD, conflicts). The caller has committed local changes and holds
+    repo.lock(); git itself refuses to overwrite anything uncommitted.
+    """
+    head = repo.rev("HEAD")
+    if head is None:  # unborn branch: take the remote's history as it is
+        merged, conflicts = target, []
+    else:
+        merged, conflicts = merge_commits(repo, head, target)
+    if merged == head:
+        return head, []
+    res = repo.run("merge", "--ff-only", "-q", "--no-stat", merged, check=False,
+                   env={"GIT_AUTOSYNC_COMMITTER": "1"})
+    if res.returncode != 0:
+        raise Error("cannot update the work tree: "
+                    + (res.stderr.decode(errors="replace").strip().splitlines() or ["?"])[0])
+    for c in conflicts:
+        log.warning("conflict in '%s': %s", c.path,
+                    f"other version kept as '{c.copy}'" if c.copy else "modified version kept")
+    return merged, conflicts
+
+
+def main(argv):
+    ap = argparse.ArgumentParser(
+        prog="autosync-merge",
+        description="Merge COMMIT into the checked-out branch the way autosync does: "
+                    "deterministically, keeping both versions of every conflicting file.")
+    ap.add_argument("-C", dest="dir", default=".", help="repository (default: .)")
+    ap.add_argument("--print-only", action="store_true",
+                    help="only print the merge commit that would result; change nothing")
+    ap.add_argument("commit", help="commit to merge, e.g. origin/main")
+    args = ap.parse_args(argv)
+    repo = Repo(args.dir)
+    target = repo.rev(args.commit)
+    if target is None:
+        raise Error(f"not a commit: '{args.commit}'")
+    if args.print_only:
+        print(merge_commits(repo, repo.rev("HEAD"), target)[0])
+        return 0
+    from .commit import check_committable
+    with repo.lock():
+        check_committable(repo)
+        merged, conflicts = integrate(repo, target)
+    for c in conflicts:
+        print(f"conflict: {c.path}" + (f" (other version: {c.copy})" if c.copy else " (kept)"))
+    print(merged)
+    return 0
