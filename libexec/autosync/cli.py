@@ -1,0 +1,295 @@
+"""The `git autosync` front end: run, start, stop, status, sync, log.
+
+Each command is a thin layer over a module that can also be used alone (daemon, sync,
+commit); this file parses arguments, starts and stops the daemon, and formats status.
+"""
+
+import argparse
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+from . import VERSION, pidfile
+from .config import Config
+from .git import Repo
+from .util import NOT_RUNNING, OK, RETRY, Error, log, setup_logging
+
+CONFLICT_COPY = re.compile(r"\.conflict-[A-Za-z0-9._-]+-\d{8}-\d{6}(-\d+)?(\.[^/]*)?$")
+
+DESCRIPTION = """\
+Keep a git work tree in sync like a Dropbox folder: every saved file is committed,
+pushed, and announced to the other clones, which fetch and merge it at once.
+
+commands:
+  run       watch and sync in the foreground until Ctrl-C / SIGTERM
+  start     start the background daemon for this repository
+  stop      stop it (pending changes are committed first)
+  status    what the daemon is doing (--json for scripts)
+  sync      one-shot: commit, fetch, merge, push
+  log       show the end of the daemon's log (-f to follow)
+
+Run 'git autosync COMMAND -h' for a command's options. Configuration lives in
+'git config autosync.*' (see 'man git-autosync').
+
+exit codes: 0 ok, 1 needs a human, 2 usage, 3 not running, 75 retry later"""
+
+
+def parser():
+    ap = argparse.ArgumentParser(prog="git autosync", description=DESCRIPTION,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("-C", dest="dir", default=None, metavar="DIR",
+                    help="run as if started in DIR")
+    ap.add_argument("--version", action="version", version=f"git-autosync {VERSION}")
+    sub = ap.add_subparsers(dest="command", metavar="COMMAND")
+    p = sub.add_parser("run", help="watch and sync in the foreground",
+                       description="Watch the work tree and sync it until SIGINT/SIGTERM; "
+                                   "pending changes are committed before exiting.")
+    p.add_argument("--log", metavar="FILE", help="log to FILE instead of stderr")
+    p.add_argument("-v", "--verbose", action="store_true", help="log debug details")
+    sub.add_parser("start", help="start the background daemon",
+                   description="Start the daemon in the background; its pid and log are in "
+                               "$GIT_DIR/autosync/. Refuses a second daemon for one repository.")
+    p = sub.add_parser("stop", help="stop the background daemon",
+                       description="Stop the daemon; it commits pending changes first.")
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait (default 30)")
+    p = sub.add_parser("status", help="show what the daemon is doing",
+                       description="Show whether the daemon runs, the last commit, push and "
+                                   "pull, the notification transport, commits waiting to be "
+                                   "pushed, conflict copies and warnings. Exit 3 when not "
+                                   "running.")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    sub.add_parser("sync", help="commit, fetch, merge and push once",
+                   description="One-shot sync: commit every change, fetch, merge (keeping both "
+                               "versions of conflicting files), push and notify.")
+    p = sub.add_parser("log", help="show the daemon's log",
+                       description="Show the end of $GIT_DIR/autosync/log.")
+    p.add_argument("-n", type=int, default=20, metavar="N", help="lines (default 20)")
+    p.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
+    return ap
+
+
+def main(argv):
+    ap = parser()
+    if not argv:
+        ap.print_help()
+        return 2
+    args = ap.parse_args(argv)
+    if args.command is None:
+        ap.print_help()
+        return 2
+    repo = Repo(args.dir or os.getcwd())
+    return COMMANDS[args.command](repo, args)
+
+
+def log_path(repo):
+    return os.path.join(repo.ensure_state_dir(), "log")
+
+
+# -- run / start / stop ----------------------------------------------------------------
+def cmd_run(repo, args):
+    if repo.bare:
+        raise Error(f"'{repo.cwd}' is a bare repository; its post-receive hook does the work",
+                    "run 'git autosync run' in a clone with a work tree")
+    setup_logging(args.log, verbose=args.verbose)
+    from .daemon import Daemon
+    ready_fd = os.environ.pop("GIT_AUTOSYNC_READY_FD", None)
+
+    def ready():
+        if ready_fd is not None:
+            try:
+                os.write(int(ready_fd), b"1")
+                os.close(int(ready_fd))
+            except OSError:
+                pass
+    return Daemon(repo, ready_hook=ready).run()
+
+
+def cmd_start(repo, args):
+    pid = pidfile.running_pid(repo)
+    if pid:
+        raise Error(f"already running for '{repo.cwd}' (pid {pid})",
+                    f"git -C '{repo.cwd}' autosync stop")
+    Config(repo).branch  # fail here, not in the background, on a detached HEAD
+    logfile = log_path(repo)
+    rfd, wfd = os.pipe()
+    env = dict(os.environ, GIT_AUTOSYNC_READY_FD=str(wfd))
+    front = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                         "git-autosync")
+    with open(logfile, "ab") as out:
+        proc = subprocess.Popen([sys.executable, front, "-C", repo.cwd, "run", "--log", logfile],
+                                stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                                pass_fds=(wfd,), start_new_session=True, env=env, cwd=repo.cwd)
+    os.close(wfd)
+    with os.fdopen(rfd, "rb") as r:
+        ready = r.read(1)  # returns at "ready" or when the daemon exits (EOF)
+    if ready != b"1":
+        code = proc.wait(timeout=30)
+        tail = _tail(logfile, 5)
+        reason = next((l for l in reversed(tail) if "git-autosync:" in l or "WARNING" in l
+                       or "ERROR" in l), tail[-1] if tail else "no log")
+        raise Error(f"the daemon did not start (exit {code}): {reason.strip()}",
+                    f"git -C '{repo.cwd}' autosync log")
+    print(f"started git-autosync for '{repo.cwd}' (pid {proc.pid}); log: {logfile}")
+    return OK
+
+
+def cmd_stop(repo, args):
+    pid = pidfile.running_pid(repo)
+    if not pid:
+        print(f"git-autosync is not running for '{repo.cwd}'")
+        return NOT_RUNNING
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    deadline = time.monotonic() + args.timeout
+    while pidfile.running_pid(repo):
+        if time.monotonic() > deadline:
+            raise Error(f"daemon (pid {pid}) did not stop within {args.timeout:.0f}s",
+                        f"kill {pid}   (pending changes are committed at the next start)",
+                        code=RETRY)
+        time.sleep(0.05)
+    print(f"stopped git-autosync for '{repo.cwd}' (pid {pid})")
+    return OK
+
+
+# -- status --------------------------------------------------------------------------------
+def gather_status(repo):
+    config = Config(repo)
+    pid = pidfile.running_pid(repo)
+    state = {}
+    try:
+        with open(os.path.join(repo.state_dir, "state.json")) as f:
+            state = json.load(f)
+    except (OSError, ValueError):
+        pass
+    info = {"repository": repo.cwd, "running": bool(pid), "pid": pid or None,
+            "branch": config["branch"] or repo.current_branch(), "remote": config.remote,
+            "channel": config.channel}
+    head = repo.run("log", "-1", "--format=%H%x00%ct%x00%s", check=False).stdout.decode()
+    if head.strip():
+        oid, ts, subject = head.rstrip("\n").split("\0", 2)
+        info["last_commit"] = {"commit": oid, "time": int(ts), "message": subject}
+    branch = info["branch"]
+    unpushed = None
+    if branch and config.has_remote:
+        tracking = f"refs/remotes/{config.remote}/{branch}"
+        res = repo.run("rev-list", "--count", f"{tracking}..refs/heads/{branch}", check=False)
+        if res.returncode == 0:
+            unpushed = int(res.stdout.decode().strip() or 0)
+        elif repo.rev(f"refs/heads/{branch}"):
+            unpushed = int(repo.out("rev-list", "--count", f"refs/heads/{branch}"))
+    info["unpushed"] = unpushed
+    files = repo.out("ls-files", "-z").split("\0") if not repo.bare else []
+    info["conflict_copies"] = [f for f in files if CONFLICT_COPY.search(f)]
+    live = bool(pid) and state.get("pid") == pid
+    for key in ("last_push", "last_pull", "push_error", "pull_error", "transport",
+                "transport_connected", "transport_error", "pending", "skipped_large",
+                "nested", "error"):
+        info[key] = state.get(key) if live or key in ("last_push", "last_pull") else None
+    in_progress = repo.operation_in_progress()
+    if in_progress:
+        info["error"] = f"a {in_progress} started by hand is in progress; autosync waits"
+    return info
+
+
+def _ago(ts):
+    if not ts:
+        return "never"
+    secs = max(0, int(time.time() - ts))
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if secs >= size:
+            return f"{secs // size} {unit} ago"
+    return f"{secs} s ago"
+
+
+def cmd_status(repo, args):
+    info = gather_status(repo)
+    if args.json:
+        print(json.dumps(info, indent=1, sort_keys=True))
+        return OK if info["running"] else NOT_RUNNING
+    lines = [f"git-autosync: {'running (pid %d)' % info['pid'] if info['running'] else 'not running'}"
+             f" in {info['repository']}",
+             f"  branch:        {info['branch'] or '(detached)'} <-> {info['remote']}"
+             f" (channel {info['channel']})"]
+    lc = info.get("last_commit")
+    if lc:
+        lines.append(f"  last commit:   {_ago(lc['time'])}  {lc['commit'][:10]} {lc['message']}")
+    lp = info.get("last_push")
+    lines.append(f"  last push:     {_ago(lp and lp['time'])}"
+                 + (f"  {lp['commit'][:10]}" if lp else ""))
+    lines.append(f"  last pull:     {_ago(info.get('last_pull'))}")
+    if info["running"]:
+        t = info.get("transport")
+        lines.append("  notifications: " + (
+            f"{t} ({'connected' if info['transport_connected'] else 'not connected'})"
+            if t else "none (polling the remote)"))
+        lines.append(f"  pending:       {info.get('pending') or 0} changed paths")
+    if info["unpushed"] is not None:
+        lines.append(f"  unpushed:      {info['unpushed']} commits")
+    for c in info["conflict_copies"]:
+        lines.append(f"  conflict copy: {c}")
+    for key, label in (("push_error", "push failing"), ("pull_error", "pull failing"),
+                       ("transport_error", "notifications"), ("error", "attention")):
+        if info.get(key):
+            lines.append(f"  warning:       {label}: {info[key]}")
+    for p in info.get("skipped_large") or []:
+        lines.append(f"  warning:       not committed (larger than autosync.maxFileSize): {p}")
+    for p in info.get("nested") or []:
+        lines.append(f"  warning:       nested repository not synced: {p}")
+    print("\n".join(lines))
+    return OK if info["running"] else NOT_RUNNING
+
+
+# -- sync / log -------------------------------------------------------------------------------
+def cmd_sync(repo, args):
+    if repo.bare:
+        raise Error(f"'{repo.cwd}' is a bare repository; nothing to sync")
+    setup_logging()
+    from .push import publisher
+    from .sync import sync_once
+    config = Config(repo)
+    pushed, conflicts = sync_once(repo, config, commit=True, publish=publisher(repo, config))
+    for c in conflicts:
+        print(f"conflict: {c.path}" + (f": other version kept as {c.copy}" if c.copy else
+                                       ": modified version kept"))
+    print(f"pushed {pushed[:10]} to {config.remote}" if pushed else "up to date")
+    return OK
+
+
+def _tail(path, n):
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 200 * n))
+            return f.read().decode(errors="replace").splitlines()[-n:]
+    except OSError:
+        return []
+
+
+def cmd_log(repo, args):
+    path = log_path(repo)
+    if not os.path.exists(path):
+        print(f"no log yet: '{path}'")
+        return OK
+    for line in _tail(path, args.n):
+        print(line)
+    if args.follow:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            while True:  # until Ctrl-C, like tail -f
+                line = f.readline()
+                if line:
+                    sys.stdout.write(line.decode(errors="replace"))
+                    sys.stdout.flush()
+                else:
+                    time.sleep(0.2)
+    return OK
+
+
+COMMANDS = {"run": cmd_run, "start": cmd_start, "stop": cmd_stop, "status": cmd_status,
+            "sync": cmd_sync, "log": cmd_log}
