@@ -52,7 +52,7 @@ class Repo:
             raise Error(f"cannot use '{path}': not a directory")
         out = self._run_raw(
             ["rev-parse", "--absolute-git-dir", "--git-common-dir", "--is-bare-repository",
-             "--show-toplevel"], cwd=path, check=False)
+             "--show-cdup"], cwd=path, check=False)
         if out.returncode != 0:
             raise Error(f"not a git repository: '{path}'",
                         f"create one with 'git init {path}' or pass a repository with REPO=DIR")
@@ -61,7 +61,8 @@ class Repo:
         common = lines[1]
         self.common_dir = os.path.normpath(os.path.join(path, common))
         self.bare = lines[2] == "true"
-        self.top = lines[3] if len(lines) > 3 and not self.bare else None
+        cdup = lines[3] if len(lines) > 3 else ""
+        self.top = None if self.bare else os.path.normpath(os.path.join(path, cdup))
         self.cwd = self.top or self.git_dir
         self.state_dir = os.path.join(self.git_dir, "autosync")
 
