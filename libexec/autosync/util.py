@@ -80,6 +80,12 @@ def run_main(func, argv=None):
         code = 130
     except BrokenPipeError:
         code = OK
+    except ModuleNotFoundError as e:  # a damaged or foreign python environment
+        print(f"{PROG}: python module '{e.name}' is missing from {sys.executable}",
+              file=sys.stderr)
+        print("hint: make install   (in the git-autosync source tree; it rebuilds the "
+              "private environment)", file=sys.stderr)
+        code = HUMAN
     except Exception as e:  # last resort: one line, details only in the log
         log.exception("internal error")
         print(f"{PROG}: internal error: {type(e).__name__}: {e}", file=sys.stderr)

@@ -1,0 +1,139 @@
+# git-autosync - a Dropbox-like folder made of git.
+#
+#   make demo                     watch it work in a sandbox (nothing installed for good)
+#   make test                     run the test suite (creates .venv, installs test servers)
+#   make install [REPO=DIR]       install the toolkit under PREFIX, then into repository DIR
+#   make uninstall REPO=DIR       remove from DIR exactly what install added
+#   make uninstall                remove the toolkit from PREFIX
+#   make install-systemd REPO=DIR start syncing DIR at login (systemd user unit)
+#   make bench / make soak        benchmarks and the convergence soak
+
+PREFIX     ?= $(HOME)/.local
+DESTDIR    ?=
+PYTHON     ?= python3
+BINDIR     := $(PREFIX)/bin
+LIBEXECDIR := $(PREFIX)/libexec/git-autosync
+SHAREDIR   := $(PREFIX)/share/git-autosync
+MANDIR     := $(PREFIX)/share/man
+VENV       := $(PREFIX)/lib/git-autosync/venv
+DEVVENV    := .venv
+SOAK_SECONDS ?= 120
+
+PROGRAMS := $(filter-out libexec/autosync,$(wildcard libexec/*))
+MODULES  := $(wildcard libexec/autosync/*.py)
+UNITS    := $(wildcard share/systemd/*)
+# Debian packages the tests need: real servers, never mocks.
+TEST_DEBS := mosquitto mosquitto-clients prosody openssl
+
+requires = $(shell $(PYTHON) share/requirements.py $(1))
+
+.PHONY: all install install-toolkit install-repo uninstall install-systemd test deps \
+        bench soak demo clean check-python check-repo
+
+all:
+	@sed -n 's/^#   //p' Makefile
+
+check-python:
+	@$(PYTHON) share/requirements.py --check
+
+# Refuse a bad REPO before anything is installed (stdlib only: runs on the system python).
+check-repo: check-python
+ifdef REPO
+	@$(PYTHON) libexec/autosync-install check '$(REPO)'
+endif
+
+# -- the toolkit -----------------------------------------------------------------------
+install: check-repo install-toolkit
+ifdef REPO
+	@'$(DESTDIR)$(LIBEXECDIR)/autosync-install' install '$(REPO)'
+endif
+
+install-toolkit: check-python $(DESTDIR)$(VENV)/.autosync-ok
+	install -d '$(DESTDIR)$(BINDIR)' '$(DESTDIR)$(LIBEXECDIR)/autosync' \
+	    '$(DESTDIR)$(SHAREDIR)/hooks' '$(DESTDIR)$(SHAREDIR)/systemd' '$(DESTDIR)$(MANDIR)/man1'
+	install -m 0644 $(MODULES) '$(DESTDIR)$(LIBEXECDIR)/autosync/'
+	for p in $(PROGRAMS); do \
+	    sed '1s|^#!.*python3.*$$|#!$(VENV)/bin/python|' "$$p" > '$(DESTDIR)$(LIBEXECDIR)'/.tmp && \
+	    install -m 0755 '$(DESTDIR)$(LIBEXECDIR)'/.tmp "$(DESTDIR)$(LIBEXECDIR)/$${p#libexec/}" || exit 1; \
+	done; rm -f '$(DESTDIR)$(LIBEXECDIR)'/.tmp
+	install -m 0644 hooks/* '$(DESTDIR)$(SHAREDIR)/hooks/'
+	for u in $(UNITS); do \
+	    sed -e 's|@BINDIR@|$(BINDIR)|g' -e 's|@LIBEXECDIR@|$(LIBEXECDIR)|g' "$$u" \
+	        > '$(DESTDIR)$(SHAREDIR)/systemd/'"$${u##*/}" || exit 1; \
+	done
+	install -m 0644 README.md '$(DESTDIR)$(SHAREDIR)/'
+	[ ! -f share/man/man1/git-autosync.1 ] || \
+	    install -m 0644 share/man/man1/git-autosync.1 '$(DESTDIR)$(MANDIR)/man1/'
+	ln -sfn '$(LIBEXECDIR)/git-autosync' '$(DESTDIR)$(BINDIR)/git-autosync'
+
+# The private environment holding the two runtime packages. Built aside and renamed into
+# place, so a failed pip run leaves nothing half-done.
+$(DESTDIR)$(VENV)/.autosync-ok: setup.cfg
+	@rm -rf '$(DESTDIR)$(VENV).new'
+	@$(PYTHON) -m venv '$(DESTDIR)$(VENV).new' || { rm -rf '$(DESTDIR)$(VENV).new'; \
+	    echo "git-autosync: cannot create the private python environment" >&2; exit 1; }
+	@'$(DESTDIR)$(VENV).new/bin/python' -m pip install -q $(call requires,runtime) || { \
+	    rm -rf '$(DESTDIR)$(VENV).new'; \
+	    echo "git-autosync: cannot install the runtime packages into $(VENV)" >&2; \
+	    echo "hint: check network access to the python package index, then run make install again" >&2; \
+	    exit 1; }
+	@touch '$(DESTDIR)$(VENV).new/.autosync-ok'
+	@rm -rf '$(DESTDIR)$(VENV)' && mv '$(DESTDIR)$(VENV).new' '$(DESTDIR)$(VENV)'
+	@# venv records its own path in scripts; only bin/python is used, which is relocatable
+	@echo "private python environment ready in $(VENV)"
+
+uninstall:
+ifdef REPO
+	@'$(LIBEXECDIR)/autosync-install' uninstall '$(REPO)'
+else
+	rm -rf '$(DESTDIR)$(LIBEXECDIR)' '$(DESTDIR)$(SHAREDIR)' '$(DESTDIR)$(PREFIX)/lib/git-autosync'
+	rm -f '$(DESTDIR)$(BINDIR)/git-autosync' '$(DESTDIR)$(MANDIR)/man1/git-autosync.1'
+endif
+
+install-systemd: install
+	@test -n '$(REPO)' || { echo "git-autosync: REPO is not set" >&2; \
+	    echo "hint: make install-systemd REPO=~/notes" >&2; exit 2; }
+	@'$(LIBEXECDIR)/autosync-systemd' enable '$(REPO)'
+
+# -- development -------------------------------------------------------------------------
+# `deps` makes a fresh machine (python3, git, make) ready for the tests: a venv with the
+# runtime and test packages, and the Debian packages for the real servers (as root).
+deps: check-python $(DEVVENV)/.deps-ok
+	@missing=""; for b in mosquitto prosody openssl; do \
+	    command -v $$b >/dev/null 2>&1 || [ -x /usr/sbin/$$b ] || [ -x /usr/bin/$$b ] || missing="$$missing $$b"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	    if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	        echo "installing test servers:$$missing"; \
+	        DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(TEST_DEBS) \
+	            >/dev/null || exit 1; \
+	        for s in mosquitto prosody; do \
+	            systemctl disable --now $$s >/dev/null 2>&1 || service $$s stop >/dev/null 2>&1 || true; \
+	        done; \
+	    else \
+	        echo "warning: missing$$missing; the tests that need them are skipped" >&2; \
+	        echo "hint: sudo apt-get install $(TEST_DEBS)" >&2; \
+	    fi; \
+	fi
+
+$(DEVVENV)/.deps-ok: setup.cfg
+	$(PYTHON) -m venv $(DEVVENV)
+	$(DEVVENV)/bin/python -m pip install -q $(call requires,runtime test)
+	touch $@
+
+test: deps
+	$(DEVVENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+bench: deps
+	$(DEVVENV)/bin/python tests/bench/run.py $(BENCH_ARGS)
+
+soak: deps
+	$(DEVVENV)/bin/python -m pytest tests/test_soak.py -q --soak-seconds=$(SOAK_SECONDS) $(PYTEST_ARGS)
+
+demo: check-python
+	@$(PYTHON) share/demo.py
+
+clean:
+	rm -rf $(DEVVENV) tests/bench/out
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

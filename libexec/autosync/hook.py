@@ -1,0 +1,103 @@
+"""What the hook shims run: the chained hook first, then autosync's part, never blocking git.
+
+post-commit (work tree): ask the running daemon to push (SIGUSR1), or start a detached
+    push helper when no daemon runs. Commits the daemon made itself are pushed by the
+    daemon; commits made during a rebase or on another branch are left alone.
+post-receive (bare server): start a detached publisher announcing every updated branch.
+Both return at once: the push or publish goes on in the background with its output in
+$GIT_DIR/autosync/, so a slow network or a dead broker never slows down git.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+
+from . import pidfile
+from .config import Config
+from .git import ZERO_OID, Repo, clean_env
+from .install import CHAINED
+from .util import Error, log, setup_logging, warn
+
+LIBEXEC = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+STDIN_HOOKS = ("post-receive", "pre-receive", "pre-push", "post-rewrite")
+
+
+def run_chained(name, args, stdin):
+    """Run the hook that was there before autosync, exactly as git would have."""
+    hooks = subprocess.run(["git", "rev-parse", "--git-path", "hooks"], stdout=subprocess.PIPE,
+                           stderr=subprocess.DEVNULL, text=True).stdout.strip() or "hooks"
+    chained = os.path.abspath(os.path.join(hooks, name + CHAINED))
+    if not os.path.isfile(chained) or not os.access(chained, os.X_OK):
+        return 0
+    return subprocess.run([chained, *args], input=stdin,
+                          stdin=None if stdin is not None else subprocess.DEVNULL).returncode
+
+
+def spawn(repo, argv, logname):
+    """Start argv detached from the hook: own session, output to a log, not to git."""
+    try:
+        out = open(os.path.join(repo.ensure_state_dir(), logname), "ab")
+    except OSError:
+        out = subprocess.DEVNULL
+    try:
+        subprocess.Popen(argv, cwd=repo.cwd, env=clean_env(), stdin=subprocess.DEVNULL,
+                         stdout=out, stderr=out, start_new_session=True, close_fds=True)
+    finally:
+        if out is not subprocess.DEVNULL:
+            out.close()
+
+
+def post_commit(args, stdin):
+    if os.environ.get("GIT_AUTOSYNC_COMMITTER"):
+        return  # the daemon's own commit: it pushes by itself
+    repo = Repo(".")
+    config = Config(repo)
+    if not config["push"] or not config.has_remote or repo.operation_in_progress():
+        return
+    if repo.current_branch() != config.branch:
+        return
+    pid = pidfile.running_pid(repo)
+    if pid and pid > 0:
+        try:
+            os.kill(pid, signal.SIGUSR1)
+            return
+        except OSError:
+            pass  # it just went away: push ourselves
+    spawn(repo, [os.path.join(LIBEXEC, "autosync-push"), "-C", repo.cwd], "push.log")
+
+
+def post_receive(args, stdin):
+    repo = Repo(".")
+    updates = []
+    for line in (stdin or b"").decode(errors="replace").splitlines():
+        parts = line.split()
+        if len(parts) != 3:
+            continue
+        old, new, ref = parts
+        if ref.startswith("refs/heads/") and new != ZERO_OID:
+            updates += [ref[len("refs/heads/"):], new]
+    if updates:
+        spawn(repo, [os.path.join(LIBEXEC, "autosync-publish"), "--git-dir", repo.git_dir,
+                     *updates], "publish.log")
+
+
+HANDLERS = {"post-commit": post_commit, "post-receive": post_receive}
+
+
+def main(argv):
+    if not argv or argv[0] not in HANDLERS:
+        print("usage: autosync-hook {%s} [ARGS...]   (run by git's hook shims)"
+              % ",".join(HANDLERS), file=sys.stderr)
+        return 2
+    name, args = argv[0], argv[1:]
+    setup_logging()
+    stdin = sys.stdin.buffer.read() if name in STDIN_HOOKS else None
+    code = run_chained(name, args, stdin)
+    try:
+        HANDLERS[name](args, stdin)
+    except Error as e:  # a hook never fails the user's commit or push over autosync
+        warn(f"{name} hook: {e.message}")
+    except OSError as e:
+        log.warning("%s hook: %s", name, e)
+    return code

@@ -1,0 +1,297 @@
+"""Install git-autosync into one repository, or take it out again.
+
+What install adds, and uninstall removes again:
+- a hook shim per hook (work tree: post-commit; bare repository: post-receive) in the
+  directory `git rev-parse --git-path hooks` names (so core.hooksPath is honoured). A hook
+  that was there before and is not ours is renamed to `<hook>.pre-autosync` and chained:
+  the shim's helper runs it with the same argv and stdin;
+- `autosync.*` defaults, only for keys that are unset;
+- `alias.autosync`, so that `git -C DIR autosync ...` works without PATH changes.
+What was added is recorded in $GIT_DIR/autosync/install.json; uninstall reverts exactly
+that (a key the user changed since is left alone). Every step is checked first and undone
+if a later one fails, so an install is done completely or not at all.
+"""
+
+import argparse
+import json
+import os
+import shlex
+import stat
+
+from . import VERSION, pidfile
+from .config import default_channel
+from .git import Repo
+from .util import Error
+
+MARKER = "# managed-by: git-autosync"
+CHAINED = ".pre-autosync"
+HERE = os.path.dirname(os.path.abspath(__file__))
+LIBEXEC = os.path.dirname(HERE)
+
+
+def template_dir():
+    """Hook templates: PREFIX/share/git-autosync/hooks when installed, hooks/ in a checkout."""
+    for candidate in (os.path.join(LIBEXEC, os.pardir, os.pardir, "share", "git-autosync",
+                                   "hooks"),
+                      os.path.join(LIBEXEC, os.pardir, "hooks")):
+        if os.path.isfile(os.path.join(candidate, "post-commit")):
+            return os.path.normpath(candidate)
+    raise Error(f"hook templates not found next to '{LIBEXEC}'", "make install")
+
+
+def render_hook(name):
+    with open(os.path.join(template_dir(), name)) as f:
+        text = f.read()
+    helper = shlex.quote(os.path.join(LIBEXEC, "autosync-hook"))
+    return text.replace("@VERSION@", VERSION).replace("@HOOK_HELPER@", helper)
+
+
+def is_ours(path):
+    try:
+        with open(path, errors="replace") as f:
+            return MARKER in f.read(4096)
+    except (FileNotFoundError, IsADirectoryError):
+        return False
+
+
+def read_text(path):
+    try:
+        with open(path, errors="replace") as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def exists(path):
+    return os.path.lexists(path)
+
+
+class Installer:
+    def __init__(self, repo):
+        self.repo = repo
+        self.manifest_path = os.path.join(repo.state_dir, "install.json")
+        self.undo = []  # callables reverting what was done so far, newest last
+        self.changes = []
+
+    # -- facts ---------------------------------------------------------------------------
+    @property
+    def hooks_dir(self):
+        rel = self.repo.out("rev-parse", "--git-path", "hooks")
+        return os.path.normpath(os.path.join(self.repo.cwd, rel))
+
+    @property
+    def hook_names(self):
+        return ["post-receive"] if self.repo.bare else ["post-commit"]
+
+    def alias_value(self):
+        return "!" + shlex.quote(os.path.join(LIBEXEC, "git-autosync"))
+
+    def config_get(self, key):
+        res = self.repo.run("config", "--local", "--get", key, check=False)
+        return res.stdout.decode(errors="surrogateescape").rstrip("\n") \
+            if res.returncode == 0 else None
+
+    def defaults(self):
+        """The keys install sets when unset: where to sync and what to call the channel."""
+        repo = self.repo
+        wanted = {}
+        if not repo.bare:
+            remotes = repo.out("remote").split()
+            remote = "origin" if "origin" in remotes else (remotes[0] if len(remotes) == 1
+                                                             else None)
+            if remote:
+                wanted["autosync.remote"] = remote
+            branch = repo.current_branch()
+            if branch:
+                wanted["autosync.branch"] = branch
+            url = self.config_get(f"remote.{remote}.url") if remote else None
+            wanted["autosync.channel"] = default_channel(repo, url)
+        else:
+            wanted["autosync.channel"] = default_channel(repo)
+        wanted["alias.autosync"] = self.alias_value()
+        return wanted
+
+    def load_manifest(self):
+        try:
+            with open(self.manifest_path) as f:
+                data = json.load(f)
+            return data if isinstance(data, dict) else {}
+        except (OSError, ValueError):
+            return {}
+
+    # -- checks before touching anything -----------------------------------------------
+    def preflight(self):
+        hooks = self.hooks_dir
+        probe_dir = hooks
+        while not os.path.isdir(probe_dir):
+            probe_dir = os.path.dirname(probe_dir)
+        self.check_writable(probe_dir, "hooks directory")
+        for name in self.hook_names:
+            path = os.path.join(hooks, name)
+            if exists(path) and not is_ours(path) and exists(path + CHAINED):
+                raise Error(f"cannot chain '{path}': '{path + CHAINED}' exists already",
+                            f"merge the two hooks by hand, then remove '{path + CHAINED}'")
+            if os.path.isdir(path):
+                raise Error(f"cannot install hook '{path}': it is a directory")
+        self.check_writable(self.repo.git_dir, "repository")
+        config_file = os.path.join(self.repo.common_dir, "config")
+        if exists(config_file) and not os.access(config_file, os.W_OK):
+            raise Error(f"cannot write '{config_file}': permission denied")
+
+    @staticmethod
+    def check_writable(directory, what):
+        """A real write test (os.access says yes to root even on immutable directories)."""
+        probe = os.path.join(directory, f".autosync-probe-{os.getpid()}")
+        try:
+            with open(probe, "w"):
+                pass
+            os.unlink(probe)
+        except OSError as e:
+            raise Error(f"cannot write to the {what} '{directory}': {e.strerror.lower()}",
+                        f"ls -ld '{directory}'   (it must be writable by you)")
+
+    # -- steps, each recording its undo ------------------------------------------------
+    def write_file(self, path, text, mode):
+        old = None
+        if exists(path):
+            with open(path, "rb") as f:
+                old = (f.read(), stat.S_IMODE(os.lstat(path).st_mode))
+        tmp = f"{path}.autosync-tmp"
+        with open(tmp, "w") as f:
+            f.write(text)
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+        self.undo.append(lambda: self._restore(path, old))
+
+    @staticmethod
+    def _restore(path, old):
+        if old is None:
+            os.unlink(path)
+        else:
+            with open(path, "wb") as f:
+                f.write(old[0])
+            os.chmod(path, old[1])
+
+    def rename(self, src, dst):
+        os.rename(src, dst)
+        self.undo.append(lambda: os.rename(dst, src))
+
+    def set_config(self, key, value):
+        self.repo.run("config", "--local", key, value)
+        self.undo.append(lambda: self.repo.run("config", "--local", "--unset", key,
+                                               check=False))
+
+    def drop_empty_section(self, section):
+        """git leaves an empty [section] behind after the last --unset; tidy it."""
+        if not self.repo.ok("config", "--local", "--get-regexp", f"^{section}\\."):
+            self.repo.run("config", "--local", "--remove-section", section, check=False)
+
+    def transaction(self, steps):
+        try:
+            steps()
+        except BaseException:
+            for undo in reversed(self.undo):
+                try:
+                    undo()
+                except (OSError, Error):
+                    pass
+            raise
+        finally:
+            self.undo = []
+
+    # -- install / uninstall -----------------------------------------------------------
+    def install(self):
+        self.preflight()
+        manifest = self.load_manifest()
+        hooks_done = manifest.get("hooks", {})
+        config_done = manifest.get("config", {})
+
+        def steps():
+            os.makedirs(self.hooks_dir, exist_ok=True)
+            for name in self.hook_names:
+                path = os.path.join(self.hooks_dir, name)
+                text = render_hook(name)
+                chained = exists(path) and not is_ours(path)
+                if chained:
+                    self.rename(path, path + CHAINED)
+                    self.changes.append(f"chained the existing {name} hook as {name}{CHAINED}")
+                if read_text(path) != text:
+                    self.write_file(path, text, 0o755)
+                    self.changes.append(f"installed the {name} hook")
+                record = hooks_done.get(name, {})
+                hooks_done[name] = {"path": path,
+                                    "chained": bool(record.get("chained") or chained)}
+            for key, value in self.defaults().items():
+                if self.config_get(key) is None:
+                    self.set_config(key, value)
+                    config_done[key] = value
+                    self.changes.append(f"set {key}={value}")
+            self.repo.ensure_state_dir()
+            self.write_file(self.manifest_path,
+                            json.dumps({"version": VERSION, "hooks": hooks_done,
+                                        "config": config_done}, indent=1) + "\n", 0o644)
+        self.transaction(steps)
+        return self.changes
+
+    def uninstall(self):
+        pid = pidfile.running_pid(self.repo)
+        if pid:
+            raise Error(f"the daemon is running for '{self.repo.cwd}' (pid {pid})",
+                        f"git -C '{self.repo.cwd}' autosync stop")
+        manifest = self.load_manifest()
+        hook_paths = {os.path.join(self.hooks_dir, n) for n in self.hook_names}
+        hook_paths |= {h["path"] for h in manifest.get("hooks", {}).values()
+                       if isinstance(h, dict) and isinstance(h.get("path"), str)}
+
+        def steps():
+            for path in sorted(hook_paths):
+                if is_ours(path):
+                    with open(path, "rb") as f:
+                        saved = f.read()
+                    os.unlink(path)
+                    self.undo.append(lambda p=path, s=saved: self._restore(p, (s, 0o755)))
+                    self.changes.append(f"removed {path}")
+                    if exists(path + CHAINED):
+                        self.rename(path + CHAINED, path)
+                        self.changes.append(f"restored the chained hook {path}")
+            for key, value in manifest.get("config", {}).items():
+                if self.config_get(key) == value:
+                    self.repo.run("config", "--local", "--unset", key)
+                    self.undo.append(lambda k=key, v=value: self.repo.run("config", "--local",
+                                                                          k, v))
+                    self.changes.append(f"unset {key}")
+            if exists(self.manifest_path):
+                os.unlink(self.manifest_path)
+        self.transaction(steps)
+        for section in ("autosync", "alias"):
+            self.drop_empty_section(section)
+        return self.changes
+
+
+def main(argv):
+    ap = argparse.ArgumentParser(
+        prog="autosync-install",
+        description="Install git-autosync into a repository (hook shims, default config, "
+                    "alias.autosync), or remove exactly what was installed. Idempotent.")
+    ap.add_argument("action", choices=("install", "uninstall", "check"),
+                    help="check: only verify that install would succeed")
+    ap.add_argument("dir", metavar="DIR", help="the repository (work tree or bare)")
+    ap.add_argument("-q", "--quiet", action="store_true")
+    args = ap.parse_args(argv)
+    repo = Repo(os.path.expanduser(args.dir))
+    installer = Installer(repo)
+    if args.action == "check":
+        installer.preflight()
+        return 0
+    changes = installer.install() if args.action == "install" else installer.uninstall()
+    if not args.quiet:
+        where = repo.cwd
+        for line in changes:
+            print(f"{args.action}: {line}")
+        if not changes:
+            print(f"git-autosync: nothing to {args.action} in '{where}'")
+        elif args.action == "install" and not repo.bare:
+            print(f"git-autosync installed in '{where}'; start it with:\n"
+                  f"  git -C {shlex.quote(where)} autosync start")
+    return 0
+
