@@ -1,0 +1,231 @@
+"""make install / uninstall into repositories: shims, chaining, defaults, idempotence, refusals."""
+
+import os
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, git, wait_for
+
+FOREIGN = "#!/bin/sh\necho \"$@\" >> \"$(git rev-parse --absolute-git-dir)/foreign-ran\"\n"
+
+
+def install(toolkit, env, repo, action="install", check=True):
+    res = subprocess.run([toolkit.tool("autosync-install"), action, str(repo)], env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if check:
+        assert res.returncode == 0, res.stderr
+    return res
+
+
+def snapshot(repo, hooks_dir=None):
+    """Everything install may touch: the hook files (name, mode, bytes) and local config."""
+    hooks = Path(hooks_dir or git(repo, "rev-parse", "--absolute-git-dir")) / (
+        "" if hooks_dir else "hooks")
+    files = {}
+    if hooks.is_dir():
+        for p in sorted(hooks.iterdir()):
+            if not p.name.endswith(".sample"):
+                files[p.name] = (stat.S_IMODE(p.lstat().st_mode), p.read_bytes())
+    return files, git(repo, "config", "--local", "--list")
+
+
+@pytest.fixture
+def clone(server_and_clones):
+    return server_and_clones[1]("work")
+
+
+def test_install_adds_the_shim_defaults_and_alias(toolkit, env, clone):
+    res = install(toolkit, env, clone)
+    hook = clone / ".git" / "hooks" / "post-commit"
+    assert "# managed-by: git-autosync" in hook.read_text()
+    assert os.access(hook, os.X_OK)
+    assert git(clone, "config", "autosync.remote") == "origin"
+    assert git(clone, "config", "autosync.branch") == "main"
+    assert git(clone, "config", "autosync.channel") == "notes"
+    assert "start it with" in res.stdout
+    # the alias works without the toolkit on PATH
+    assert str(toolkit.bin) not in env["PATH"]
+    status = subprocess.run(["git", "-C", str(clone), "autosync", "status"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert status.returncode == 3, status.stderr
+    assert "not running" in status.stdout + status.stderr
+
+
+def test_install_twice_changes_nothing(toolkit, env, clone):
+    install(toolkit, env, clone)
+    before = snapshot(clone)
+    res = install(toolkit, env, clone)
+    assert snapshot(clone) == before
+    assert "nothing to install" in res.stdout
+
+
+def test_uninstall_restores_exactly_the_previous_state(toolkit, env, clone):
+    hooks = clone / ".git" / "hooks"
+    (hooks / "post-commit").write_text(FOREIGN)
+    (hooks / "post-commit").chmod(0o750)
+    git(clone, "config", "autosync.debounce", "200")  # the user's own key: kept
+    before = snapshot(clone)
+    install(toolkit, env, clone)
+    assert (hooks / "post-commit.pre-autosync").read_text() == FOREIGN
+    res = install(toolkit, env, clone, "uninstall")
+    assert "restored the chained hook" in res.stdout
+    assert snapshot(clone) == before
+
+
+def test_uninstall_keeps_keys_the_user_changed(toolkit, env, clone):
+    install(toolkit, env, clone)
+    git(clone, "config", "autosync.channel", "mine")
+    install(toolkit, env, clone, "uninstall")
+    assert git(clone, "config", "autosync.channel") == "mine"
+    assert git(clone, "config", "autosync.remote", check=False) == ""
+
+
+def test_chained_hook_runs_with_the_same_arguments(toolkit, tenv, clone):
+    (clone / ".git" / "hooks" / "post-commit").write_text(FOREIGN)
+    (clone / ".git" / "hooks" / "post-commit").chmod(0o755)
+    install(toolkit, tenv, clone)
+    git(clone, "config", "autosync.push", "false")
+    (clone / "f").write_text("x\n")
+    git(clone, "add", "f", env=tenv)
+    git(clone, "commit", "-q", "-m", "by hand", env=tenv)
+    assert (clone / ".git" / "foreign-ran").read_text() == "\n"
+
+
+def test_post_receive_chained_hook_gets_the_same_stdin(toolkit, tenv, server_and_clones):
+    server, make_clone = server_and_clones
+    hook = server / "hooks" / "post-receive"
+    hook.write_text("#!/bin/sh\ncat >> \"$(git rev-parse --absolute-git-dir)/seen\"\n")
+    hook.chmod(0o755)
+    install(toolkit, tenv, server)
+    assert "# managed-by: git-autosync" in hook.read_text()
+    assert git(server, "config", "autosync.channel") == "notes"
+    plain = make_clone("plain")
+    old = git(plain, "rev-parse", "HEAD")
+    (plain / "g").write_text("y\n")
+    git(plain, "add", "g", env=tenv)
+    git(plain, "commit", "-q", "-m", "g", env=tenv)
+    new = git(plain, "rev-parse", "HEAD")
+    git(plain, "push", "-q", "origin", "main", env=tenv)
+    assert (server / "seen").read_text() == f"{old} {new} refs/heads/main\n"
+
+
+def test_core_hooks_path_is_honoured(toolkit, env, clone, tmp_path):
+    shared = tmp_path / "shared-hooks"
+    git(clone, "config", "core.hooksPath", str(shared))
+    install(toolkit, env, clone)
+    assert "# managed-by: git-autosync" in (shared / "post-commit").read_text()
+    assert not (clone / ".git" / "hooks" / "post-commit").exists()
+    install(toolkit, env, clone, "uninstall")
+    assert not (shared / "post-commit").exists()
+
+
+def test_relative_core_hooks_path(toolkit, env, clone):
+    git(clone, "config", "core.hooksPath", ".githooks")
+    install(toolkit, env, clone)
+    assert (clone / ".githooks" / "post-commit").is_file()
+
+
+def test_not_a_repository_is_one_clear_line(toolkit, env, tmp_path):
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    res = install(toolkit, env, plain, check=False)
+    assert res.returncode == 1
+    assert res.stderr.splitlines()[0] == f"git-autosync: not a git repository: '{plain}'"
+    assert "Traceback" not in res.stderr
+    assert list(plain.iterdir()) == []
+
+
+def test_existing_chained_copy_is_refused(toolkit, env, clone):
+    hooks = clone / ".git" / "hooks"
+    (hooks / "post-commit").write_text(FOREIGN)
+    (hooks / "post-commit.pre-autosync").write_text(FOREIGN + "# older\n")
+    before = snapshot(clone)
+    res = install(toolkit, env, clone, check=False)
+    assert res.returncode == 1 and "cannot chain" in res.stderr
+    assert snapshot(clone) == before
+
+
+@pytest.fixture
+def readonly_hooks(clone):
+    """The hooks directory made unwritable, even for root (immutable attribute)."""
+    hooks = clone / ".git" / "hooks"
+    if os.geteuid() == 0:
+        if subprocess.run(["chattr", "+i", str(hooks)], stderr=subprocess.DEVNULL).returncode:
+            pytest.skip("cannot make a directory immutable here")
+        yield hooks
+        subprocess.run(["chattr", "-i", str(hooks)])
+    else:
+        hooks.chmod(0o555)
+        yield hooks
+        hooks.chmod(0o755)
+
+
+def test_read_only_hooks_dir_changes_nothing(toolkit, env, clone, readonly_hooks):
+    before = snapshot(clone)
+    res = install(toolkit, env, clone, check=False)
+    assert res.returncode == 1
+    assert res.stderr.startswith(f"git-autosync: cannot write to the hooks directory "
+                                 f"'{readonly_hooks}'")
+    assert "Traceback" not in res.stderr
+    assert snapshot(clone) == before
+    assert not (clone / ".git" / "autosync" / "install.json").exists()
+
+
+def test_make_install_and_uninstall_repo(toolkit, env, clone):
+    def make(*args):
+        return subprocess.run(["make", "-s", "-C", str(ROOT), *args, f"PREFIX={toolkit.prefix}",
+                               f"REPO={clone}"], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    before = snapshot(clone)
+    res = make("install")
+    assert res.returncode == 0, res.stderr
+    assert (clone / ".git" / "hooks" / "post-commit").exists()
+    res = make("uninstall")
+    assert res.returncode == 0, res.stderr
+    assert snapshot(clone) == before
+
+
+def test_make_install_with_a_bad_repo_installs_nothing(env, tmp_path):
+    prefix = tmp_path / "prefix"
+    res = subprocess.run(["make", "-s", "-C", str(ROOT), "install", f"PREFIX={prefix}",
+                          f"REPO={tmp_path / 'missing'}"], env=env, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    assert res.returncode != 0
+    assert res.stderr.splitlines()[0].startswith("git-autosync: cannot use ")
+    assert not prefix.exists()
+
+
+def test_missing_python_module_is_one_clear_line(env, tmp_path):
+    """A python3 without ensurepip (Debian without python3-venv) is refused up front."""
+    shadow = tmp_path / "shadow"
+    shadow.mkdir()
+    (shadow / "sitecustomize.py").write_text("import sys\nsys.modules['ensurepip'] = None\n")
+    prefix = tmp_path / "prefix"
+    res = subprocess.run(["make", "-s", "-C", str(ROOT), "install", f"PREFIX={prefix}"],
+                         env=dict(env, PYTHONPATH=str(shadow)), stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    assert res.returncode != 0
+    assert res.stderr.splitlines()[0] == "git-autosync: python3 module 'ensurepip' is missing"
+    assert not prefix.exists()
+
+
+def test_manual_commit_is_pushed_by_the_hook(toolkit, env, server_and_clones):
+    server, make_clone = server_and_clones
+    clone = make_clone("manual")
+    install(toolkit, env, clone)
+    (clone / "note.txt").write_text("by hand\n")
+    git(clone, "add", "note.txt", env=env)
+    git(clone, "commit", "-q", "-m", "by hand", env=env)
+    head = git(clone, "rev-parse", "HEAD")
+    wait_for(lambda: git(server, "rev-parse", "main") == head, what="the hook's push")
+
+
+def test_daemon_commits_do_not_start_a_push_helper(toolkit, env, clone):
+    install(toolkit, env, clone)
+    (clone / "d.txt").write_text("daemon\n")
+    git(clone, "add", "d.txt", env=env)
+    git(clone, "commit", "-q", "-m", "as the daemon", env=dict(env, GIT_AUTOSYNC_COMMITTER="1"))
+    assert not (clone / ".git" / "autosync" / "push.log").exists()
