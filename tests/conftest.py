@@ -24,6 +24,11 @@ IDENTITY = {
 }
 
 
+def pytest_addoption(parser):
+    parser.addoption("--soak-seconds", type=float, default=12.0,
+                     help="how long each soak case edits (make soak: 120)")
+
+
 def isolated_env(home):
     """A clean environment: only PATH and a few basics survive from the outside."""
     env = {k: v for k, v in os.environ.items()
