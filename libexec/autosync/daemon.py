@@ -40,6 +40,7 @@ class State:
     def __init__(self, repo):
         self.path = os.path.join(repo.ensure_state_dir(), "state.json")
         self.lock = threading.Lock()
+        self.save_failed = False
         self.data = {"pid": os.getpid(), "started": time.time(), "last_commit": None,
                      "last_push": None, "last_pull": None, "push_error": None,
                      "pull_error": None, "transport": None, "transport_connected": False,
@@ -60,9 +61,16 @@ class State:
 
     def save(self):
         tmp = self.path + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(self.data, f, indent=1)
-        os.replace(tmp, self.path)
+        try:
+            with open(tmp, "w") as f:
+                json.dump(self.data, f, indent=1)
+            os.replace(tmp, self.path)
+        except OSError as e:  # a full disk must not stop the daemon; status is stale meanwhile
+            if not self.save_failed:
+                log.warning("cannot write '%s': %s", self.path, e.strerror)
+            self.save_failed = True
+        else:
+            self.save_failed = False
 
 
 class Network(threading.Thread):
@@ -169,7 +177,9 @@ class Daemon:
         self.poll_due = None
         self.ready_hook = ready_hook
         self.seen = set()  # commits announced to us that we already handled
-        self.carry = None  # a batch that could not be committed yet (busy index.lock)
+        self.carry = None  # a batch that could not be committed yet (busy lock, full disk)
+        self.carry_due = 0.0
+        self.carry_backoff = Backoff(first=0.5, cap=30.0)
 
     # -- wiring -----------------------------------------------------------------------
     def desktop(self, summary, body):
@@ -262,7 +272,8 @@ class Daemon:
         try:
             while not self.stopping:
                 batch = self.watcher.wait(timeout=self._wait_interval())
-                if self.carry is not None:
+                if self.carry is not None and (batch is not None
+                                               or time.monotonic() >= self.carry_due):
                     batch, self.carry = join(self.carry, batch), None
                 if batch is not None:
                     self.commit(batch)
@@ -284,8 +295,8 @@ class Daemon:
             self.state.update(pending=0, pid=None)
 
     def _wait_interval(self):
-        if self.carry is not None:
-            return 1.0  # retry the carried batch soon
+        if self.carry is not None:  # retry the carried batch when its backoff ends
+            return max(0.0, self.carry_due - time.monotonic())
         return 5.0 if self.transport is not None else None
 
     def watch_transport(self):
@@ -309,14 +320,16 @@ class Daemon:
         try:
             with self.repo.lock():
                 result = commit_changes(self.repo, self.config, paths)
-        except Retry as e:
-            log.warning("%s", e.message)
-            self.carry = join(self.carry, batch if batch is not None else Batch(set(), True))
-            return None
         except Error as e:
-            log.warning("%s", e.message)
+            # busy lock, a rebase the user started, a full disk: keep the batch and retry
+            # with backoff; the files are safe in the work tree meanwhile
+            if e.message != self.state.data["error"]:
+                log.warning("%s", e.message)
             self.state.update(error=e.message)
+            self.carry = join(self.carry, batch if batch is not None else Batch(set(), True))
+            self.carry_due = time.monotonic() + self.carry_backoff.next_delay()
             return None
+        self.carry_backoff.reset()
         if result.skipped_large:
             self.state.add_to("skipped_large", result.skipped_large)
             self.desktop("git-autosync skipped large files", ", ".join(result.skipped_large))

@@ -65,6 +65,7 @@ def setup_logging(path=None, verbose=False):
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    logging.raiseExceptions = False  # a log on a full disk must not print tracebacks
     logging.getLogger("paho").setLevel(logging.WARNING)
 
 
