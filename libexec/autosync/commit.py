@@ -13,10 +13,10 @@ import re
 import sys
 import time
 from dataclasses import dataclass, field
-from fnmatch import fnmatchcase
 
 from .config import Config
 from .git import Repo
+from .ignore import is_temp
 from .util import Error, Retry, log, warn
 
 # A pathspec-limited status is cheap for a few paths; past this many, one status of the
@@ -26,24 +26,6 @@ MAX_PATHSPECS = 256
 # repository, before it counts as stale and is removed.
 STALE_LOCK_SECONDS = 2.0
 LOCK_WAIT_SECONDS = 30.0
-
-# Editor temp, swap and backup files, matched against the base name.
-TEMP_PATTERNS = (
-    ".*.swp", ".*.swo", ".*.swx", "*.swp", "4913",  # vim
-    "*~",  # backups (vim, emacs, gedit, nano)
-    "#*#", ".#*",  # emacs auto-save and lock links
-    ".~lock.*#",  # LibreOffice
-    ".goutputstream-*",  # gedit/GIO atomic save
-    "*.kate-swp",  # kate
-    ".*.tmp.[0-9]*",  # atomic-save temp names used by several tools
-)
-
-
-def is_temp(path, extra=()):
-    name = path.rsplit("/", 1)[-1]
-    return any(fnmatchcase(name, p) for p in TEMP_PATTERNS) or \
-        any(fnmatchcase(name, p) or fnmatchcase(path, p) for p in extra)
-
 
 @dataclass
 class Result:

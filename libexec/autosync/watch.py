@@ -1,0 +1,397 @@
+"""The watcher: recursive inotify over a work tree, turning bursts of changes into batches.
+
+- A new directory is watched first and scanned second, so nothing created inside it
+  between the two steps is missed (`mkdir -p a/b/c && touch a/b/c/f`).
+- Directories moved within the tree keep their watches (paths are renamed); trees moved
+  out lose them; trees moved in are watched and scanned. IN_Q_OVERFLOW means events were
+  lost: the next batch is marked `full` and the watches are rebuilt.
+- `.git` is never watched; directories git ignores are never watched either; nested
+  repositories are reported, not entered. Editor temp files never start a batch.
+- Coalescing: a batch is ready after `debounce` ms without events, or `max_delay` ms after
+  its first event while events keep coming. A file still open for writing holds the batch
+  (up to max_delay) so that half-written files are not committed.
+- Idle costs nothing: wait() blocks in select() on the inotify descriptor and a wakeup pipe.
+"""
+
+import errno
+import os
+import select
+import time
+from dataclasses import dataclass, field
+
+from inotify_simple import INotify
+from inotify_simple import flags as F
+
+from .ignore import IgnoreChecker, is_ignore_file, is_temp
+from .util import Error, log
+
+DIR_MASK = (F.CREATE | F.DELETE | F.MODIFY | F.CLOSE_WRITE | F.MOVED_FROM | F.MOVED_TO
+            | F.ATTRIB | F.DELETE_SELF | F.MOVE_SELF | F.DONT_FOLLOW | F.EXCL_UNLINK
+            | F.ONLYDIR)
+
+
+@dataclass
+class Batch:
+    paths: set = field(default_factory=set)  # repo-relative, '/'-separated
+    full: bool = False  # events were lost: the commit helper must look at the whole tree
+
+
+def watch_limit_error(top, needed):
+    try:
+        with open("/proc/sys/fs/inotify/max_user_watches") as f:
+            limit = int(f.read())
+    except (OSError, ValueError):
+        limit = "?"
+    return Error(f"cannot watch '{top}': inotify watch limit reached "
+                 f"(fs.inotify.max_user_watches={limit}, need about {needed})",
+                 f"sudo sysctl fs.inotify.max_user_watches={max(needed * 2, 65536)}",
+                 "to keep it: echo fs.inotify.max_user_watches="
+                 f"{max(needed * 2, 65536)} | sudo tee /etc/sysctl.d/90-autosync.conf")
+
+
+class Watcher:
+    def __init__(self, repo, ignore_patterns=(), debounce_ms=1000, max_delay_ms=10000):
+        self.repo = repo
+        self.top = repo.top
+        self.extra = list(ignore_patterns)
+        self.debounce = debounce_ms / 1000.0
+        self.max_delay = max(max_delay_ms, debounce_ms) / 1000.0
+        self.checker = IgnoreChecker(repo)
+        self.inotify = None
+        self.wd_path = {}   # watch descriptor -> repo-relative directory ('' for the top)
+        self.path_wd = {}   # the reverse
+        self.nested = set()
+        self.reset_batch()
+        self.writing = set()  # files modified and not closed yet
+        self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+
+    def reset_batch(self):
+        self.changed = set()
+        self.full = False
+        self.first = self.last = None
+
+    # -- watches ---------------------------------------------------------------------------
+    def start(self):
+        try:
+            self.inotify = INotify(nonblocking=True)
+        except OSError as e:
+            raise Error(f"cannot use inotify: {e.strerror}",
+                        "sudo sysctl fs.inotify.max_user_instances=1024"
+                        if e.errno == errno.EMFILE else "check that /proc/sys/fs/inotify exists")
+        os.set_inheritable(self.inotify.fileno(), False)
+        self.add_tree("", initial=True)
+
+    def abs(self, rel):
+        return os.path.join(self.top, rel) if rel else self.top
+
+    def add_tree(self, rel, initial=False):
+        """Watch rel and every directory below it (watch first, then scan); report files."""
+        level = [rel]
+        while level:
+            subdirs = []
+            for d in level:
+                if not self._watch(d, initial):
+                    continue
+                subdirs += self._scan(d, report=not initial)
+            ignored = self.checker.ignored(subdirs) if subdirs else set()
+            level = [d for d in subdirs if d not in ignored]
+
+    def _watch(self, rel, initial):
+        if os.path.lexists(os.path.join(self.abs(rel), ".git")) and rel:
+            if rel not in self.nested:
+                self.nested.add(rel)
+                log.warning("'%s' is a git repository of its own: left alone", rel)
+            if not initial:
+                self.note(rel)
+            return False
+        try:
+            wd = self.inotify.add_watch(self.abs(rel), DIR_MASK)
+        except OSError as e:
+            if e.errno == errno.ENOSPC:
+                err = watch_limit_error(self.top, self.count_dirs())
+                if initial:
+                    raise err
+                log.error("%s", err.render())
+                self.full = True
+                return False
+            if e.errno in (errno.ENOENT, errno.ENOTDIR, errno.EACCES):
+                return False  # gone already, or not ours to read
+            raise
+        old = self.wd_path.get(wd)
+        if old is not None and old != rel:
+            self.path_wd.pop(old, None)
+        self.wd_path[wd] = rel
+        self.path_wd[rel] = wd
+        return True
+
+    def _scan(self, rel, report=True):
+        """Report what is in rel now (it may have filled before its watch existed)."""
+        subdirs = []
+        try:
+            with os.scandir(self.abs(rel)) as it:
+                for entry in it:
+                    path = f"{rel}/{entry.name}" if rel else entry.name
+                    if entry.name == ".git":
+                        continue
+                    try:
+                        is_dir = entry.is_dir(follow_symlinks=False)
+                    except OSError:
+                        continue
+                    if is_dir:
+                        subdirs.append(path)
+                    elif report:
+                        self.note(path)
+        except (FileNotFoundError, NotADirectoryError, PermissionError):
+            pass
+        return subdirs
+
+    def count_dirs(self):
+        n = 0
+        for root, dirs, _files in os.walk(self.top):
+            dirs[:] = [d for d in dirs if d != ".git"]
+            n += 1
+        return n
+
+    def drop_tree(self, rel):
+        """Forget the watches for rel and below (moved out of the tree or deleted)."""
+        prefix = rel + "/"
+        for path in [p for p in self.path_wd if p == rel or p.startswith(prefix)]:
+            wd = self.path_wd.pop(path)
+            self.wd_path.pop(wd, None)
+            try:
+                self.inotify.rm_watch(wd)
+            except OSError:
+                pass  # the kernel dropped it already
+        self.nested = {n for n in self.nested if n != rel and not n.startswith(prefix)}
+
+    def rename_tree(self, old, new):
+        prefix = old + "/"
+        for path in [p for p in self.path_wd if p == old or p.startswith(prefix)]:
+            wd = self.path_wd.pop(path)
+            moved = new + path[len(old):]
+            self.path_wd[moved] = wd
+            self.wd_path[wd] = moved
+
+    def rescan(self):
+        """After lost events or an ignore-rule change: rebuild watches, commit everything."""
+        self.checker.reset()
+        for wd in list(self.wd_path):
+            try:
+                self.inotify.rm_watch(wd)
+            except OSError:
+                pass
+        self.wd_path.clear()
+        self.path_wd.clear()
+        self.nested.clear()
+        self.full = True
+        self.touch()
+        self.add_tree("")
+
+    # -- events ------------------------------------------------------------------------------
+    def touch(self):
+        now = time.monotonic()
+        if self.first is None:
+            self.first = now
+        self.last = now
+
+    def note(self, path):
+        if is_temp(path, self.extra):
+            return
+        if not self.full:  # a full batch commits the whole tree: no need to list paths
+            self.changed.add(path)
+        self.touch()
+
+    def read_events(self):
+        """Handle everything the kernel has queued; never blocks."""
+        try:
+            events = self.inotify.read(timeout=0)
+        except BlockingIOError:
+            return
+        moved_from = {}
+        rescan = False
+        for ev in events:
+            if ev.mask & F.Q_OVERFLOW:
+                log.warning("inotify queue overflowed: rescanning the whole tree")
+                rescan = True
+                continue
+            parent = self.wd_path.get(ev.wd)
+            if parent is None:
+                continue
+            if ev.mask & F.IGNORED:
+                self.wd_path.pop(ev.wd, None)
+                if self.path_wd.get(parent) == ev.wd:
+                    del self.path_wd[parent]
+                continue
+            if ev.mask & (F.DELETE_SELF | F.MOVE_SELF) or not ev.name:
+                continue
+            path = f"{parent}/{ev.name}" if parent else ev.name
+            if ev.name == ".git":
+                continue
+            is_dir = bool(ev.mask & F.ISDIR)
+            if is_dir:
+                if ev.mask & F.MOVED_FROM:
+                    moved_from[ev.cookie] = path
+                    self.changed.add(path)
+                    self.touch()
+                elif ev.mask & F.MOVED_TO:
+                    old = moved_from.pop(ev.cookie, None)
+                    if old is not None and old in self.path_wd:
+                        self.rename_tree(old, path)
+                        self.changed.add(path)
+                        self.touch()
+                    else:
+                        self.new_dir(path)
+                elif ev.mask & F.CREATE:
+                    self.new_dir(path)
+                elif ev.mask & F.DELETE:
+                    self.drop_tree(path)
+                    self.changed.add(path)
+                    self.touch()
+                continue
+            if is_ignore_file(path):
+                rescan = True
+            if ev.mask & F.MODIFY:
+                self.writing.add(path)
+            if ev.mask & (F.CLOSE_WRITE | F.DELETE | F.MOVED_FROM | F.MOVED_TO):
+                self.writing.discard(path)
+            self.note(path)
+        for path in moved_from.values():  # moved out of the tree
+            self.drop_tree(path)
+        if rescan:
+            self.rescan()
+
+    def new_dir(self, path):
+        if self.checker.ignored([path]):
+            return
+        self.changed.add(path)
+        self.touch()
+        self.add_tree(path)
+
+    # -- batches -------------------------------------------------------------------------------
+    def ready_at(self):
+        """When the pending batch is due (monotonic), or None when nothing is pending."""
+        if self.first is None:
+            return None
+        cap = self.first + self.max_delay
+        quiet = self.last + self.debounce
+        if self.writing & self.changed:
+            return cap  # a file is still being written: wait for it (up to the cap)
+        return min(quiet, cap)
+
+    def take(self):
+        paths = self.changed
+        if paths and not self.full:
+            paths = paths - self.checker.ignored(
+                [p for p in paths if os.path.lexists(self.abs(p))])
+        batch = Batch(paths, self.full) if (paths or self.full) else None
+        self.reset_batch()
+        return batch
+
+    def wait(self, timeout=None):
+        """The next batch, or None when timeout (seconds) passed or wakeup() was called."""
+        end = None if timeout is None else time.monotonic() + timeout
+        while True:
+            self.read_events()
+            now = time.monotonic()
+            due = self.ready_at()
+            if due is not None and now >= due:
+                batch = self.take()
+                if batch is not None:
+                    return batch
+                continue
+            limits = [t for t in (due, end) if t is not None]
+            wait = max(0.0, min(limits) - now) if limits else None
+            if end is not None and now >= end:
+                return None
+            ready, _, _ = select.select([self.inotify.fileno(), self.wake_r], [], [], wait)
+            if self.wake_r in ready:
+                self._drain_wakeups()
+                return None
+
+    def flush(self):
+        """Whatever is pending now, without waiting for quiet."""
+        self.read_events()
+        return self.take()
+
+    def wakeup(self):
+        """Make wait() return; safe from other threads and signal handlers."""
+        try:
+            os.write(self.wake_w, b"!")
+        except BlockingIOError:
+            pass  # a wakeup is pending already
+
+    def _drain_wakeups(self):
+        try:
+            while os.read(self.wake_r, 512):
+                pass
+        except BlockingIOError:
+            pass
+
+    def pending(self):
+        """How many paths wait in the current batch."""
+        return len(self.changed)
+
+    def watch_count(self):
+        return len(self.wd_path)
+
+    def nested_repos(self):
+        return sorted(self.nested)
+
+    def close(self):
+        self.checker.close()
+        if self.inotify is not None:
+            self.inotify.close()
+            self.inotify = None
+        for fd in (self.wake_r, self.wake_w):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+def main(argv):
+    import argparse
+    import sys
+
+    from .config import Config
+    from .git import Repo
+    from .util import setup_logging
+    ap = argparse.ArgumentParser(
+        prog="autosync-watch",
+        description="Watch a work tree (as the daemon does, without committing) and print "
+                    "one line per batch: the number of paths, then the paths.")
+    ap.add_argument("-C", dest="dir", default=".", help="repository (default: .)")
+    ap.add_argument("--debounce", type=int, help="ms of quiet (default: autosync.debounce)")
+    ap.add_argument("--max-delay", type=int, help="ms cap (default: autosync.maxDelay)")
+    ap.add_argument("-z", action="store_true", help="NUL-terminated paths, one per batch line")
+    ap.add_argument("--count", type=int, default=0, help="exit after N batches (0: never)")
+    args = ap.parse_args(argv)
+    setup_logging()
+    repo = Repo(args.dir)
+    cfg = Config(repo)
+    w = Watcher(repo, cfg["ignore"], args.debounce if args.debounce is not None
+                else cfg["debounce"], args.max_delay if args.max_delay is not None
+                else cfg["maxDelay"])
+    start = time.monotonic()
+    w.start()
+    print(f"watching {w.watch_count()} directories ({time.monotonic() - start:.3f}s)",
+          file=sys.stderr, flush=True)
+    out = sys.stdout.buffer
+    seen = 0
+    try:
+        while not args.count or seen < args.count:
+            batch = w.wait()
+            if batch is None:
+                continue
+            seen += 1
+            paths = sorted(batch.paths)
+            head = f"{len(paths)}{' full' if batch.full else ''}"
+            if args.z:
+                out.write(head.encode() + b"\0" + b"".join(os.fsencode(p) + b"\0"
+                                                         for p in paths) + b"\n")
+            else:
+                out.write((head + "\t" + " ".join(paths) + "\n").encode(errors="surrogateescape"))
+            out.flush()
+    finally:
+        w.close()
+    return 0

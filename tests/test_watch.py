@@ -1,0 +1,260 @@
+"""The watcher against a real kernel: recursion, moves, ignores, overflow, limits, coalescing."""
+
+import os
+import threading
+import time
+from contextlib import contextmanager
+
+import pytest
+
+from autosync.git import Repo
+from autosync.util import Error
+from autosync.watch import Watcher
+from conftest import git, wait_for
+
+
+@pytest.fixture
+def repo(make_repo):
+    return make_repo("w")
+
+
+@pytest.fixture
+def watcher(repo):
+    made = []
+
+    def make(debounce=50, max_delay=2000, ignore=()):
+        w = Watcher(Repo(repo), ignore, debounce, max_delay)
+        w.start()
+        made.append(w)
+        return w
+    yield make
+    for w in made:
+        w.close()
+
+
+def collect(w, until, timeout=10.0):
+    """Batches until until(paths_so_far) holds; returns (paths, batches)."""
+    paths, batches = set(), []
+    deadline = time.monotonic() + timeout
+    while not until(paths) and time.monotonic() < deadline:
+        b = w.wait(timeout=0.2)
+        if b is not None:
+            batches.append(b)
+            paths |= b.paths
+    assert until(paths), f"timed out; got {paths}"
+    return paths, batches
+
+
+@contextmanager
+def proc_setting(name, value):
+    """Temporarily change /proc/sys/fs/inotify/NAME (root only), always restored."""
+    path = f"/proc/sys/fs/inotify/{name}"
+    try:
+        old = open(path).read().strip()
+        with open(path, "w") as f:
+            f.write(str(value))
+    except OSError:
+        pytest.skip(f"cannot change {path} here")
+    try:
+        yield
+    finally:
+        with open(path, "w") as f:
+            f.write(old)
+
+
+def test_mkdir_p_then_touch_is_caught(repo, watcher):
+    w = watcher()
+    os.makedirs(repo / "a" / "b" / "c")
+    (repo / "a" / "b" / "c" / "f").write_text("deep\n")
+    collect(w, lambda p: "a/b/c/f" in p)
+    assert w.watch_count() == 4
+
+
+def test_directory_moved_in_is_watched_and_scanned(repo, watcher, tmp_path):
+    outside = tmp_path / "outside"
+    (outside / "sub").mkdir(parents=True)
+    (outside / "sub" / "x.txt").write_text("x")
+    w = watcher()
+    os.rename(outside, repo / "inside")
+    collect(w, lambda p: "inside/sub/x.txt" in p)
+    (repo / "inside" / "sub" / "later.txt").write_text("later")
+    collect(w, lambda p: "inside/sub/later.txt" in p)
+
+
+def test_directory_moved_out_loses_its_watches(repo, watcher, tmp_path):
+    (repo / "d" / "e").mkdir(parents=True)
+    w = watcher()
+    before = w.watch_count()
+    os.rename(repo / "d", tmp_path / "gone")
+    collect(w, lambda p: "d" in p)
+    assert w.watch_count() == before - 2
+    (tmp_path / "gone" / "e" / "f.txt").write_text("not ours any more")
+    (repo / "marker").write_text("m")
+    paths, _ = collect(w, lambda p: "marker" in p)
+    assert not any(p.startswith("gone") or p.startswith("d/") for p in paths)
+
+
+def test_directory_renamed_inside_keeps_working(repo, watcher):
+    (repo / "old").mkdir()
+    w = watcher()
+    os.rename(repo / "old", repo / "new")
+    collect(w, lambda p: {"old", "new"} <= p)
+    (repo / "new" / "f").write_text("f")
+    collect(w, lambda p: "new/f" in p)
+
+
+def test_git_internals_never_reported(repo, watcher):
+    w = watcher()
+    git(repo, "commit", "--allow-empty", "-q", "-m", "touches .git only")
+    (repo / ".git" / "scratch").write_text("x")
+    (repo / "visible").write_text("v")
+    paths, _ = collect(w, lambda p: "visible" in p)
+    assert not any(p == ".git" or p.startswith(".git/") for p in paths)
+
+
+def test_ignored_directories_are_not_watched(repo, watcher):
+    (repo / ".gitignore").write_text("node_modules/\n*.log\n")
+    w = watcher()
+    base = w.watch_count()
+    for i in range(50):
+        (repo / "node_modules" / f"pkg{i}").mkdir(parents=True)
+        (repo / "node_modules" / f"pkg{i}" / "index.js").write_text("x")
+    (repo / "debug.log").write_text("noise")
+    (repo / "real.txt").write_text("r")
+    paths, _ = collect(w, lambda p: "real.txt" in p)
+    assert w.watch_count() == base
+    assert "debug.log" not in paths
+    assert not any(p.startswith("node_modules/") for p in paths)
+
+
+def test_gitignore_edit_triggers_a_full_rescan(repo, watcher):
+    (repo / "build").mkdir()
+    w = watcher()
+    base = w.watch_count()
+    (repo / ".gitignore").write_text("build/\n")
+    got = []
+    wait_for(lambda: got.append(w.wait(timeout=0.2)) or any(b and b.full for b in got),
+             what="a full batch")
+    assert w.watch_count() == base - 1
+
+
+def test_editor_temp_files_never_start_a_batch(repo, watcher):
+    w = watcher(ignore=["*.bak", "cache/*"])
+    for name in (".notes.md.swp", "4913", "notes.md~", "#notes.md#", ".#notes.md",
+                 ".~lock.report.odt#", "x.bak"):
+        (repo / name).write_text("temp")
+    (repo / "cache").mkdir()
+    (repo / "cache" / "blob").write_text("c")
+    (repo / "notes.md").write_text("real")
+    paths, _ = collect(w, lambda p: "notes.md" in p)
+    assert paths <= {"notes.md", "cache"}
+
+
+def test_burst_becomes_one_batch(repo, watcher):
+    w = watcher(debounce=300, max_delay=5000)
+    for i in range(20):
+        (repo / f"f{i}.txt").write_text(str(i))
+        time.sleep(0.01)  # paced writes: the burst itself, not a wait for an outcome
+    paths, batches = collect(w, lambda p: len(p) == 20)
+    assert len(batches) == 1
+
+
+def test_max_delay_caps_a_never_ending_burst(repo, watcher):
+    w = watcher(debounce=300, max_delay=600)
+    stop = threading.Event()
+
+    def keep_writing():
+        i = 0
+        while not stop.is_set() and i < 400:
+            (repo / "busy.txt").write_text(str(i))
+            i += 1
+            time.sleep(0.05)
+    t = threading.Thread(target=keep_writing)
+    t.start()
+    try:
+        batch = w.wait(timeout=10)
+        assert batch is not None and "busy.txt" in batch.paths
+        assert t.is_alive(), "the batch must come while writes are still going on"
+    finally:
+        stop.set()
+        t.join()
+
+
+def test_atomic_save_reports_the_final_name(repo, watcher):
+    w = watcher()
+    tmp = repo / ".doc.md.tmp.1234"
+    tmp.write_text("final content")
+    os.replace(tmp, repo / "doc.md")
+    paths, _ = collect(w, lambda p: "doc.md" in p)
+    assert ".doc.md.tmp.1234" not in paths
+
+
+def test_a_file_open_for_writing_holds_the_batch(repo, watcher):
+    w = watcher(debounce=50, max_delay=3000)
+    f = open(repo / "big.bin", "wb")
+    try:
+        f.write(b"x" * 1000)
+        f.flush()
+        assert w.wait(timeout=0.5) is None  # still being written: held back
+        f.write(b"y" * 1000)
+    finally:
+        f.close()
+    collect(w, lambda p: "big.bin" in p)
+
+
+def test_odd_file_names(repo, watcher):
+    w = watcher()
+    names = ["with space.txt", "new\nline.txt", "ünïcødé.txt", "-leading-dash", "tab\there"]
+    for n in names:
+        (repo / n).write_text(n)
+    collect(w, lambda p: set(names) <= p)
+
+
+def test_nested_repository_is_reported_not_entered(repo, watcher):
+    w = watcher()
+    git(repo, "init", "-q", "inner")
+    (repo / "inner" / "file").write_text("inner")
+    collect(w, lambda p: "inner" in p)
+    assert w.nested_repos() == ["inner"]
+
+
+def test_idle_wait_returns_none_and_wakeup_interrupts(repo, watcher):
+    w = watcher()
+    assert w.wait(timeout=0.1) is None
+    threading.Timer(0.05, w.wakeup).start()
+    start = time.monotonic()
+    assert w.wait(timeout=10) is None
+    assert time.monotonic() - start < 5
+
+
+def test_flush_returns_pending_at_once(repo, watcher):
+    w = watcher(debounce=60000, max_delay=60000)
+    (repo / "now.txt").write_text("n")
+    wait_for(lambda: (w.read_events(), w.pending())[1] >= 1, what="the event")
+    batch = w.flush()
+    assert batch is not None and "now.txt" in batch.paths
+
+
+def test_queue_overflow_gives_a_full_batch(repo, watcher):
+    with proc_setting("max_queued_events", 16):
+        w = watcher()
+        for i in range(200):
+            (repo / f"o{i}").write_text("x")
+        got = []
+        wait_for(lambda: got.append(w.wait(timeout=0.2)) or any(b and b.full for b in got),
+                 what="a full batch after the overflow")
+
+
+def test_watch_limit_is_one_clear_error(repo):
+    for i in range(40):
+        (repo / f"d{i}").mkdir()
+    with proc_setting("max_user_watches", 10):
+        w = Watcher(Repo(repo), (), 50, 1000)
+        try:
+            with pytest.raises(Error) as e:
+                w.start()
+        finally:
+            w.close()
+    msg = e.value.render()
+    assert "fs.inotify.max_user_watches=10" in msg and "need about 41" in msg
+    assert "sudo sysctl fs.inotify.max_user_watches=" in msg
