@@ -1,0 +1,329 @@
+"""Issue 2 - local benchmarks: save-to-commit latency against the git floor, a burst of
+10,000 files, start-up time and memory against tree size (1k/10k/100k files), idle CPU, and
+one edit in a 100,000-file tree through the commit helper against plain git.
+"""
+
+import os
+import random
+import signal
+import subprocess
+import time
+
+from cluster import Cluster
+from harness import (alive, benchmark, cpu_seconds, head_oid, memory_kb, ms,
+                     percentile, poll, stop_daemon, summary, write_atomic)
+from conftest import git
+
+DEBOUNCE_MS = 100
+
+
+# -- shared pieces --------------------------------------------------------------------------
+def tree_repo(ctx, files):
+    """A committed work tree of `files` files in files/10 directories, built once per run
+    and shared by the benchmarks that need it (none of them installs hooks into it)."""
+    cache = ctx.__dict__.setdefault("trees", {})
+    if files in cache:
+        return cache[files]
+    repo = ctx.workdir(f"tree{files}")
+    ctx.git(repo, "init", "-q", "-b", "main")
+    ctx.git(repo, "config", "autosync.debounce", str(DEBOUNCE_MS))
+    ctx.git(repo, "config", "autosync.host", "bench")
+    ctx.git(repo, "config", "gc.auto", "0")  # no background gc during measurements
+    per_dir = 10
+    for d in range(files // per_dir):
+        sub = repo / f"d{d:05d}"
+        sub.mkdir()
+        for i in range(per_dir):
+            (sub / f"f{i}.txt").write_text(f"file {d} {i}\n")
+    ctx.git(repo, "add", "-A")
+    ctx.git(repo, "commit", "-q", "-m", f"{files} files")
+    ctx.git(repo, "gc", "-q")  # a packed, settled repository, as a long-lived one is
+    cache[files] = repo
+    return repo
+
+
+def wait_commit_with(repo, path, text, old, timeout=30.0):
+    """Wait for a HEAD (other than `old`) whose tree has `text` at `path`; return the
+    perf_counter time at which that HEAD was first seen."""
+    checked = {old}
+    found = []
+
+    def cond():
+        oid = head_oid(repo)
+        if oid in checked or oid is None:
+            return False
+        seen = time.perf_counter()
+        checked.add(oid)
+        got = subprocess.run(["git", "cat-file", "blob", f"{oid}:{path}"], cwd=repo,
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL).stdout
+        if got.decode(errors="replace") == text:
+            found.append(seen)
+            return True
+        return False
+    poll(cond, timeout, f"a commit of {path} in {repo}")
+    return found[0]
+
+
+def local_cluster(ctx, name, **config):
+    cl = ctx.keep_cluster(Cluster(ctx.workdir(name), ctx.env, ctx.toolkit, **config))
+    return cl
+
+
+def wait_pushed(cl, clone, timeout=30.0):
+    poll(lambda: cl.server_head() == head_oid(clone.path), timeout, "the push to finish",
+         interval=0.005)
+
+
+# -- save-to-commit latency ----------------------------------------------------------------------
+@benchmark("local_latency", "Save-to-commit latency (debounce 100 ms) vs the git floor")
+def local_latency(ctx, res):
+    n = ctx.size(40, 30)
+    cl = local_cluster(ctx, "latency")
+    a = cl.clone("a")
+    floor_repo = ctx.workdir("floor") / "plain"
+    ctx.git(floor_repo.parent, "clone", "-q", str(cl.server), str(floor_repo))
+    # warm up both paths once (page cache, python imports)
+    old = head_oid(a.path)
+    a.write("notes.md", "warm-up\n")
+    wait_commit_with(a.path, "notes.md", "warm-up\n", old)
+    wait_pushed(cl, a)
+    autosync, floor = [], []
+    rnd = random.Random(2)
+    for i in range(n):
+        text = f"edit {i} {rnd.random()}\n"
+        # the floor: what a person typing git commands by hand cannot beat
+        t0 = time.perf_counter()
+        write_atomic(floor_repo / "notes.md", text)
+        git(floor_repo, "add", "notes.md", env=ctx.env)
+        git(floor_repo, "commit", "-q", "-m", "edit", env=ctx.env)
+        floor.append(time.perf_counter() - t0)
+        # autosync: save, then wait for the commit holding the saved text
+        old = head_oid(a.path)
+        t0 = time.perf_counter()
+        a.write("notes.md", text)
+        seen = wait_commit_with(a.path, "notes.md", text, old)
+        autosync.append(seen - t0)
+        wait_pushed(cl, a)  # the next sample starts with an idle daemon
+    s, f = summary(autosync), summary(floor)
+    res.figure("samples", n)
+    res.figure("debounce", DEBOUNCE_MS, "ms")
+    for k in ("p50", "p90", "p99", "max"):
+        res.figure(f"autosync {k}", ms(s[k]), "ms")
+    for k in ("p50", "p99"):
+        res.figure(f"git floor {k}", ms(f[k]), "ms")
+    overhead = s["p50"] - DEBOUNCE_MS / 1000.0
+    res.figure("autosync p50 minus debounce", ms(overhead), "ms")
+    res.figure("(p50 - debounce) / floor p50", round(overhead / f["p50"], 2), "x")
+    res.series["histogram"] = {"autosync": [ms(x) for x in autosync],
+                               "git floor": [ms(x) for x in floor]}
+    res.note("floor = write + `git add` + `git commit` by hand in a plain clone; autosync "
+             "adds the 100 ms debounce by design")
+
+
+# -- a burst of files ---------------------------------------------------------------------------
+@benchmark("burst", "10,000 files created at once: commits and time until all committed")
+def burst(ctx, res):
+    files = ctx.size(10000, 2000)
+    cl = local_cluster(ctx, "burst")
+    a = cl.clone("a")
+    before = a.head()
+    timeline = []
+    t0 = time.perf_counter()
+    for d in range(files // 100):
+        sub = a.path / "burst" / f"d{d:03d}"
+        sub.mkdir(parents=True)
+        for i in range(100):
+            (sub / f"f{i:02d}.txt").write_text(f"{d} {i}\n")
+    written = time.perf_counter() - t0
+    seen = {before}
+
+    def all_committed():
+        oid = head_oid(a.path)
+        if oid in seen or oid is None:
+            return False
+        t = time.perf_counter() - t0
+        seen.add(oid)
+        count = git(a.path, "ls-tree", "-r", "--name-only", oid, "burst",
+                    env=ctx.env).count("\n") + 1
+        timeline.append((round(t, 3), count))
+        return count >= files
+    poll(all_committed, 300, f"{files} files to be committed", interval=0.005)
+    total = timeline[-1][0]
+    commits = int(git(a.path, "rev-list", "--count", f"{before}..HEAD", env=ctx.env))
+    res.figure("files", files)
+    res.figure("time to write them", round(written, 3), "s")
+    res.figure("time until all committed", round(total, 3), "s")
+    res.figure("commits", commits)
+    res.target("commits for the burst", commits, "<=", 2)
+    res.series["timeline"] = {"written": round(written, 3), "points": timeline,
+                              "files": files}
+    wait_pushed(cl, a, timeout=120)
+
+
+# -- start-up time and memory against tree size ----------------------------------------------------
+def watcher_alone(ctx, repo):
+    """(seconds to ready, VmHWM kB) of libexec/autosync-watch, ready = its 'watching' line."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([ctx.toolkit.tool("autosync-watch"), "-C", str(repo)],
+                            env=ctx.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        line = ""
+        deadline = time.monotonic() + 120
+        while "watching" not in line and time.monotonic() < deadline:
+            line = proc.stderr.readline()
+            if not line and proc.poll() is not None:
+                raise RuntimeError(f"autosync-watch exited {proc.returncode}")
+        ready = time.perf_counter() - t0
+        if "watching" not in line:
+            raise RuntimeError("autosync-watch never said it was watching")
+        return ready, memory_kb(proc.pid)["VmHWM"]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+        proc.stderr.close()
+
+
+def daemon_start(ctx, repo):
+    """(seconds for `git autosync start` to return ready, {VmHWM, VmRSS} kB)."""
+    from cluster import Clone
+    clone = Clone(repo, ctx.env, ctx.toolkit)
+    ctx.defer(stop_daemon, clone)
+    t0 = time.perf_counter()
+    clone.start()
+    ready = time.perf_counter() - t0
+    pid = clone.pid
+    mem = memory_kb(pid)
+    stop_daemon(clone)
+    poll(lambda: not alive(pid), 30, "the daemon to stop", interval=0.02)
+    return ready, mem
+
+
+@benchmark("scale", "Start-up time and memory vs tree size (1k/10k/100k files)")
+def scale(ctx, res):
+    sizes = ctx.size([1000, 10000, 100000], [1000, 10000])
+    reps = ctx.size(3, 1)
+    curve = []
+    for files in sizes:
+        repo = tree_repo(ctx, files)
+        starts, hwm, rss = [], [], []
+        w_starts, w_hwm = [], []
+        for _ in range(reps):
+            t, mem = daemon_start(ctx, repo)
+            starts.append(t), hwm.append(mem["VmHWM"]), rss.append(mem["VmRSS"])
+            t, peak = watcher_alone(ctx, repo)
+            w_starts.append(t), w_hwm.append(peak)
+        point = {"files": files, "dirs": files // 10,
+                 "daemon_start_s": round(percentile(starts, 50), 3),
+                 "daemon_hwm_mb": round(max(hwm) / 1024, 1),
+                 "daemon_rss_mb": round(max(rss) / 1024, 1),
+                 "watcher_start_s": round(percentile(w_starts, 50), 3),
+                 "watcher_hwm_mb": round(max(w_hwm) / 1024, 1)}
+        curve.append(point)
+        res.figure(f"{files} files: daemon start", point["daemon_start_s"], "s")
+        res.figure(f"{files} files: daemon peak RSS", point["daemon_hwm_mb"], "MB")
+        res.figure(f"{files} files: watcher alone start", point["watcher_start_s"], "s")
+        res.figure(f"{files} files: watcher alone peak RSS", point["watcher_hwm_mb"], "MB")
+    res.series["curve"] = curve
+    top = curve[-1]
+    res.target(f"daemon start-up, {top['files']} files in {top['dirs']} dirs",
+               top["daemon_start_s"], "<=", 3.0, "s")
+    res.target(f"daemon peak RSS, {top['files']} files", top["daemon_hwm_mb"], "<=", 80.0, "MB")
+    res.note("start-up = `git autosync start` until it returns (the daemon signals ready after "
+             "its watches are set and the start-up catch-up status ran); warm page cache; "
+             f"median of {reps}; RSS = VmHWM from /proc/PID/status")
+
+
+# -- idle CPU --------------------------------------------------------------------------------------
+@benchmark("idle_cpu", "CPU used by an idle daemon")
+def idle_cpu(ctx, res):
+    window = ctx.size(60.0, 10.0)
+    broker = None
+    try:
+        from brokers import Mosquitto
+        broker = Mosquitto(ctx.workdir("idle-broker"))
+        broker.start()
+        ctx.defer(broker.stop)
+    except Exception as e:  # the mqtt pieces are optional for this figure
+        res.note(f"measured without a notification transport ({e.__class__.__name__}: {e})")
+        broker = None
+    cl = local_cluster(ctx, "idle", broker_url=broker.url if broker else None)
+    a = cl.clone("a")
+    pid = a.pid
+    wait_pushed(cl, a)
+    settle_cpu(pid)
+    c0, t0 = cpu_seconds(pid), time.monotonic()
+    time.sleep(window)  # the measurement itself: nothing should happen meanwhile
+    used, elapsed = cpu_seconds(pid) - c0, time.monotonic() - t0
+    res.figure("window", round(elapsed, 1), "s")
+    res.figure("transport", "mqtt" if broker else "none (polling)")
+    res.figure("CPU used", round(used, 3), "s")
+    res.figure("CPU per minute", round(used * 60.0 / elapsed, 3), "s")
+    res.target(f"idle CPU over {elapsed:.0f} s", round(used, 3), "<", 0.05, "s")
+
+
+def settle_cpu(pid, quiet=1.0, timeout=20.0):
+    """Wait until the process used no CPU tick for `quiet` seconds (start-up work done)."""
+    state = {"cpu": cpu_seconds(pid), "since": time.monotonic()}
+
+    def quiet_enough():
+        now = cpu_seconds(pid)
+        if now != state["cpu"]:
+            state.update(cpu=now, since=time.monotonic())
+        return time.monotonic() - state["since"] >= quiet
+    poll(quiet_enough, timeout, "the daemon to go idle", interval=0.1)
+
+
+# -- one edit in a big tree: the commit helper against plain git --------------------------------------
+@benchmark("commit_ratio", "One edit in a 100,000-file tree: autosync-commit vs git add+commit")
+def commit_ratio(ctx, res):
+    files = ctx.size(100000, 10000)
+    n = ctx.size(15, 5)
+    repo = tree_repo(ctx, files)
+    dirs = files // 10
+    helper = ctx.toolkit.tool("autosync-commit")
+    rnd = random.Random(6)
+    ours, plain = [], []
+
+    def edit():
+        path = f"d{rnd.randrange(dirs):05d}/f{rnd.randrange(10)}.txt"
+        write_atomic(repo / path, f"edited {rnd.random()}\n")
+        return path, head_oid(repo)
+
+    def run_ours():
+        path, old = edit()
+        t0 = time.perf_counter()
+        subprocess.run([helper, "-C", str(repo), path], env=ctx.env, check=True,
+                       stdout=subprocess.DEVNULL)
+        ours.append(time.perf_counter() - t0)
+        assert head_oid(repo) != old, "autosync-commit made no commit"
+
+    def run_plain():
+        path, old = edit()
+        t0 = time.perf_counter()
+        git(repo, "add", "--", path, env=ctx.env)
+        git(repo, "commit", "-q", "-m", f"edit {path}", env=ctx.env)
+        plain.append(time.perf_counter() - t0)
+        assert head_oid(repo) != old
+
+    run_ours(), run_plain()  # warm-up, not counted
+    ours.clear(), plain.clear()
+    for i in range(n):  # alternate which goes first, so drift hits both alike
+        for step in ((run_ours, run_plain) if i % 2 == 0 else (run_plain, run_ours)):
+            step()
+    o, p = percentile(ours, 50), percentile(plain, 50)
+    res.figure("files", files)
+    res.figure("samples each", n)
+    res.figure("autosync-commit p50", ms(o), "ms")
+    res.figure("git add + git commit p50", ms(p), "ms")
+    res.figure("autosync-commit min", ms(min(ours)), "ms")
+    res.figure("git add + git commit min", ms(min(plain)), "ms")
+    ratio = round(o / p, 2)
+    res.figure("ratio p50", ratio, "x")
+    res.target(f"autosync-commit / plain git, {files} files", ratio, "<=", 1.3, "x")
+    res.series["samples"] = {"autosync-commit": [ms(x) for x in ours],
+                             "git add+commit": [ms(x) for x in plain]}
