@@ -43,17 +43,14 @@ def nice_ticks(lo, hi, n=5):
     raw = (hi - lo) / n
     mag = 10 ** math.floor(math.log10(raw))
     step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw)
-    start = math.floor(lo / step) * step
-    ticks = []
-    v = start
-    while v <= hi + step * 1e-9 and len(ticks) < 50:
-        ticks.append(round(v, 10))
-        v += step
-    return ticks
+    first, last = math.floor(lo / step), math.ceil(hi / step)
+    return [round(k * step, 10) for k in range(first, max(last, first + 1) + 1)][:60]
 
 
 def _label(v):
-    return f"{v:g}" if abs(v) < 1e5 else f"{v:.0e}"
+    if abs(v) >= 1000 and v == int(v):
+        return f"{v / 1e6:g}M" if abs(v) >= 1e6 else f"{v / 1000:g}k"
+    return f"{v:g}"
 
 
 class Plot:
@@ -152,7 +149,8 @@ def lines(series, title, xlabel, ylabel, logx=False, hline=None, steps=False, vl
         return ""
     xs, ys = [x for x, _ in pts], [y for _, y in pts]
     ytop = max(ys + ([hline[0]] if hline else []))
-    xr = (min(xs + ([vline[0]] if vline else [])), max(xs + ([vline[0]] if vline else [])))
+    xr = (min(xs + [0] + ([vline[0]] if vline else [])),
+          max(xs + ([vline[0]] if vline else [])))
     p = Plot(title, xlabel, ylabel, xr if not logx else (min(xs), max(xs)),
              (0, ytop * 1.05), logx=logx)
     legend = []
