@@ -136,9 +136,8 @@ def main(argv):
     print()
     print(report.table(doc))
     print(f"\nwrote {OUT / 'results.json'} and {OUT / 'report.html'}")
-    failed = any(r.status == "error" for r in results.values())
-    missed = any(not t["pass"] for r in results.values() for t in r.targets)
-    return 1 if failed else (3 if missed else 0)
+    # a missed target is a finding to report, not a failure of `make bench`
+    return 1 if any(r.status == "error" for r in results.values()) else 0
 
 
 if __name__ == "__main__":
