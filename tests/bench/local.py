@@ -121,12 +121,15 @@ def local_latency(ctx, res):
 
 
 # -- a burst of files ---------------------------------------------------------------------------
-def write_files(top, files):
+def write_files(top, files, t0=None, progress=None):
+    """files/100 directories of 100 files; every 1000 files, (seconds since t0, count)."""
     for d in range(files // 100):
         sub = top / f"d{d:03d}"
         sub.mkdir(parents=True)
         for i in range(100):
             (sub / f"f{i:02d}.txt").write_text(f"{d} {i}\n")
+        if progress is not None and (d + 1) % 10 == 0:
+            progress.append((round(time.perf_counter() - t0, 3), (d + 1) * 100))
 
 
 def wait_all_committed(ctx, clone, prefix, files, t0, timeline):
@@ -157,9 +160,9 @@ def burst(ctx, res):
     a.config(maxDelay=10000)  # the default cap (the test clusters use 1000)
     a.start()
     # 1. written in place, one by one, as an unzip or a cp -r does
-    timeline = []
+    timeline, progress = [], [(0.0, 0)]
     t0 = time.perf_counter()
-    write_files(a.path / "written", files)
+    write_files(a.path / "written", files, t0, progress)
     written = time.perf_counter() - t0
     total, commits = wait_all_committed(ctx, a, "written", files, t0, timeline)
     res.figure("files", files)
@@ -168,7 +171,7 @@ def burst(ctx, res):
     res.figure("written in place: commits", commits)
     res.target("commits for files written in place", commits, "<=", 2)
     res.series["timeline"] = {"written": round(written, 3), "points": timeline,
-                              "files": files}
+                              "progress": progress, "files": files}
     wait_pushed(cl, a, timeout=120)
     # 2. a finished directory moved into the tree: one rename
     outside = ctx.workdir("burst-outside") / "moved"

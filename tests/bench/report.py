@@ -192,9 +192,10 @@ def charts(name, b):
         out.append(histogram(s["histogram"], f"{b['title']}"))
     if name == "burst" and "timeline" in s:
         tl = s["timeline"]
-        out.append(lines({"files committed": [tuple(p) for p in tl["points"]]},
-                         f"Burst of {tl['files']} files: files in HEAD over time",
-                         "seconds since the first file was written", "files committed",
+        out.append(lines({"files in HEAD": [tuple(p) for p in tl["points"]],
+                          "files written": [tuple(p) for p in tl.get("progress", [])]},
+                         f"Burst of {tl['files']} files: written vs committed",
+                         "seconds since the first file was written", "files",
                          steps=True, vline=(tl["written"], "last file written")))
     if name == "scale" and "curve" in s:
         c = s["curve"]
