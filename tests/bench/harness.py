@@ -81,6 +81,7 @@ class Context:
         base.pop("GIT_AUTOSYNC_DEBUG", None)  # measure the product as users run it
         self.env = dict(base, PATH=f"{toolkit.bin}{os.pathsep}{base['PATH']}")
         self.stack = None
+        self.trees = {}  # shared work trees built once per run (local.tree_repo)
         self._n = 0
 
     def size(self, full, quick):

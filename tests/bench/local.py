@@ -21,7 +21,7 @@ DEBOUNCE_MS = 100
 def tree_repo(ctx, files):
     """A committed work tree of `files` files in files/10 directories, built once per run
     and shared by the benchmarks that need it (none of them installs hooks into it)."""
-    cache = ctx.__dict__.setdefault("trees", {})
+    cache = ctx.trees
     if files in cache:
         return cache[files]
     repo = ctx.workdir(f"tree{files}")
