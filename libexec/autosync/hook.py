@@ -15,8 +15,9 @@ import sys
 
 from . import pidfile
 from .config import Config
-from .git import ZERO_OID, Repo, clean_env
+from .git import Repo, clean_env
 from .install import CHAINED
+from .publish import updates_from_lines
 from .util import Error, log, setup_logging, warn
 
 LIBEXEC = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -69,14 +70,8 @@ def post_commit(args, stdin):
 
 def post_receive(args, stdin):
     repo = Repo(".")
-    updates = []
-    for line in (stdin or b"").decode(errors="replace").splitlines():
-        parts = line.split()
-        if len(parts) != 3:
-            continue
-        old, new, ref = parts
-        if ref.startswith("refs/heads/") and new != ZERO_OID:
-            updates += [ref[len("refs/heads/"):], new]
+    lines = (stdin or b"").decode(errors="replace").splitlines()
+    updates = [word for pair in updates_from_lines(lines) for word in pair]
     if updates:
         spawn(repo, [os.path.join(LIBEXEC, "autosync-publish"), "--git-dir", repo.git_dir,
                      *updates], "publish.log")

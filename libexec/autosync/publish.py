@@ -1,0 +1,64 @@
+"""autosync-publish: announce branch heads, as the bare server's post-receive hook does.
+
+    autosync-publish [--git-dir DIR] BRANCH COMMIT [BRANCH COMMIT ...]
+    autosync-publish [--git-dir DIR] --stdin     (post-receive lines: OLD NEW REF)
+
+The channel is the repository's (autosync.channel, default its name). Deleted branches
+and refs outside refs/heads/ are not announced. A broker that is down or slow costs at
+most --timeout seconds and one log line: the exit status is 0 all the same, because a
+notification is an optimisation and a push must never fail over it.
+"""
+
+import argparse
+import sys
+import time
+
+from .config import Config
+from .git import ZERO_OID, Repo
+from .message import BadMessage, Notification, check
+from .util import Error, log, setup_logging
+
+
+def updates_from_lines(lines):
+    """(branch, commit) pairs from post-receive input."""
+    for line in lines:
+        parts = line.split()
+        if len(parts) == 3 and parts[2].startswith("refs/heads/") and parts[1] != ZERO_OID:
+            yield parts[2][len("refs/heads/"):], parts[1]
+
+
+def notes_for(config, pairs, sender):
+    notes = []
+    for branch, commit in pairs:
+        note = Notification(config.channel, branch, commit, sender, time.time())
+        try:
+            check(note)
+        except BadMessage as e:
+            log.warning("not announcing branch '%s': %s", branch, e)
+            continue
+        notes.append(note)
+    return notes
+
+
+def main(argv):
+    ap = argparse.ArgumentParser(prog="autosync-publish", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--git-dir", default=".", help="the repository (default: .)")
+    ap.add_argument("--stdin", action="store_true", help="read post-receive lines from stdin")
+    ap.add_argument("--timeout", type=float, default=5.0, help="seconds at most (default 5)")
+    ap.add_argument("pairs", nargs="*", metavar="BRANCH COMMIT")
+    args = ap.parse_args(argv)
+    if len(args.pairs) % 2:
+        ap.error("give BRANCH COMMIT pairs")
+    setup_logging()
+    repo = Repo(args.git_dir)
+    config = Config(repo)
+    pairs = list(zip(args.pairs[::2], args.pairs[1::2]))
+    if args.stdin:
+        pairs += list(updates_from_lines(sys.stdin.read().splitlines()))
+    if not config["mqtt.url"] or not pairs:
+        return 0
+    from .mqtt import publish_once
+    notes = notes_for(config, pairs, f"{config.host}:server")
+    if notes and publish_once(config, notes, args.timeout):
+        log.info("announced %s", ", ".join(f"{n.branch} {n.commit[:10]}" for n in notes))
+    return 0
