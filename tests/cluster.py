@@ -127,7 +127,7 @@ class Cluster:
         git(seed, "commit", "-q", "-m", "init", env=env)
         git(self.tmp, "clone", "-q", "--bare", str(seed), str(self.server), env=env)
         self.broker_url = broker_url
-        self.config = dict(debounce=100, maxDelay=1000, pollInterval=60, **config)
+        self.config = {"debounce": 100, "maxDelay": 1000, "pollInterval": 60, **config}
         if broker_url:
             git(self.server, "config", "autosync.mqtt.url", broker_url, env=env)
             for key, value in self.server_config().items():
