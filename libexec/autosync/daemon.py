@@ -160,6 +160,7 @@ class Network(threading.Thread):
                 return
             self.d.state.update(push_error=None)
             if pushed:
+                self.d.seen.add(pushed)  # the server's echo of our own push
                 self.d.state.update(last_push={"commit": pushed, "time": time.time()})
                 log.info("pushed %s to %s", pushed[:10], remote.name)
                 self.d.publish(pushed)

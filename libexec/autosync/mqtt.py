@@ -149,6 +149,8 @@ class MqttTransport:
                 self._failed(describe_failure(e, self.url))
             else:
                 self.client.loop_forever()  # returns when the connection ends
+                if self.stopping.is_set():
+                    break
                 if self.connected:  # it worked until now: try again soon
                     self._failed("lost the connection to the broker at " + self.url)
                     backoff.reset()
