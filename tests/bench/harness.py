@@ -138,6 +138,18 @@ def alive(pid):
         return False
 
 
+def start_mosquitto(ctx):
+    """A real mosquitto on a free loopback port (tests/brokers.py), stopped at the end."""
+    try:
+        from brokers import Mosquitto
+    except ImportError as e:
+        raise Skip(f"tests/brokers.py not available ({e})")
+    broker = Mosquitto(ctx.workdir("mosquitto"))
+    ctx.defer(broker.stop)
+    broker.start()
+    return broker
+
+
 # -- installing --------------------------------------------------------------------------
 def install_toolkit(prefix, home):
     """`make -s install PREFIX=prefix`, as the `toolkit` fixture does."""

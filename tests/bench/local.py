@@ -9,15 +9,17 @@ import signal
 import subprocess
 import time
 
+import pytest
+
 from cluster import Cluster
 from harness import (alive, benchmark, cpu_seconds, head_oid, memory_kb, ms,
-                     percentile, poll, stop_daemon, summary, write_atomic)
+                     percentile, poll, start_mosquitto, stop_daemon, summary, write_atomic)
 from conftest import git
 
 DEBOUNCE_MS = 100
 
 
-# -- shared pieces --------------------------------------------------------------------------
+# -- shared pieces --------
 def tree_repo(ctx, files):
     """A committed work tree of `files` files in files/10 directories, built once per run
     and shared by the benchmarks that need it (none of them installs hooks into it)."""
@@ -74,7 +76,7 @@ def wait_pushed(cl, clone, timeout=30.0):
          interval=0.005)
 
 
-# -- save-to-commit latency ----------------------------------------------------------------------
+# -- save-to-commit latency --------
 @benchmark("local_latency", "Save-to-commit latency (debounce 100 ms) vs the git floor")
 def local_latency(ctx, res):
     n = ctx.size(40, 30)
@@ -120,7 +122,7 @@ def local_latency(ctx, res):
              "adds the 100 ms debounce by design")
 
 
-# -- a burst of files ---------------------------------------------------------------------------
+# -- a burst of files --------
 def write_files(top, files, t0=None, progress=None):
     """files/100 directories of 100 files; every 1000 files, (seconds since t0, count)."""
     for d in range(files // 100):
@@ -187,7 +189,7 @@ def burst(ctx, res):
     wait_pushed(cl, a, timeout=120)
 
 
-# -- start-up time and memory against tree size ----------------------------------------------------
+# -- start-up time and memory against tree size --------
 def watcher_alone(ctx, repo):
     """(seconds to ready, VmHWM kB) of libexec/autosync-watch, ready = its 'watching' line."""
     t0 = time.perf_counter()
@@ -265,17 +267,13 @@ def scale(ctx, res):
              f"median of {reps}; RSS = VmHWM from /proc/PID/status")
 
 
-# -- idle CPU --------------------------------------------------------------------------------------
+# -- idle CPU --------
 @benchmark("idle_cpu", "CPU used by an idle daemon")
 def idle_cpu(ctx, res):
     window = ctx.size(60.0, 10.0)
-    broker = None
     try:
-        from brokers import Mosquitto
-        broker = Mosquitto(ctx.workdir("idle-broker"))
-        broker.start()
-        ctx.defer(broker.stop)
-    except Exception as e:  # the mqtt pieces are optional for this figure
+        broker = start_mosquitto(ctx)
+    except (Exception, pytest.skip.Exception) as e:  # optional for this figure
         res.note(f"measured without a notification transport ({e.__class__.__name__}: {e})")
         broker = None
     cl = local_cluster(ctx, "idle", broker_url=broker.url if broker else None)
@@ -305,7 +303,7 @@ def settle_cpu(pid, quiet=1.0, timeout=20.0):
     poll(quiet_enough, timeout, "the daemon to go idle", interval=0.1)
 
 
-# -- one edit in a big tree: the commit helper against plain git --------------------------------------
+# -- one edit in a big tree: the commit helper against plain git --------
 @benchmark("commit_ratio", "One edit in a 100,000-file tree: autosync-commit vs git add+commit")
 def commit_ratio(ctx, res):
     files = ctx.size(100000, 10000)

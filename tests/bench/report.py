@@ -100,10 +100,13 @@ class Plot:
         out.append(f'<text x="14" y="{(T + H - B) / 2}" text-anchor="middle" '
                    f'transform="rotate(-90 14 {(T + H - B) / 2})">{esc(self.ylabel)}</text>')
         out += self.parts
+        if legend:
+            out.append(f'<rect x="{W - R - 185}" y="{T - 4}" width="185" '
+                       f'height="{15 * len(legend) + 6}" fill="#fff" fill-opacity="0.85"/>')
         for i, (name, color) in enumerate(legend):
             y = T + 8 + 15 * i
-            out.append(f'<rect x="{W - R - 150}" y="{y - 8}" width="10" height="10" '
-                       f'fill="{color}"/><text x="{W - R - 135}" y="{y + 1}">{esc(name)}</text>')
+            out.append(f'<rect x="{W - R - 180}" y="{y - 8}" width="10" height="10" '
+                       f'fill="{color}"/><text x="{W - R - 165}" y="{y + 1}">{esc(name)}</text>')
         out.append("</svg>")
         return "\n".join(out)
 

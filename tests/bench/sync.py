@@ -8,19 +8,7 @@ import time
 
 from cluster import Cluster, deadline_loop, wait_converged
 from conftest import git
-from harness import ROOT, Skip, benchmark, ms, poll, summary, write_atomic
-
-
-def start_mosquitto(ctx):
-    """A real mosquitto on a free loopback port (tests/brokers.py), stopped at the end."""
-    try:
-        from brokers import Mosquitto
-    except ImportError as e:
-        raise Skip(f"tests/brokers.py not available ({e})")
-    broker = Mosquitto(ctx.workdir("mosquitto"))
-    ctx.defer(broker.stop)
-    broker.start()
-    return broker
+from harness import ROOT, Skip, benchmark, ms, poll, start_mosquitto, summary, write_atomic
 
 
 def mqtt_cluster(ctx, name, broker, count):
