@@ -157,10 +157,8 @@ def wait_all_committed(ctx, clone, prefix, files, t0, timeline):
 @benchmark("burst", "10,000 files created at once: commits and time until all committed")
 def burst(ctx, res):
     files = ctx.size(10000, 2000)
-    cl = local_cluster(ctx, "burst")
-    a = cl.clone("a", start=False)
-    a.config(maxDelay=10000)  # the default cap (the test clusters use 1000)
-    a.start()
+    cl = local_cluster(ctx, "burst", maxDelay=10000)  # the default cap (test clusters: 1000)
+    a = cl.clone("a")
     # 1. written in place, one by one, as an unzip or a cp -r does
     timeline, progress = [], [(0.0, 0)]
     t0 = time.perf_counter()
