@@ -26,6 +26,11 @@ def table(doc):
     for name, b in doc["benchmarks"].items():
         if b["status"] != "ok":
             rows.append((name, "-", b["status"], (b["reason"] or "")[:60]))
+        elif not b["targets"]:  # informational: show its headline (first p50) figure
+            key = next((k for k in b["figures"] if "p50" in k), None)
+            if key:
+                f = b["figures"][key]
+                rows.append((name, f"{key} (no target)", fmt(f["value"], f["unit"]), "info"))
         for t in b["targets"]:
             rows.append((name, f"{t['name']} {t['op']} {fmt(t['limit'], t['unit'])}",
                          fmt(t["value"], t["unit"]), "PASS" if t["pass"] else "MISS"))
