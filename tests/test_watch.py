@@ -258,3 +258,14 @@ def test_watch_limit_is_one_clear_error(repo):
     msg = e.value.render()
     assert "fs.inotify.max_user_watches=10" in msg and "need about 41" in msg
     assert "sudo sysctl fs.inotify.max_user_watches=" in msg
+
+
+def test_force_added_files_in_ignored_dirs_are_still_watched(repo, watcher):
+    (repo / ".gitignore").write_text("vendor/\n")
+    (repo / "vendor").mkdir()
+    (repo / "vendor" / "kept.txt").write_text("v1")
+    git(repo, "add", "-f", "vendor/kept.txt")
+    git(repo, "commit", "-q", "-m", "force-added")
+    w = watcher()
+    (repo / "vendor" / "kept.txt").write_text("v2")
+    collect(w, lambda p: "vendor/kept.txt" in p)

@@ -1,9 +1,11 @@
 """What is never committed: editor temp files (built in, extendable) and what git ignores.
 
 TEMP_PATTERNS match base names; `autosync.ignore` patterns match the base name or the
-whole path. IgnoreChecker asks one long-lived `git check-ignore --stdin` process, so the
-watcher can skip ignored directories (node_modules costs nothing) without a process per
-question; it answers in chunks small enough that neither pipe can fill up.
+whole path. IgnoreChecker asks one long-lived `git check-ignore --stdin --no-index`
+process, so the watcher can skip ignored directories (node_modules costs nothing) without a
+process per question; it answers in chunks small enough that neither pipe can fill up.
+--no-index keeps each answer cheap on a large index; files someone force-added despite the
+rules (and the directories holding them) are looked up once and never count as ignored.
 """
 
 import os
@@ -43,15 +45,31 @@ class IgnoreChecker:
     def __init__(self, repo):
         self.repo = repo
         self.proc = None
+        self.tracked = None  # tracked paths that match ignore rules, with their directories
 
     def _start(self):
         self.proc = subprocess.Popen(
-            ["git", "check-ignore", "--stdin", "-z", "-v", "-n"], cwd=self.repo.top,
+            ["git", "check-ignore", "--stdin", "--no-index", "-z", "-v", "-n"],
+            cwd=self.repo.top,
             env=dict(self.repo.env, GIT_FLUSH="1"), stdin=subprocess.PIPE,
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
 
     def ignored(self, paths):
         """The subset of paths that are ignored. Paths must exist for dir-only patterns."""
+        found = self._ignored(paths)
+        return found - self._tracked() if found else found
+
+    def _tracked(self):
+        if self.tracked is None:
+            res = self.repo.run("ls-files", "-z", "-c", "-i", "--exclude-standard", check=False)
+            self.tracked = set()
+            for path in os.fsdecode(res.stdout).split("\0"):
+                while path and path not in self.tracked:
+                    self.tracked.add(path)
+                    path = path.rpartition("/")[0]
+        return self.tracked
+
+    def _ignored(self, paths):
         paths = [p for p in paths if p and "\0" not in p]
         found = set()
         for i in range(0, len(paths), CHUNK):
@@ -83,6 +101,7 @@ class IgnoreChecker:
     def reset(self):
         """Forget what git has read: a .gitignore changed."""
         self.close()
+        self.tracked = None
 
     def close(self):
         if self.proc is not None:
