@@ -33,6 +33,14 @@ KEYS = {
     "autosync.mqtt.passwordFile": ("", "path", "file holding the broker password"),
     "autosync.mqtt.caFile": ("", "path", "CA certificate for mqtts:// (default: system CAs)"),
     "autosync.mqtt.keepalive": (30, "seconds", "MQTT keepalive interval"),
+    "autosync.xmpp.jid": ("", "str", "XMPP account (user@domain) for notifications"),
+    "autosync.xmpp.passwordFile": ("", "path", "file holding the XMPP password"),
+    "autosync.xmpp.server": ("", "str", "XMPP server host (empty: the JID's domain)"),
+    "autosync.xmpp.port": (5222, "int", "XMPP client port"),
+    "autosync.xmpp.room": ("", "str", "MUC room JID (empty: the account's own JID)"),
+    "autosync.xmpp.caFile": ("", "path", "CA certificate for the XMPP server's STARTTLS"),
+    "autosync.xmpp.allowPlaintext": (False, "bool", "allow XMPP without TLS (tests only)"),
+    "autosync.xmpp.bridge": (False, "bool", "relay between MQTT and XMPP inside the daemon"),
 }
 
 
@@ -76,6 +84,8 @@ class Config:
             return _parse_bool(last, key)
         if kind == "ms":
             return _parse_int(last, key, _MS)
+        if kind == "int":
+            return _parse_int(last, key, {"": 1})
         if kind == "seconds":
             return _parse_int(last, key, _SECONDS)
         if kind == "size":

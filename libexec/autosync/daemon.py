@@ -175,6 +175,7 @@ class Daemon:
         self.events = queue.SimpleQueue()
         self.stopping = False
         self.transport = None
+        self.bridge = None
         self.poll_due = None
         self.ready_hook = ready_hook
         self.seen = set()  # commits announced to us that we already handled
@@ -221,13 +222,20 @@ class Daemon:
 
     def start_transport(self):
         from .message import sender_id
+        from .transport import make_transport
         self.sender = sender_id(self.repo, self.config)
+        if self.config["xmpp.bridge"]:
+            from .bridge import Bridge
+            self.bridge = Bridge(self.config)
+            self.bridge.start()
         if self.remote is None:
             return
-        if self.config["mqtt.url"]:
-            from .mqtt import MqttTransport
-            self.transport = MqttTransport(self.config, self.sender, self.on_notification,
-                                           self.on_connect)
+        try:
+            self.transport = make_transport(self.config, self.sender, self.on_notification,
+                                            self.on_connect)
+        except Error as e:  # e.g. an unreadable password file: keep syncing by polling
+            log.warning("%s; polling every %ss instead", e.message, self.config["pollInterval"])
+            self.state.update(transport_error=e.message)
         if self.transport is not None:
             self.state.update(transport=self.transport.describe())
             self.transport.start()
@@ -292,6 +300,8 @@ class Daemon:
             self.network.stop()
             if self.transport is not None:
                 self.transport.stop()
+            if self.bridge is not None:
+                self.bridge.stop()
             self.watcher.close()
             self.state.update(pending=0, pid=None)
 

@@ -55,9 +55,9 @@ def main(argv):
     pairs = list(zip(args.pairs[::2], args.pairs[1::2]))
     if args.stdin:
         pairs += list(updates_from_lines(sys.stdin.read().splitlines()))
-    if not config["mqtt.url"] or not pairs:
+    from .transport import kind, publish_once
+    if kind(config) is None or not pairs:
         return 0
-    from .mqtt import publish_once
     notes = notes_for(config, pairs, f"{config.host}:server")
     if notes and publish_once(config, notes, args.timeout):
         log.info("announced %s", ", ".join(f"{n.branch} {n.commit[:10]}" for n in notes))

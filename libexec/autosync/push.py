@@ -17,10 +17,10 @@ from .util import Backoff, Retry, log, setup_logging
 
 def publisher(repo, config):
     """publish(commit) announcing a push once, or None when no transport is configured."""
-    if not config["mqtt.url"]:
+    from .transport import kind, publish_once
+    if kind(config) is None:
         return None
     from .message import Notification, sender_id
-    from .mqtt import publish_once
 
     def publish(commit):
         note = Notification(config.channel, config.branch, commit, sender_id(repo, config),

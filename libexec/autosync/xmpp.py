@@ -1,0 +1,512 @@
+"""A small XMPP client on the standard library (RFC 6120/6121 subset) and XmppTransport.
+
+Client: TCP, STARTTLS with certificate verification against the JID's domain (a CA file for
+self-signed servers; plaintext only when explicitly allowed), SASL SCRAM-SHA-1 (the server's
+signature is verified) or PLAIN over TLS only, resource binding, presence, messages to the
+account's own bare JID (type chat, which prosody, ejabberd and others copy to every
+resource with non-negative priority; a MUC room is the portable choice) or to a MUC room, XEP-0199
+pings both ways. The stream is parsed incrementally; a stanza over MAX_STANZA bytes, a DTD,
+an entity declaration, a processing instruction or malformed XML ends the stream cleanly.
+
+XmppTransport has MqttTransport's interface: notifications travel as the body of messages,
+in exactly the JSON format MQTT uses (message.encode/decode).
+"""
+
+import base64
+import hashlib
+import hmac
+import secrets
+import socket
+import ssl
+import threading
+import time
+import xml.etree.ElementTree as ET
+
+from .message import BadMessage, decode, encode
+from .util import Backoff, Error, log
+
+NS_STREAM = "http://etherx.jabber.org/streams"
+NS_CLIENT = "jabber:client"
+NS_TLS = "urn:ietf:params:xml:ns:xmpp-tls"
+NS_SASL = "urn:ietf:params:xml:ns:xmpp-sasl"
+NS_BIND = "urn:ietf:params:xml:ns:xmpp-bind"
+NS_PING = "urn:xmpp:ping"
+NS_MUC = "http://jabber.org/protocol/muc"
+NS_STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
+MAX_STANZA = 64 * 1024
+MAX_DEPTH = 32
+PING_EVERY = 60.0
+
+
+class XmppError(Error):
+    """A failure talking to the XMPP server (one line, git style)."""
+
+
+class StreamError(XmppError):
+    """The stream is unusable: malformed, hostile or closed."""
+
+
+def q(tag, ns=NS_CLIENT):
+    return f"{{{ns}}}{tag}"
+
+
+class StreamParser:
+    """Incremental parser for one XML stream: feed bytes, get complete top-level stanzas."""
+
+    def __init__(self):
+        self.parser = ET.XMLPullParser(events=("start", "end"))
+        self.depth = 0
+        self.root = None
+        self.pending = 0  # bytes fed since the last complete stanza
+        self.started = False
+        self.tail = b""  # the previous chunk's last byte: "<!" may straddle two chunks
+
+    def feed(self, data):
+        seen = self.tail + data
+        if b"<!" in seen or (b"<?" in seen and (self.started or not data.lstrip()
+                                                .startswith(b"<?xml"))):
+            raise StreamError("xmpp stream with a DTD, comment or processing instruction")
+        self.started = self.started or bool(data.strip())
+        self.tail = data[-1:]
+        self.pending += len(data)
+        if self.pending > MAX_STANZA:
+            raise StreamError(f"xmpp stanza larger than {MAX_STANZA} bytes")
+        try:
+            self.parser.feed(data)
+            events = list(self.parser.read_events())
+        except ET.ParseError as e:
+            raise StreamError(f"malformed xmpp stream ({e})")
+        stanzas = []
+        for event, elem in events:
+            if event == "start":
+                self.depth += 1
+                if self.depth > MAX_DEPTH:
+                    raise StreamError("xmpp stanza nested too deeply")
+                if self.depth == 1:
+                    self.root = elem
+            else:
+                self.depth -= 1
+                if self.depth == 1:
+                    stanzas.append(elem)
+                    self.root.remove(elem)  # keep memory bounded: the root holds nothing
+                    self.pending = 0
+                elif self.depth == 0:
+                    raise StreamError("the server closed the xmpp stream")
+        return stanzas
+
+
+def split_jid(jid):
+    local, sep, rest = jid.partition("@")
+    if not sep or not local or not rest:
+        raise XmppError(f"bad jid '{jid}' in autosync.xmpp.jid", "git config autosync.xmpp.jid "
+                        "user@example.org")
+    domain, _, resource = rest.partition("/")
+    return local, domain, resource
+
+
+def scram_client(user, password, nonce=None):
+    """A generator speaking SCRAM-SHA-1 (RFC 5802): yields messages, is sent the replies."""
+    cnonce = nonce or base64.b64encode(secrets.token_bytes(18)).decode()
+    name = user.replace("=", "=3D").replace(",", "=2C")
+    first_bare = f"n={name},r={cnonce}"
+    server_first = yield ("n,," + first_bare).encode()
+    fields = dict(item.split("=", 1) for item in server_first.decode().split(",") if "=" in item)
+    nonce, salt, iterations = fields.get("r", ""), fields.get("s", ""), fields.get("i", "0")
+    if not nonce.startswith(cnonce) or not salt or not iterations.isdigit() or \
+            not 1 <= int(iterations) <= 1_000_000:
+        raise XmppError("the xmpp server's SCRAM challenge is invalid")
+    salted = hashlib.pbkdf2_hmac("sha1", password.encode(), base64.b64decode(salt),
+                                 int(iterations))
+    client_key = hmac.new(salted, b"Client Key", hashlib.sha1).digest()
+    stored_key = hashlib.sha1(client_key).digest()
+    without_proof = f"c=biws,r={nonce}"
+    auth_message = f"{first_bare},{server_first.decode()},{without_proof}".encode()
+    signature = hmac.new(stored_key, auth_message, hashlib.sha1).digest()
+    proof = bytes(a ^ b for a, b in zip(client_key, signature))
+    server_key = hmac.new(salted, b"Server Key", hashlib.sha1).digest()
+    expected = b"v=" + base64.b64encode(hmac.new(server_key, auth_message, hashlib.sha1).digest())
+    server_final = yield f"{without_proof},p={base64.b64encode(proof).decode()}".encode()
+    if not hmac.compare_digest(server_final, expected):
+        raise XmppError("the xmpp server failed to prove it knows the password (SCRAM)")
+    yield None
+
+
+class XmppClient:
+    """One authenticated connection. Not thread-safe for reading; send() takes a lock."""
+
+    def __init__(self, jid, password, server=None, port=5222, ca_file=None,
+                 allow_plaintext=False, timeout=10.0):
+        self.user, self.domain, self.resource = split_jid(jid)
+        self.bare = f"{self.user}@{self.domain}"
+        self.password = password
+        self.server = server or self.domain
+        self.port = port
+        self.ca_file = ca_file
+        self.allow_plaintext = allow_plaintext
+        self.timeout = timeout
+        self.sock = None
+        self.tls = False
+        self.jid = None
+        self.send_lock = threading.Lock()
+        self.inbox = []
+
+    # -- plumbing -----------------------------------------------------------------------
+    def send_raw(self, data):
+        with self.send_lock:
+            self.sock.sendall(data if isinstance(data, bytes) else data.encode())
+
+    def send(self, elem):
+        self.send_raw(ET.tostring(elem, encoding="unicode"))
+
+    def open_stream(self):
+        self.parser = StreamParser()
+        self.send_raw(f"<?xml version='1.0'?><stream:stream to='{self.domain}' "
+                      f"version='1.0' xml:lang='en' xmlns='{NS_CLIENT}' "
+                      f"xmlns:stream='{NS_STREAM}'>")
+        features = self.next_stanza(self.timeout)
+        if features.tag != q("features", NS_STREAM):
+            raise StreamError(f"expected stream features, got {features.tag}")
+        return features
+
+    def next_stanza(self, timeout):
+        """The next stanza, or None after timeout seconds; raises StreamError when closed."""
+        deadline = time.monotonic() + timeout
+        while not self.inbox:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            self.sock.settimeout(left)
+            try:
+                data = self.sock.recv(16384)
+            except (socket.timeout, TimeoutError):
+                return None
+            except ssl.SSLWantReadError:
+                continue
+            except OSError as e:
+                raise StreamError(f"lost the connection to the xmpp server: {e}")
+            if not data:
+                raise StreamError("the xmpp server closed the connection")
+            self.inbox += self.parser.feed(data)
+        stanza = self.inbox.pop(0)
+        if stanza.tag == q("error", NS_STREAM):
+            cond = next((c.tag.split("}")[1] for c in stanza), "unknown")
+            raise StreamError(f"the xmpp server ended the stream ({cond})")
+        return stanza
+
+    def expect(self, what):
+        stanza = self.next_stanza(self.timeout)
+        if stanza is None:
+            raise XmppError(f"no answer from the xmpp server {self.where} ({what})")
+        return stanza
+
+    @property
+    def where(self):
+        return f"{self.server}:{self.port}"
+
+    # -- connecting -----------------------------------------------------------------------
+    def connect(self, resource="autosync"):
+        try:
+            self.sock = socket.create_connection((self.server, self.port), self.timeout)
+        except OSError as e:
+            raise XmppError(f"cannot connect to the xmpp server {self.where}: "
+                            f"{e.strerror or e}".rstrip(": "))
+        try:
+            self._negotiate(resource)
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def _negotiate(self, resource):
+        features = self.open_stream()
+        if features.find(q("starttls", NS_TLS)) is not None:
+            self._starttls()
+            features = self.open_stream()
+        elif not self.allow_plaintext:
+            raise XmppError(f"the xmpp server {self.where} does not offer STARTTLS",
+                            "for a loopback test server only: "
+                            "git config autosync.xmpp.allowPlaintext true")
+        mechanisms = [m.text for m in features.iter(q("mechanism", NS_SASL))]
+        self._authenticate(mechanisms)
+        features = self.open_stream()
+        if features.find(q("bind", NS_BIND)) is None:
+            raise XmppError("the xmpp server offers no resource binding")
+        iq = ET.Element("iq", type="set", id="bind1")
+        bind = ET.SubElement(iq, "bind", xmlns=NS_BIND)
+        ET.SubElement(bind, "resource").text = self.resource or resource
+        self.send(iq)
+        reply = self.wait_for_iq("bind1")
+        jid = reply.find(f"{q('bind', NS_BIND)}/{q('jid', NS_BIND)}")
+        if reply.get("type") != "result" or jid is None:
+            raise XmppError("the xmpp server refused to bind a resource")
+        self.jid = jid.text
+        self.send(ET.Element("presence"))  # available, priority 0: gets messages to the bare JID
+
+    def _starttls(self):
+        self.send_raw(f"<starttls xmlns='{NS_TLS}'/>")
+        reply = self.expect("STARTTLS")
+        if reply.tag != q("proceed", NS_TLS):
+            raise XmppError(f"the xmpp server {self.where} refused STARTTLS")
+        ctx = ssl.create_default_context(cafile=self.ca_file or None)
+        try:
+            self.sock = ctx.wrap_socket(self.sock, server_hostname=self.domain)
+        except ssl.SSLCertVerificationError as e:
+            raise XmppError(f"cannot verify the certificate of the xmpp server {self.where}: "
+                            f"{e.verify_message or e.reason} (check autosync.xmpp.caFile)")
+        except (ssl.SSLError, OSError) as e:
+            raise XmppError(f"TLS with the xmpp server {self.where} failed: {e}")
+        self.tls = True
+
+    def _authenticate(self, mechanisms):
+        if "SCRAM-SHA-1" in mechanisms:
+            mech, conv = "SCRAM-SHA-1", scram_client(self.user, self.password)
+        elif "PLAIN" in mechanisms and self.tls:
+            mech, conv = "PLAIN", iter([f"\0{self.user}\0{self.password}".encode(), None])
+        else:
+            raise XmppError(f"no usable login method at the xmpp server {self.where} "
+                            f"(offered: {', '.join(filter(None, mechanisms)) or 'none'})")
+        message = next(conv)
+        self.send_raw(f"<auth xmlns='{NS_SASL}' mechanism='{mech}'>"
+                      f"{base64.b64encode(message).decode() or '='}</auth>")
+        while True:
+            reply = self.expect("login")
+            data = base64.b64decode(reply.text or "") if (reply.text or "") != "=" else b""
+            if reply.tag == q("failure", NS_SASL):
+                cond = next((c.tag.split("}")[1] for c in reply), "failure")
+                raise XmppError(f"the xmpp server refused the login for '{self.bare}' ({cond})",
+                                "check autosync.xmpp.jid and autosync.xmpp.passwordFile")
+            if reply.tag == q("challenge", NS_SASL):
+                answer = conv.send(data)
+                self.send_raw(f"<response xmlns='{NS_SASL}'>"
+                              f"{base64.b64encode(answer or b'').decode()}</response>")
+            elif reply.tag == q("success", NS_SASL):
+                if mech == "SCRAM-SHA-1":
+                    conv.send(data)  # verifies the server signature, raises if wrong
+                return
+            else:
+                raise StreamError(f"unexpected {reply.tag} during login")
+
+    def wait_for_iq(self, ident):
+        deadline = time.monotonic() + self.timeout
+        while time.monotonic() < deadline:
+            stanza = self.next_stanza(deadline - time.monotonic())
+            if stanza is not None and stanza.tag == q("iq") and stanza.get("id") == ident:
+                return stanza
+            if stanza is not None:
+                self.handle(stanza)
+        raise XmppError(f"no answer from the xmpp server {self.where} (iq {ident})")
+
+    # -- stanzas --------------------------------------------------------------------------
+    def handle(self, stanza):
+        """Answer what the protocol requires (pings, unknown iqs); return message bodies."""
+        if stanza.tag == q("iq") and stanza.get("type") in ("get", "set"):
+            reply = ET.Element("iq", type="result", id=stanza.get("id", ""))
+            if stanza.get("from"):
+                reply.set("to", stanza.get("from"))
+            if stanza.find(q("ping", NS_PING)) is None:
+                reply.set("type", "error")
+                err = ET.SubElement(reply, "error", type="cancel")
+                ET.SubElement(err, "service-unavailable", xmlns=NS_STANZAS)
+            self.send(reply)
+        return None
+
+    def join(self, room, nick):
+        presence = ET.Element("presence", to=f"{room}/{nick}")
+        x = ET.SubElement(presence, "x", xmlns=NS_MUC)
+        ET.SubElement(x, "history", maxstanzas="1")  # the newest notification, like retain
+        self.send(presence)
+        # a room we just created stays locked until configured: accept the defaults
+        # ("instant room"); when the room exists already this is refused, harmlessly
+        iq = ET.Element("iq", type="set", to=room, id="instant-" + secrets.token_hex(3))
+        query = ET.SubElement(iq, "query", xmlns=NS_MUC + "#owner")
+        ET.SubElement(query, "x", xmlns="jabber:x:data", type="submit")
+        self.send(iq)
+
+    def message(self, to, body, kind):
+        msg = ET.Element("message", to=to, type=kind, id=secrets.token_hex(6))
+        ET.SubElement(msg, "body").text = body
+        self.send(msg)
+
+    def ping(self):
+        iq = ET.Element("iq", type="get", id="ping-" + secrets.token_hex(4), to=self.domain)
+        ET.SubElement(iq, "ping", xmlns=NS_PING)
+        self.send(iq)
+
+    def close(self):
+        if self.sock is not None:
+            try:
+                self.send_raw("</stream:stream>")
+            except OSError:
+                pass
+            try:
+                self.sock.close()
+            except OSError:
+                pass
+            self.sock = None
+
+
+def read_password(path):
+    try:
+        with open(path) as f:
+            return f.read().rstrip("\r\n")
+    except (OSError, TypeError) as e:
+        raise XmppError(f"cannot read the xmpp password file '{path}': "
+                        f"{(getattr(e, 'strerror', None) or 'not set').lower()}",
+                        "git config autosync.xmpp.passwordFile ~/.config/git-autosync/xmpp-pw")
+
+
+def client_for(config, timeout=10.0):
+    return XmppClient(config["xmpp.jid"], read_password(config["xmpp.passwordFile"]),
+                      server=config["xmpp.server"] or None, port=config["xmpp.port"],
+                      ca_file=config["xmpp.caFile"] or None,
+                      allow_plaintext=config["xmpp.allowPlaintext"], timeout=timeout)
+
+
+def destination(config, client):
+    """(to, type) for notifications: the MUC room, or the account's own bare JID."""
+    room = config["xmpp.room"]
+    return (room, "groupchat") if room else (client.bare, "chat")
+
+
+class XmppTransport:
+    """Notifications over XMPP, with the same interface and semantics as MqttTransport."""
+
+    def __init__(self, config, sender, on_notification, on_connect):
+        self.config = config
+        self.sender = sender
+        self.on_notification = on_notification
+        self.on_connect_cb = on_connect
+        self.channel, self.branch = config.channel, config.branch
+        self.client = client_for(config)  # reads the password now: a bad setup fails early
+        self.connected = False
+        self.last_error = None
+        self.unsent = None
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="autosync-xmpp", daemon=True)
+
+    def describe(self):
+        room = self.config["xmpp.room"] or "own account"
+        return f"xmpp {self.config['xmpp.jid']} ({room}) channel {self.channel}"
+
+    def start(self):
+        self.thread.start()
+
+    def stop(self):
+        self.stopping.set()
+        client = self.client
+        if client.sock is not None:
+            try:
+                client.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        self.thread.join(timeout=5)
+
+    def _failed(self, message):
+        self.connected = False
+        if message != self.last_error:
+            log.warning("%s", message)
+        self.last_error = message
+
+    def _run(self):
+        backoff = Backoff(first=1.0, cap=60.0)
+        resource = "autosync-" + secrets.token_hex(3)
+        while not self.stopping.is_set():
+            try:
+                self.client.connect(resource)
+                self._session()
+            except XmppError as e:
+                if not self.stopping.is_set():
+                    self._failed(e.message)
+            except OSError as e:
+                if not self.stopping.is_set():
+                    self._failed(f"lost the connection to the xmpp server: {e}")
+            finally:
+                was_connected = self.connected
+                self.connected = False
+                self.client.close()
+            if was_connected:
+                backoff.reset()
+            if self.stopping.wait(backoff.next_delay()):
+                break
+
+    def _session(self):
+        client = self.client
+        to, kind = destination(self.config, client)
+        if kind == "groupchat":
+            client.join(to, self.sender.replace(":", "-") + "-" + secrets.token_hex(2))
+        self.connected = True
+        self.last_error = None
+        log.info("connected to xmpp as %s; notifications via %s", client.jid, to)
+        if self.unsent is not None:
+            note, self.unsent = self.unsent, None
+            self.publish(note)
+        self.on_connect_cb()
+        idle_since = time.monotonic()
+        while not self.stopping.is_set():
+            stanza = client.next_stanza(timeout=1.0)
+            if stanza is None:
+                if time.monotonic() - idle_since > PING_EVERY:
+                    client.ping()  # keepalive (XEP-0199); a dead link fails the next read
+                    idle_since = time.monotonic()
+                continue
+            idle_since = time.monotonic()
+            client.handle(stanza)
+            if stanza.tag == q("message") and stanza.get("type") != "error":
+                body = stanza.find(q("body"))
+                if body is not None and body.text:
+                    self._received(body.text)
+
+    def _received(self, text):
+        try:
+            note = decode(text.encode())
+        except BadMessage as e:
+            log.warning("dropped an invalid xmpp notification: %s", e)
+            return
+        if note.sender == self.sender or (note.channel, note.branch) != (self.channel,
+                                                                         self.branch):
+            return
+        self.on_notification(note)
+
+    def publish(self, note, timeout=5.0):
+        if not self.connected:
+            self.unsent = note
+            return False
+        to, kind = destination(self.config, self.client)
+        try:
+            self.client.message(to, encode(note).decode(), kind)
+            return True
+        except OSError as e:
+            log.warning("cannot publish over xmpp: %s", e)
+            self.unsent = note
+            return False
+
+
+def publish_once(config, notes, timeout=5.0):
+    """Log in, send the notes, log out; False (one log line) when the server is away."""
+    try:
+        client = client_for(config, timeout=timeout).connect("autosync-push-"
+                                                            + secrets.token_hex(3))
+    except XmppError as e:
+        log.warning("%s", e.message)
+        return False
+    try:
+        to, kind = destination(config, client)
+        if kind == "groupchat":
+            client.join(to, "push-" + secrets.token_hex(3))
+        for note in notes:
+            client.message(to, encode(note).decode(), kind)
+        client.ping()  # the answer proves the server has read everything before it
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            stanza = client.next_stanza(deadline - time.monotonic())
+            if stanza is None:
+                break
+            if stanza.tag == q("iq") and (stanza.get("id") or "").startswith("ping-"):
+                return True
+            client.handle(stanza)
+        return False
+    except (XmppError, OSError) as e:
+        log.warning("cannot publish over xmpp: %s", getattr(e, "message", e))
+        return False
+    finally:
+        client.close()
