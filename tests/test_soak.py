@@ -111,7 +111,8 @@ def check_guarantees(clones, editors, server):
             if text is None:
                 assert path not in files, f"{path} was deleted by {e.clone.name} but is back"
             else:
-                assert files.get(path) == text, f"{e.clone.name}'s {path} lost its last write"
+                assert files.get(path) == text.rstrip("\n"), \
+                    f"{e.clone.name}'s {path} lost its last write"
         for path, text in e.shared_last.items():
             assert text in history, f"{e.clone.name}'s last write to {path} is not in history"
     for path in SHARED:
