@@ -38,6 +38,8 @@ class Editor(threading.Thread):
         self.shared_last = {}    # shared path -> last content written by this clone
         self.writes = 0
         self.error = None
+        self.gate = threading.Event()  # cleared while a fault needs the clones quiet
+        self.gate.set()
 
     def content(self):
         self.writes += 1
@@ -79,6 +81,8 @@ class Editor(threading.Thread):
         try:
             end = time.monotonic() + self.seconds
             while time.monotonic() < end:
+                if not self.gate.wait(timeout=120):
+                    raise RuntimeError("paused for more than 120 s")
                 self.step()
                 time.sleep(self.rng.uniform(0, self.pause))  # pacing the load, not waiting
         except Exception as e:  # reported by the test, not lost in a thread
@@ -141,7 +145,7 @@ def run_soak(cluster, clones, seconds, fault=None):
         e.start()
     if fault is not None:
         time.sleep(seconds / 3)  # the fault lands in the middle of the load, by design
-        fault()
+        fault(editors) if fault.__code__.co_argcount else fault()
     for e in editors:
         e.join(seconds + 60)
         assert not e.is_alive(), f"{e.name} did not finish"
@@ -207,20 +211,30 @@ def test_soak_user_runs_git_by_hand(soak, soak_seconds):
             time.sleep(0.1)
         return res
 
-    def fault():
-        user.write("by-hand.txt", "typed by the user\n")
-        by_hand("add", "by-hand.txt")
-        by_hand("commit", "-q", "-m", "my own commit")
-        by_hand("pull", "--no-rebase", "--no-edit", "-q")
-        # an interactive rebase that stops to edit: the daemon must stay out of its way
-        res = by_hand("rebase", "-i", "HEAD~2", GIT_SEQUENCE_EDITOR="sed -i 1s/^pick/edit/")
-        if res.returncode == 0 and (user.path / ".git" / "rebase-merge").exists():
+    def fault(editors):
+        for e in editors:  # everyone pauses while the user types git commands
+            e.gate.clear()
+        try:
+            wait_converged(clones, cluster.server, timeout=120)
+            user.write("by-hand.txt", "typed by the user\n")
+            by_hand("add", "by-hand.txt")
+            by_hand("commit", "-q", "-m", "my own commit")
+            by_hand("pull", "--no-rebase", "--no-edit", "-q")
+            # an interactive rebase that stops to edit: the daemon must stay out of its way
+            res = by_hand("rebase", "-i", "HEAD~1", GIT_SEQUENCE_EDITOR="sed -i 1s/^pick/edit/")
+            assert res.returncode == 0 and (user.path / ".git" / "rebase-merge").exists(), \
+                res.stdout
             head = user.head()
             user.write("during-rebase.txt", "written while the rebase stopped\n")
-            time.sleep(1.0)  # give the daemon the chance to misbehave (it must not)
+            # the daemon gets every chance to misbehave here (it must not commit)
+            wait_for(lambda: "rebase started by hand" in user.log(), timeout=30,
+                     what="the daemon to try, notice the rebase and hold back")
             assert user.head() == head, "the daemon committed in the middle of a rebase"
-            by_hand("rebase", "--continue", GIT_EDITOR="true")
-        assert not (user.path / ".git" / "rebase-merge").exists(), res.stdout
+            res = by_hand("rebase", "--continue", GIT_EDITOR="true")
+            assert res.returncode == 0, res.stdout
+        finally:
+            for e in editors:
+                e.gate.set()
     run_soak(cluster, clones, soak_seconds, fault)
     assert "by-hand.txt" in clones[0].files()
     assert "during-rebase.txt" in clones[0].files()
