@@ -1,29 +1,36 @@
 """The notification: "branch B of channel C now has commit X (sent by Y)" - and nothing else.
 
 Wire format (README "Notification messages"): topic `autosync/<channel>/<branch>`, payload
-one compact JSON object of at most 1024 bytes with exactly the keys v, channel, branch,
-commit, sender, time. decode() is strict: a payload that is not exactly that raises
-BadMessage, and a valid one can only ever lead to a fetch from the receiver's own remote.
+one compact UTF-8 JSON object of at most 1024 bytes with exactly the keys v, channel,
+branch, commit, sender, time. decode() is strict: a payload that is not exactly that
+(an unknown or repeated key included) raises BadMessage, and a valid one can only ever
+lead to a fetch from the receiver's own remote.
 """
 
+import functools
 import hashlib
 import json
 import math
 import re
+import time
+import unicodedata
 from dataclasses import dataclass
+
+from .git import valid_branch_name
+from .util import log
 
 VERSION = 1
 MAX_SIZE = 1024
+MAX_BRANCH = 200  # bytes of UTF-8; with the other bounded fields a payload stays < 1024
 KEYS = {"v", "channel", "branch", "commit", "sender", "time"}
 PREFIX = "autosync"
 
-_CHANNEL = re.compile(r"[A-Za-z0-9._-]{1,100}")
-_BRANCH_CHARS = re.compile(r"[A-Za-z0-9._/+-]{1,200}")
+_CHANNEL = re.compile(r"[A-Za-z0-9._-]{1,128}")
 _COMMIT = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 _SENDER = re.compile(r"[A-Za-z0-9._:@-]{1,100}")
 
 
-class BadMessage(ValueError):
+class BadMessage(Exception):
     """A payload or topic that is not a valid notification (the reason is the message)."""
 
 
@@ -37,74 +44,129 @@ class Notification:
 
 
 def branch_ok(name):
-    """git's ref-name rules, plus a conservative character set: nothing option- or path-like."""
-    if not _BRANCH_CHARS.fullmatch(name) or name.startswith(("-", "/")) or \
-            name.endswith(("/", ".", ".lock")) or ".." in name or "//" in name:
+    """A branch name git accepts that is also usable as MQTT topic levels.
+
+    git's rules (git.valid_branch_name: no '..', '@{', leading '-', ...) plus: no MQTT
+    wildcards '+' '#', no control, surrogate or unassigned characters, at most 200 bytes.
+    """
+    return isinstance(name, str) and _branch_ok(name)
+
+
+@functools.lru_cache(maxsize=256)  # a receiver sees its own branch again and again
+def _branch_ok(name):
+    if not name or len(name.encode("utf-8", "replace")) > MAX_BRANCH:
         return False
-    return all(part and not part.startswith(".") and not part.endswith(".lock")
-               for part in name.split("/"))
+    if any(c in "+#" or unicodedata.category(c) in ("Cc", "Cs", "Cn") for c in name):
+        return False
+    return valid_branch_name(name)
+
+
+def channel_ok(name):
+    return isinstance(name, str) and _CHANNEL.fullmatch(name) is not None
 
 
 def topic(channel, branch):
-    if not _CHANNEL.fullmatch(channel) or not branch_ok(branch):
-        raise BadMessage(f"cannot make a topic of channel '{channel}' branch '{branch}'")
+    """`autosync/<channel>/<branch>`; BadMessage when either cannot be a topic."""
+    if not channel_ok(channel):
+        raise BadMessage(f"channel '{channel}' is not a plain name (letters, digits, . _ -)")
+    if not branch_ok(branch):
+        raise BadMessage(f"branch '{branch}' is not usable in a topic (git's rules, no '+' or '#')")
     return f"{PREFIX}/{channel}/{branch}"
 
 
 def encode(note):
+    """The payload (bytes) of a valid note; BadMessage otherwise."""
     check(note)
     data = json.dumps({"v": VERSION, "channel": note.channel, "branch": note.branch,
                        "commit": note.commit, "sender": note.sender, "time": note.time},
-                      separators=(",", ":")).encode()
-    assert len(data) <= MAX_SIZE  # every field is bounded by check()
+                      separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    if len(data) > MAX_SIZE:  # cannot happen: every field is bounded by check()
+        raise BadMessage(f"payload larger than {MAX_SIZE} bytes")
     return data
 
 
 def check(note):
-    if not _CHANNEL.fullmatch(note.channel):
+    """BadMessage unless every field of note is well-formed."""
+    if not channel_ok(note.channel):
         raise BadMessage("bad channel")
     if not branch_ok(note.branch):
         raise BadMessage("bad branch name")
-    if not _COMMIT.fullmatch(note.commit):
+    if not isinstance(note.commit, str) or not _COMMIT.fullmatch(note.commit):
         raise BadMessage("bad commit id")
-    if not _SENDER.fullmatch(note.sender):
+    if not isinstance(note.sender, str) or not _SENDER.fullmatch(note.sender):
         raise BadMessage("bad sender")
-    if isinstance(note.time, bool) or not isinstance(note.time, (int, float)) or \
-            not 0 <= note.time < 1e11 or not math.isfinite(note.time):
+    t = note.time
+    if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) \
+            or not 0 <= t < 1e11:
         raise BadMessage("bad time")
 
 
-def decode(payload, topic_name=None):
-    """The Notification in payload (bytes), checked against topic_name when given."""
-    if not isinstance(payload, (bytes, bytearray)) or len(payload) > MAX_SIZE:
+def decode(payload, topic=None):
+    """The Notification in payload (bytes), checked against its topic when given."""
+    if not isinstance(payload, (bytes, bytearray)):
+        raise BadMessage("payload is not bytes")
+    if len(payload) > MAX_SIZE:
         raise BadMessage(f"payload larger than {MAX_SIZE} bytes")
     try:
-        data = json.loads(bytes(payload).decode("utf-8"),
-                          parse_constant=lambda c: _reject(f"constant {c}"))
+        data = json.loads(bytes(payload).decode("utf-8"), object_pairs_hook=_unique,
+                          parse_constant=_no_constant)
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
         raise BadMessage(f"not JSON ({type(e).__name__})")
     if not isinstance(data, dict):
         raise BadMessage("not a JSON object")
-    if data.get("v") != VERSION or isinstance(data.get("v"), bool):
-        raise BadMessage(f"unknown version {str(data.get('v'))[:20]!r}")
+    v = data.get("v")
+    if v != VERSION or isinstance(v, bool):
+        raise BadMessage(f"unknown version {str(v)[:20]!r}")
     if set(data) != KEYS:
         raise BadMessage("unexpected or missing keys")
     if not all(isinstance(data[k], str) for k in ("channel", "branch", "commit", "sender")):
         raise BadMessage("a field has the wrong type")
+    if topic is not None and topic != f"{PREFIX}/{data['channel']}/{data['branch']}":
+        raise BadMessage("topic does not match the payload")
     note = Notification(data["channel"], data["branch"], data["commit"], data["sender"],
                         data["time"])
     check(note)
-    if topic_name is not None and topic_name != topic(note.channel, note.branch):
-        raise BadMessage("topic does not match the payload")
     return note
 
 
-def _reject(what):
-    raise BadMessage(f"not JSON ({what})")
+def _unique(pairs):
+    keys = [k for k, _ in pairs]
+    if len(set(keys)) != len(keys):
+        raise BadMessage("a key is repeated")
+    return dict(pairs)
+
+
+def _no_constant(name):
+    raise BadMessage(f"not JSON ({name})")
+
+
+def _host(config):
+    return re.sub(r"[^A-Za-z0-9._-]", "_", config.host)[:80] or "host"
 
 
 def sender_id(repo, config):
     """`<host>:<8 hex>`: this clone, stable across restarts, distinct per repository."""
     digest = hashlib.sha1(repo.common_dir.encode(errors="surrogateescape")).hexdigest()[:8]
-    host = re.sub(r"[^A-Za-z0-9._-]", "_", config.host)[:80] or "host"
-    return f"{host}:{digest}"
+    return f"{_host(config)}:{digest}"
+
+
+def server_sender_id(config):
+    """`<host>:server`: a bare server's post-receive hook."""
+    return f"{_host(config)}:server"
+
+
+class DropLog:
+    """Log dropped notifications: one line at most every `every` seconds, so a flood of
+    bad messages cannot fill the log; the next line counts the ones left out."""
+
+    def __init__(self, every=10.0):
+        self.every, self.next_at, self.suppressed = every, 0.0, 0
+
+    def __call__(self, reason):
+        now = time.monotonic()
+        if now < self.next_at:
+            self.suppressed += 1
+            return
+        more = f" (and {self.suppressed} more since)" if self.suppressed else ""
+        log.warning("dropped an invalid notification: %s%s", reason, more)
+        self.next_at, self.suppressed = now + self.every, 0

@@ -2,11 +2,12 @@
 
 MqttTransport is the daemon's long-lived connection: it subscribes to its channel and
 branch, hands validated notifications from others to on_notification, calls on_connect
-after every (re)connect so the daemon can catch up, and publishes retained QoS 1
-notifications. It manages the connection itself (connect, then run until the link drops,
-then back off and connect again), so each failure becomes one precise message in
-`last_error`. publish_once() is the short-lived variant for hooks: bounded in time, never
-raising because the broker is away.
+after every (re)subscription so the daemon can catch up, and publishes retained QoS 1
+notifications. It runs the connection itself (connect, run until the link drops, back off
+1..60 s, connect again) rather than through paho's loop_start/reconnect, because paho's
+own reconnect loop swallows the reason a connection failed: this way every failure
+becomes one precise line in the log and in `last_error`. publish_once() is the
+short-lived variant for hooks: bounded in time, never raising because the broker is away.
 """
 
 import secrets
@@ -18,35 +19,38 @@ from urllib.parse import urlsplit
 
 import paho.mqtt.client as paho
 
-from .message import BadMessage, decode, encode, topic
+from .message import BadMessage, DropLog, decode, encode, topic
 from .util import Backoff, Error, log
 
 DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
+URL_HINT = "git config autosync.mqtt.url mqtt://HOST:1883   (or mqtts://HOST:8883)"
 
 
 def parse_url(url):
     """(tls, host, port) of mqtt://host[:port] or mqtts://host[:port] ([::1] for IPv6)."""
     try:
-        parts = urlsplit(url.strip())
+        parts = urlsplit(str(url or "").strip())
         port = parts.port
     except ValueError:
         parts, port = None, None
     if parts is None or parts.scheme not in DEFAULT_PORTS or not parts.hostname or \
-            parts.path not in ("", "/") or parts.query or parts.username:
-        raise Error(f"bad broker URL '{url}' in autosync.mqtt.url",
-                    "git config autosync.mqtt.url mqtt://HOST:1883   (or mqtts://HOST:8883)")
+            "@" in parts.netloc or parts.path not in ("", "/") or parts.query or \
+            parts.fragment or port == 0:
+        raise Error(f"bad broker URL '{url}' in autosync.mqtt.url", URL_HINT)
     return parts.scheme == "mqtts", parts.hostname, port or DEFAULT_PORTS[parts.scheme]
 
 
 def read_password(config):
+    """The password in autosync.mqtt.passwordFile (bytes, without the final newline)."""
     path = config["mqtt.passwordFile"]
     if not path:
         return None
     try:
-        with open(path) as f:
-            return f.read().rstrip("\r\n")
+        with open(path, "rb") as f:
+            return f.read().rstrip(b"\r\n")
     except OSError as e:
-        raise Error(f"cannot read the broker password file '{path}': {e.strerror.lower()}",
+        raise Error(f"cannot read the broker password file '{path}': "
+                    f"{(e.strerror or str(e)).lower()}",
                     "git config autosync.mqtt.passwordFile ~/.config/git-autosync/mqtt-password")
 
 
@@ -64,46 +68,38 @@ def make_client(config, name):
         try:
             client.tls_set(ca_certs=ca)
         except (OSError, ssl.SSLError) as e:
-            raise Error(f"cannot use the CA file '{ca}': {e}",
+            raise Error(f"cannot use the CA file '{ca}': {getattr(e, 'strerror', None) or e}",
                         "git config autosync.mqtt.caFile /path/to/ca.crt")
     return client, host, port
 
 
 def describe_failure(exc, url):
+    """One human line for an exception raised while connecting."""
     if isinstance(exc, ssl.SSLCertVerificationError):
         return (f"cannot verify the certificate of the broker at {url}: "
                 f"{exc.verify_message or exc.reason} (check autosync.mqtt.caFile)")
     if isinstance(exc, ssl.SSLError):
-        return f"TLS with the broker at {url} failed: {exc.reason or exc}"
+        reason = (exc.reason or str(exc)).lower().replace("_", " ")
+        return f"TLS with the broker at {url} failed: {reason} (does that port speak TLS?)"
     if isinstance(exc, ConnectionRefusedError):
         return f"cannot connect to the broker at {url}: connection refused"
     if isinstance(exc, socket.gaierror):
         return f"cannot resolve the broker's host in {url}"
     if isinstance(exc, (socket.timeout, TimeoutError)):
         return f"cannot connect to the broker at {url}: timed out"
-    return f"cannot connect to the broker at {url}: {exc}"
+    return f"cannot connect to the broker at {url}: {getattr(exc, 'strerror', None) or exc}"
 
 
-def refused(reason_code, config):
+def refused(what, reason_code, config):
+    """The broker said no to `what` (the login, the subscription to T)."""
     user = config["mqtt.username"]
     who = f" for user '{user}'" if user else ""
-    return f"the broker at {config['mqtt.url']} refused the login{who} ({reason_code})"
+    return f"the broker at {config['mqtt.url']} refused {what}{who} ({str(reason_code).lower()})"
 
 
-class DropLog:
-    """One log line per dropped message, at most one every `every` seconds (floods)."""
-
-    def __init__(self, every=10.0):
-        self.every, self.next_at, self.suppressed = every, 0.0, 0
-
-    def __call__(self, reason):
-        now = time.monotonic()
-        if now < self.next_at:
-            self.suppressed += 1
-            return
-        more = f" (and {self.suppressed} more since)" if self.suppressed else ""
-        log.warning("dropped an invalid notification: %s%s", reason, more)
-        self.next_at, self.suppressed = now + self.every, 0
+def silent(url):
+    hint = "" if url.startswith("mqtts:") else ", or does it want mqtts://?"
+    return f"the broker at {url} closed the connection without answering (wrong port{hint})"
 
 
 class MqttTransport:
@@ -111,14 +107,19 @@ class MqttTransport:
         self.config = config
         self.url = config["mqtt.url"]
         self.sender = sender
-        self.topic = topic(config.channel, config.branch)
+        try:
+            self.topic = topic(config.channel, config.branch)
+        except BadMessage as e:
+            raise Error(f"cannot announce over mqtt: {e}")
         self.on_notification = on_notification
         self.on_connect_cb = on_connect
         self.client, self.host, self.port = make_client(config, sender)
         self.client.on_connect = self._on_connect
+        self.client.on_subscribe = self._on_subscribe
         self.client.on_message = self._on_message
-        self.connected = False
+        self.connected = False  # logged in and subscribed: notifications will arrive
         self.last_error = None
+        self.answered = False  # the broker answered the current connection attempt
         self.unsent = None  # the newest note that could not be published yet
         self.stopping = threading.Event()
         self.dropped = DropLog()
@@ -141,21 +142,29 @@ class MqttTransport:
     # -- connection ------------------------------------------------------------------------
     def _run(self):
         backoff = Backoff(first=1.0, cap=60.0)
-        keepalive = self.config["mqtt.keepalive"]
         while not self.stopping.is_set():
+            self.answered = False
             try:
-                self.client.connect(self.host, self.port, keepalive)
+                self.client.connect(self.host, self.port, self.config["mqtt.keepalive"])
             except (OSError, ValueError) as e:
                 self._failed(describe_failure(e, self.url))
             else:
-                self.client.loop_forever()  # returns when the connection ends
+                if self.stopping.is_set():  # stop() came while connecting
+                    self.client.disconnect()
+                try:
+                    self.client.loop_forever()  # returns when the connection ends
+                except Exception:  # a bug in a callback must not end notifications for good
+                    log.exception("mqtt network loop failed")
                 if self.stopping.is_set():
                     break
                 if self.connected:  # it worked until now: try again soon
                     self._failed("lost the connection to the broker at " + self.url)
                     backoff.reset()
+                elif not self.answered:
+                    self._failed(silent(self.url))
             if self.stopping.wait(backoff.next_delay()):
                 break
+        self.connected = False
 
     def _failed(self, message):
         self.connected = False
@@ -164,14 +173,22 @@ class MqttTransport:
         self.last_error = message
 
     def _on_connect(self, client, userdata, flags, reason_code, properties):
+        self.answered = True
         if reason_code.is_failure:
-            self._failed(refused(reason_code, self.config))
+            self._failed(refused("the login", reason_code, self.config))
+            client.disconnect()
+            return
+        client.subscribe(self.topic, qos=1)
+
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties):
+        if any(rc.is_failure for rc in reason_codes):
+            self._failed(refused(f"the subscription to '{self.topic}'", reason_codes[0],
+                                 self.config))
             client.disconnect()
             return
         self.connected = True
         self.last_error = None
-        log.info("connected to %s; subscribing to %s", self.url, self.topic)
-        client.subscribe(self.topic, qos=1)
+        log.info("connected to %s; listening on %s", self.url, self.topic)
         if self.unsent is not None:
             note, self.unsent = self.unsent, None
             self._send(note)
@@ -182,8 +199,10 @@ class MqttTransport:
 
     def _on_message(self, client, userdata, msg):
         try:
+            if msg.topic != self.topic:
+                return  # not ours (we subscribe to exactly one topic)
             note = decode(msg.payload, msg.topic)
-        except BadMessage as e:
+        except (BadMessage, UnicodeDecodeError) as e:
             self.dropped(str(e))
             return
         if note.sender == self.sender:
@@ -201,62 +220,92 @@ class MqttTransport:
     def publish(self, note, timeout=5.0):
         """Publish (retained, QoS 1) and wait for the broker's ack; False when not delivered.
 
-        While disconnected the newest note is kept and published on reconnect."""
+        Never raises. While disconnected the newest note is kept and sent on reconnect."""
+        try:
+            encode(note)
+        except BadMessage as e:
+            log.warning("cannot announce commit %s: %s", str(note.commit)[:10], e)
+            return False
         if not self.connected:
             self.unsent = note
             return False
         try:
             info = self._send(note)
             info.wait_for_publish(timeout)
-            return info.is_published()
+            if info.is_published():
+                return True
+            log.warning("the broker at %s did not acknowledge within %gs", self.url, timeout)
         except (RuntimeError, ValueError, OSError) as e:
             log.warning("cannot publish to %s: %s", self.url, e)
             self.unsent = note
-            return False
+        return False
 
 
 def publish_once(config, notes, timeout=5.0):
     """Connect, publish notes (retained, QoS 1), disconnect; True when all were acked.
 
-    Bounded by timeout in total; logs one line and returns False when the broker is away."""
-    url = config["mqtt.url"]
+    Takes at most timeout seconds in all (name lookup and TLS handshake included: the work
+    runs in a daemon thread that is abandoned at the deadline). Never raises: a broker that
+    is away, slow or refusing costs one log line and returns False."""
+    if not notes:
+        return True
+    outcome = []
+    worker = threading.Thread(target=lambda: outcome.append(_publish(config, notes, timeout)),
+                              name="autosync-publish", daemon=True)
+    worker.start()
+    worker.join(timeout)
+    problem = outcome[0] if outcome else \
+        f"no answer from the broker at {config['mqtt.url']} within {timeout:g}s"
+    if problem:
+        log.warning("%s; the clones will see the change at their next fetch", problem)
+    return problem is None
+
+
+def _publish(config, notes, timeout):
+    """publish_once's work: None when every note was acked, else what went wrong."""
     deadline = time.monotonic() + timeout
+    url = config["mqtt.url"]
+
+    def left():
+        return max(0.0, deadline - time.monotonic())
     try:
-        client, host, port = make_client(config, notes[0].sender if notes else "publish")
+        messages = [(topic(n.channel, n.branch), encode(n)) for n in notes]
+        client, host, port = make_client(config, notes[0].sender)
+    except BadMessage as e:
+        return f"cannot announce: {e}"
     except Error as e:
-        log.warning("%s", e.message)
-        return False
-    done = threading.Event()
-    outcome = {}
+        return e.message
+    answered, refusal = threading.Event(), []
 
     def on_connect(client, userdata, flags, reason_code, properties):
-        outcome["refused"] = reason_code.is_failure and refused(reason_code, config)
-        done.set()
-    client.on_connect = on_connect
-    client.connect_timeout = max(0.1, timeout)
+        if reason_code.is_failure:
+            refusal.append(refused("the login", reason_code, config))
+        answered.set()
+
+    def on_disconnect(client, userdata, flags, reason_code, properties):
+        if not answered.is_set():
+            refusal.append(silent(url))
+            answered.set()
+    client.on_connect, client.on_disconnect = on_connect, on_disconnect
+    client.connect_timeout = max(0.1, left())
     try:
         client.connect(host, port, keepalive=max(5, int(timeout) + 1))
     except (OSError, ValueError) as e:
-        log.warning("%s; the clones will find the push when they next fetch",
-                    describe_failure(e, url))
-        return False
+        return describe_failure(e, url)
     client.loop_start()
     try:
-        if not done.wait(max(0.0, deadline - time.monotonic())) or outcome.get("refused"):
-            log.warning("%s", outcome.get("refused") or
-                        f"no answer from the broker at {url} within {timeout:.0f}s")
-            return False
-        infos = [client.publish(topic(n.channel, n.branch), encode(n), qos=1, retain=True)
-                 for n in notes]
+        if not answered.wait(left()):
+            return f"no answer from the broker at {url} within {timeout:g}s"
+        if refusal:
+            return refusal[0]
+        infos = [client.publish(t, payload, qos=1, retain=True) for t, payload in messages]
         for info in infos:
-            info.wait_for_publish(max(0.0, deadline - time.monotonic()))
-        ok = all(info.is_published() for info in infos)
-        if not ok:
-            log.warning("the broker at %s did not acknowledge within %.0fs", url, timeout)
-        return ok
+            info.wait_for_publish(left())
+        if not all(info.is_published() for info in infos):
+            return f"the broker at {url} did not acknowledge within {timeout:g}s"
+        return None
     except (RuntimeError, ValueError, OSError) as e:
-        log.warning("cannot publish to %s: %s", url, e)
-        return False
+        return f"cannot publish to {url}: {e}"
     finally:
         client.disconnect()
         client.loop_stop()

@@ -14,16 +14,16 @@ import sys
 import time
 
 from .config import Config
-from .git import ZERO_OID, Repo
-from .message import BadMessage, Notification, check
-from .util import Error, log, setup_logging
+from .git import Repo
+from .message import BadMessage, Notification, check, server_sender_id
+from .util import log, setup_logging
 
 
 def updates_from_lines(lines):
-    """(branch, commit) pairs from post-receive input."""
+    """(branch, commit) pairs from post-receive input: branches created or moved."""
     for line in lines:
         parts = line.split()
-        if len(parts) == 3 and parts[2].startswith("refs/heads/") and parts[1] != ZERO_OID:
+        if len(parts) == 3 and parts[2].startswith("refs/heads/") and parts[1].strip("0"):
             yield parts[2][len("refs/heads/"):], parts[1]
 
 
@@ -58,7 +58,7 @@ def main(argv):
     from .transport import kind, publish_once
     if kind(config) is None or not pairs:
         return 0
-    notes = notes_for(config, pairs, f"{config.host}:server")
-    if notes and publish_once(config, notes, args.timeout):
+    notes = notes_for(config, pairs, server_sender_id(config))
+    if notes and publish_once(config, notes, max(0.1, args.timeout)):
         log.info("announced %s", ", ".join(f"{n.branch} {n.commit[:10]}" for n in notes))
     return 0

@@ -1,0 +1,180 @@
+"""The notification format: round trips, strict decoding of hostile payloads, sender ids."""
+
+import json
+import logging
+import re
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from autosync.config import Config
+from autosync.git import Repo
+from autosync.message import (BadMessage, DropLog, Notification, decode, encode, sender_id,
+                              server_sender_id, topic)
+from conftest import git
+
+C = "c0ffee" * 6 + "c0ff"
+C256 = "ab" * 32
+
+
+def note(commit=C, sender="laptop:12345678", branch="main", channel="notes", time=1764032400.5):
+    return Notification(channel, branch, commit, sender, time)
+
+
+def payload(**fields):
+    data = {"v": 1, "channel": "notes", "branch": "main", "commit": C, "sender": "x:1",
+            "time": 1}
+    data.update(fields)
+    return json.dumps({k: v for k, v in data.items() if v is not DROP},
+                      separators=(",", ":")).encode()
+
+
+DROP = object()
+
+
+@pytest.mark.parametrize("n", [note(), note(branch="feature/x"), note(commit=C256),
+                               note(branch="über/straße", time=0), note(branch='say"hi"'),
+                               note(branch="a" * 200, channel="n" * 128, sender="s" * 100)])
+def test_round_trip(n):
+    data = encode(n)
+    assert len(data) <= 1024
+    assert decode(data, topic(n.channel, n.branch)) == n
+    assert decode(data) == n
+
+
+def test_encoding_is_compact_json_with_exactly_the_documented_keys():
+    assert encode(note()) == (b'{"v":1,"channel":"notes","branch":"main","commit":"' + C.encode()
+                              + b'","sender":"laptop:12345678","time":1764032400.5}')
+
+
+def test_topic():
+    assert topic("notes", "main") == "autosync/notes/main"
+    assert topic("notes", "feature/x") == "autosync/notes/feature/x"
+    for channel, branch in [("notes", "a+b"), ("notes", "a#b"), ("notes", "a\0b"),
+                            ("no/tes", "main"), ("+", "main"), ("notes", "../x"),
+                            ("notes", "-x"), ("notes", ""), ("", "main"), ("notes", "a@{1}"),
+                            ("notes", "x" * 201), ("notes", "a\udc80")]:
+        with pytest.raises(BadMessage):
+            topic(channel, branch)
+
+
+HOSTILE = [
+    b"not json", b"", b"[]", b"null", b'"string"', b"{}", b"1",
+    payload(v=2), payload(v=True), payload(v="1"), payload(v=DROP),
+    payload(branch="../x"), payload(branch="--upload-pack=touch /tmp/pwn"),
+    payload(branch="-x"), payload(branch="a@{1}"), payload(branch="a\nb"),
+    payload(branch="a\x7fb"), payload(branch="a\u0085b"), payload(branch="a+b"),
+    payload(branch="#"), payload(branch="x/"), payload(branch="x.lock"),
+    payload(branch="refs/heads/../../x"), payload(branch=""), payload(branch=["main"]),
+    payload(branch="a\udc80"), payload(branch="x" * 201),
+    payload(commit="g" * 40), payload(commit=C.upper()), payload(commit=C[:39]),
+    payload(commit=C + "0"), payload(commit="HEAD"), payload(commit=None),
+    payload(channel="../.."), payload(channel="no/tes"), payload(channel="+"),
+    payload(channel=""), payload(channel=7),
+    payload(sender=""), payload(sender="a b"), payload(sender="x\n"), payload(sender="s" * 101),
+    payload(sender={"nested": [1, 2]}),
+    payload(time="1"), payload(time=-1), payload(time=True), payload(time=None),
+    payload(time=1e12), payload(time=DROP),
+    payload(url="file:///etc"), payload(extra={"a": {"b": [1]}}),
+    payload()[:-1] + b',"v":1}',  # a repeated key
+    payload()[:-1] + b',"branch":"../x"}',  # a repeated key that would override
+    payload().replace(b'"time":1', b'"time":NaN'),
+    payload().replace(b'"time":1', b'"time":Infinity'),
+    payload().replace(b'"time":1', b'"time":1e999'),
+    payload().replace(b'"main"', b'"ma\xffin"'),  # not UTF-8
+    b"[" * 1000, b'{"a":' * 200 + b"1" + b"}" * 200,
+    b"x" * (10 * 1024 * 1024),
+    payload(sender="s" * 1100),
+]
+
+
+@pytest.mark.parametrize("data", HOSTILE, ids=range(len(HOSTILE)))
+def test_hostile_payloads_are_rejected(data):
+    with pytest.raises(BadMessage) as info:
+        decode(data, "autosync/notes/main")
+    assert str(info.value) and "\n" not in str(info.value)
+
+
+def test_topic_must_match_payload():
+    with pytest.raises(BadMessage):
+        decode(encode(note()), "autosync/notes/other")
+    with pytest.raises(BadMessage):
+        decode(encode(note()), "autosync/photos/main")
+
+
+def test_payload_size_is_checked_before_parsing(monkeypatch):
+    monkeypatch.setattr(json, "loads", lambda *a, **k: pytest.fail("parsed a huge payload"))
+    with pytest.raises(BadMessage, match="larger than 1024"):
+        decode(b" " * 1025)
+
+
+def test_encode_refuses_a_bad_note():
+    for bad in (note(branch="../x"), note(commit="HEAD"), note(time=float("nan")),
+                note(sender="a b")):
+        with pytest.raises(BadMessage):
+            encode(bad)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.binary(max_size=2048))
+def test_decode_never_raises_anything_but_bad_message(data):
+    try:
+        decode(data)
+    except BadMessage:
+        pass
+
+
+JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=40),
+                    lambda inner: st.lists(inner, max_size=3)
+                    | st.dictionaries(st.text(max_size=5), inner, max_size=3), max_leaves=8)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.sampled_from(["v", "channel", "branch", "commit", "sender", "time",
+                                        "x"]), JSON | st.sampled_from(["main", C, "notes", 1])))
+def test_decoded_fields_are_always_safe(data):
+    """Whatever a payload holds, an accepted one names a plain branch and a hex commit."""
+    try:
+        n = decode(json.dumps(data).encode())
+    except BadMessage:
+        return
+    assert not n.branch.startswith("-") and ".." not in n.branch
+    assert re.fullmatch(r"[0-9a-f]{40}|[0-9a-f]{64}", n.commit)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(min_size=1, max_size=30))
+def test_branches_that_topic_accepts_round_trip(branch):
+    try:
+        t = topic("notes", branch)
+    except BadMessage:
+        return
+    assert "+" not in t and "#" not in t and "\0" not in t
+    assert decode(encode(note(branch=branch)), t).branch == branch
+
+
+def test_sender_ids(make_repo):
+    a, b = make_repo("a"), make_repo("b")
+    git(a, "config", "autosync.host", "my laptop/1")
+    ca, cb = Config(Repo(a)), Config(Repo(b))
+    ida = sender_id(Repo(a), ca)
+    assert re.fullmatch(r"my_laptop_1:[0-9a-f]{8}", ida)
+    (a / "sub").mkdir()
+    assert sender_id(Repo(a / "sub"), ca) == ida  # stable: the same from anywhere inside
+    assert sender_id(Repo(b), cb).split(":")[1] != ida.split(":")[1]
+    assert server_sender_id(ca) == "my_laptop_1:server"
+    for ident in (ida, server_sender_id(ca), sender_id(Repo(b), cb)):
+        encode(note(sender=ident))  # valid senders
+
+
+def test_drop_log_is_rate_limited(caplog):
+    drop = DropLog(every=3600)
+    with caplog.at_level(logging.WARNING, logger="autosync"):
+        for i in range(1000):
+            drop(f"bad {i}")
+    assert len(caplog.records) == 1 and "bad 0" in caplog.records[0].getMessage()
+    drop.next_at = 0  # the period is over
+    with caplog.at_level(logging.WARNING, logger="autosync"):
+        drop("later")
+    assert "(and 999 more since)" in caplog.records[-1].getMessage()
