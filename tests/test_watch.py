@@ -8,6 +8,7 @@ from contextlib import contextmanager
 import pytest
 
 from autosync.git import Repo
+from autosync.ignore import IgnoreChecker
 from autosync.util import Error
 from autosync.watch import Watcher
 from conftest import git, wait_for
@@ -43,6 +44,12 @@ def collect(w, until, timeout=10.0):
             paths |= b.paths
     assert until(paths), f"timed out; got {paths}"
     return paths, batches
+
+
+def full_batch(w, what="a full batch"):
+    got = []
+    wait_for(lambda: got.append(w.wait(timeout=0.2)) or any(b and b.full for b in got),
+             what=what)
 
 
 @contextmanager
@@ -257,7 +264,7 @@ def test_watch_limit_is_one_clear_error(repo):
             w.close()
     msg = e.value.render()
     assert "fs.inotify.max_user_watches=10" in msg and "need about 41" in msg
-    assert "sudo sysctl fs.inotify.max_user_watches=" in msg
+    assert "hint: sudo sysctl fs.inotify.max_user_watches=82" in msg
 
 
 def test_force_added_files_in_ignored_dirs_are_still_watched(repo, watcher):
@@ -269,3 +276,72 @@ def test_force_added_files_in_ignored_dirs_are_still_watched(repo, watcher):
     w = watcher()
     (repo / "vendor" / "kept.txt").write_text("v2")
     collect(w, lambda p: "vendor/kept.txt" in p)
+
+
+def test_negated_patterns_are_not_ignored(repo, watcher):
+    (repo / ".gitignore").write_text("*.log\n!keep.log\nbuild*/\n!build-keep/\n")
+    w = watcher()
+    (repo / "build-keep" / "sub").mkdir(parents=True)
+    (repo / "build-keep" / "sub" / "out.txt").write_text("o")
+    (repo / "keep.log").write_text("k")
+    (repo / "drop.log").write_text("d")
+    paths, _ = collect(w, lambda p: {"keep.log", "build-keep/sub/out.txt"} <= p)
+    assert "drop.log" not in paths
+
+
+def test_info_exclude_edit_rescans(repo, watcher):
+    (repo / "build").mkdir()
+    w = watcher()
+    base = w.watch_count()
+    (repo / ".git" / "info" / "exclude").write_text("build/\n")
+    full_batch(w, "a full batch after editing info/exclude")
+    assert w.watch_count() == base - 1
+
+
+def test_global_excludes_file_edit_rescans(repo, watcher, home):
+    (home / ".config" / "git").mkdir(parents=True)
+    (repo / "cache").mkdir()
+    w = watcher()
+    base = w.watch_count()
+    tmp = home / ".config" / "git" / "ignore.new"
+    tmp.write_text("cache/\n")
+    os.replace(tmp, home / ".config" / "git" / "ignore")  # an editor's atomic save
+    full_batch(w, "a full batch after editing core.excludesFile")
+    assert w.watch_count() == base - 1
+
+
+def test_rule_changes_in_one_burst_rescan_once(repo, watcher, monkeypatch):
+    w = watcher(debounce=200)
+    rescans = []
+    real = w.rescan
+    monkeypatch.setattr(w, "rescan", lambda: (rescans.append(1), real()))
+    for i in range(5):
+        (repo / f"d{i}").mkdir()
+        (repo / f"d{i}" / ".gitignore").write_text("*.o\n")
+    full_batch(w)
+    assert len(rescans) == 1
+
+
+def test_directory_that_becomes_a_repository_is_left(repo, watcher):
+    w = watcher()
+    base = w.watch_count()
+    (repo / "inner").mkdir()
+    wait_for(lambda: w.wait(timeout=0.05) or w.watch_count() == base + 1, what="the new watch")
+    git(repo / "inner", "init", "-q")
+    wait_for(lambda: w.wait(timeout=0.05) or w.nested_repos() == ["inner"],
+             what="inner reported as a repository")
+    assert w.watch_count() == base
+    (repo / "inner" / "file").write_text("not ours")
+    (repo / "marker").write_text("m")
+    paths, _ = collect(w, lambda p: "marker" in p)
+    assert "inner/file" not in paths
+
+
+def test_checker_handles_answers_bigger_than_a_pipe(repo):
+    (repo / ".gitignore").write_text("*.log\n")
+    checker = IgnoreChecker(Repo(repo))
+    try:
+        long = ["d" * 200 + f"/{i:04d}" + "x" * 2500 + ".log" for i in range(300)]
+        assert checker.ignored(long + ["kept.txt"]) == set(long)
+    finally:
+        checker.close()

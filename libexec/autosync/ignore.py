@@ -1,14 +1,17 @@
 """What is never committed: editor temp files (built in, extendable) and what git ignores.
 
 TEMP_PATTERNS match base names; `autosync.ignore` patterns match the base name or the
-whole path. IgnoreChecker asks one long-lived `git check-ignore --stdin --no-index`
+whole path. IgnoreChecker asks one long-lived `git check-ignore --stdin --no-index -z -v -n`
 process, so the watcher can skip ignored directories (node_modules costs nothing) without a
-process per question; it answers in chunks small enough that neither pipe can fill up.
+process per question. With -v -n git answers every path (source, line, pattern, path; empty
+source: no rule matched; a pattern starting with '!' re-includes) and flushes per answer on a
+pipe; we write and read at the same time, so long paths cannot fill both pipes and deadlock.
 --no-index keeps each answer cheap on a large index; files someone force-added despite the
 rules (and the directories holding them) are looked up once and never count as ignored.
 """
 
 import os
+import select
 import subprocess
 from fnmatch import fnmatchcase
 
@@ -16,16 +19,21 @@ from .util import log
 
 # Editor temp, swap and backup files, matched against the base name.
 TEMP_PATTERNS = (
-    ".*.swp", ".*.swo", ".*.swx", "*.swp", "4913",  # vim
+    ".*.sw[a-p]", "*.swp", ".*.swx", "4913",  # vim swap files and its write test
     "*~",  # backups (vim, emacs, gedit, nano)
     "#*#", ".#*",  # emacs auto-save and lock links
-    ".~lock.*#",  # LibreOffice
+    ".~lock.*#", "lu*.tmp",  # LibreOffice lock and save temp
+    "~$*",  # Microsoft Office owner files
     ".goutputstream-*",  # gedit/GIO atomic save
     "*.kate-swp",  # kate
+    "*___jb_tmp___", "*___jb_old___",  # JetBrains safe write
     ".*.tmp.[0-9]*",  # atomic-save temp names used by several tools
+    ".nfs*",  # NFS silly-renamed open files
+    "*.crdownload",  # Chromium downloads in progress
 )
 
-CHUNK = 256  # paths per round trip: answers stay far below a pipe's 64 KiB
+CHUNK = 4096  # paths per round trip (bounds memory, not needed against deadlock)
+TIMEOUT = 30  # seconds git may stay silent before we give up on it
 
 
 def is_temp(path, extra=()):
@@ -37,6 +45,19 @@ def is_temp(path, extra=()):
 def is_ignore_file(path):
     """A change to this path can change what git ignores."""
     return path.rsplit("/", 1)[-1] == ".gitignore"
+
+
+def exclude_files(repo):
+    """Absolute paths of the other files git reads rules from: info/exclude, core.excludesFile."""
+    files = [os.path.join(repo.common_dir, "info", "exclude")]
+    res = repo.run("config", "--path", "core.excludesFile", check=False)
+    path = os.fsdecode(res.stdout).rstrip("\n")
+    if not path:  # git's default
+        home = repo.env.get("HOME") or os.path.expanduser("~")
+        path = os.path.join(repo.env.get("XDG_CONFIG_HOME") or os.path.join(home, ".config"),
+                            "git", "ignore")
+    files.append(os.path.normpath(os.path.join(repo.top, path)))
+    return files
 
 
 class IgnoreChecker:
@@ -53,6 +74,7 @@ class IgnoreChecker:
             cwd=self.repo.top,
             env=dict(self.repo.env, GIT_FLUSH="1"), stdin=subprocess.PIPE,
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        os.set_blocking(self.proc.stdin.fileno(), False)
 
     def ignored(self, paths):
         """The subset of paths that are ignored. Paths must exist for dir-only patterns."""
@@ -79,24 +101,38 @@ class IgnoreChecker:
             except (OSError, ValueError) as e:
                 log.warning("git check-ignore failed (%s); restarting it", e)
                 self.close()
-                found |= self._ask(chunk)
+                try:
+                    found |= self._ask(chunk)
+                except (OSError, ValueError) as e:  # watch too much rather than too little
+                    log.error("git check-ignore failed again (%s); treating nothing as ignored", e)
+                    self.close()
         return found
 
     def _ask(self, chunk):
         if self.proc is None or self.proc.poll() is not None:
             self._start()
-        data = b"".join(os.fsencode(p) + b"\0" for p in chunk)
-        self.proc.stdin.write(data)
-        self.proc.stdin.flush()
+        data = memoryview(b"".join(os.fsencode(p) + b"\0" for p in chunk))
+        inp, out = self.proc.stdin.fileno(), self.proc.stdout.fileno()
         want = 4 * len(chunk)  # -v -n -z: source, line, pattern, path per answer
-        buf = bytearray()
-        while buf.count(0) < want:
-            block = os.read(self.proc.stdout.fileno(), 65536)
-            if not block:
-                raise ValueError("git check-ignore exited")
-            buf += block
-        fields = bytes(buf).split(b"\0")
-        return {os.fsdecode(fields[i + 3]) for i in range(0, want, 4) if fields[i]}
+        blocks, nuls = [], 0
+        while nuls < want:
+            readable, writable, _ = select.select([out], [inp] if data else [], [], TIMEOUT)
+            if not readable and not writable:
+                raise ValueError(f"git check-ignore silent for {TIMEOUT}s")
+            if writable:
+                try:
+                    data = data[os.write(inp, data[:65536]):]
+                except BlockingIOError:
+                    pass
+            if readable:
+                block = os.read(out, 65536)
+                if not block:
+                    raise ValueError("git check-ignore exited")
+                blocks.append(block)
+                nuls += block.count(0)
+        fields = b"".join(blocks).split(b"\0")
+        return {os.fsdecode(fields[i + 3]) for i in range(0, want, 4)
+                if fields[i] and not fields[i + 2].startswith(b"!")}
 
     def reset(self):
         """Forget what git has read: a .gitignore changed."""

@@ -4,9 +4,12 @@
   between the two steps is missed (`mkdir -p a/b/c && touch a/b/c/f`).
 - Directories moved within the tree keep their watches (paths are renamed); trees moved
   out lose them; trees moved in are watched and scanned. IN_Q_OVERFLOW means events were
-  lost: the next batch is marked `full` and the watches are rebuilt.
+  lost: the watches are rebuilt and the next batch is marked `full`.
 - `.git` is never watched; directories git ignores are never watched either; nested
   repositories are reported, not entered. Editor temp files never start a batch.
+- A change to a .gitignore, info/exclude or core.excludesFile (the directories of the last
+  two get a watch of their own, filtered by name) restarts git check-ignore and rescans:
+  once per batch, however many rule files changed.
 - Coalescing: a batch is ready after `debounce` ms without events, or `max_delay` ms after
   its first event while events keep coming. A file still open for writing holds the batch
   (up to max_delay) so that half-written files are not committed.
@@ -22,12 +25,13 @@ from dataclasses import dataclass, field
 from inotify_simple import INotify
 from inotify_simple import flags as F
 
-from .ignore import IgnoreChecker, is_ignore_file, is_temp
+from .ignore import IgnoreChecker, exclude_files, is_ignore_file, is_temp
 from .util import Error, log
 
 DIR_MASK = (F.CREATE | F.DELETE | F.MODIFY | F.CLOSE_WRITE | F.MOVED_FROM | F.MOVED_TO
             | F.ATTRIB | F.DELETE_SELF | F.MOVE_SELF | F.DONT_FOLLOW | F.EXCL_UNLINK
             | F.ONLYDIR)
+RULE_MASK = F.CLOSE_WRITE | F.MOVED_TO | F.MOVED_FROM | F.DELETE | F.ONLYDIR  # no MODIFY noise
 
 
 @dataclass
@@ -41,12 +45,13 @@ def watch_limit_error(top, needed):
         with open("/proc/sys/fs/inotify/max_user_watches") as f:
             limit = int(f.read())
     except (OSError, ValueError):
-        limit = "?"
+        limit = None
+    enough = max(needed, limit or 0) * 2  # room for the other programs that watch too
     return Error(f"cannot watch '{top}': inotify watch limit reached "
-                 f"(fs.inotify.max_user_watches={limit}, need about {needed})",
-                 f"sudo sysctl fs.inotify.max_user_watches={max(needed * 2, 65536)}",
-                 "to keep it: echo fs.inotify.max_user_watches="
-                 f"{max(needed * 2, 65536)} | sudo tee /etc/sysctl.d/90-autosync.conf")
+                 f"(fs.inotify.max_user_watches={limit or '?'}, need about {needed})",
+                 f"sudo sysctl fs.inotify.max_user_watches={enough}",
+                 f"to keep it: echo fs.inotify.max_user_watches={enough}"
+                 " | sudo tee /etc/sysctl.d/90-autosync.conf")
 
 
 class Watcher:
@@ -61,6 +66,9 @@ class Watcher:
         self.wd_path = {}   # watch descriptor -> repo-relative directory ('' for the top)
         self.path_wd = {}   # the reverse
         self.nested = set()
+        self.rule_wds = {}  # watch descriptor -> names of rule files in that outside directory
+        self.rule_rel = set()  # rule files inside the work tree (core.excludesFile can be)
+        self.rescan_due = False
         self.reset_batch()
         self.writing = set()  # files modified and not closed yet
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -79,12 +87,27 @@ class Watcher:
                         "sudo sysctl fs.inotify.max_user_instances=1024"
                         if e.errno == errno.EMFILE else "check that /proc/sys/fs/inotify exists")
         os.set_inheritable(self.inotify.fileno(), False)
+        self.watch_rule_files()
         self.add_tree("", initial=True)
+
+    def watch_rule_files(self):
+        """Watch the directories of info/exclude and core.excludesFile (if they exist)."""
+        for path in exclude_files(self.repo):
+            rel = os.path.relpath(path, self.top)
+            if not rel.startswith(".."+os.sep) and not rel.startswith(".git" + os.sep):
+                self.rule_rel.add(rel.replace(os.sep, "/"))  # seen by the tree's own watch
+                continue
+            folder, name = os.path.split(path)
+            try:
+                wd = self.inotify.add_watch(folder, RULE_MASK)
+            except OSError:
+                continue  # no such directory (yet): nothing to read rules from
+            self.rule_wds.setdefault(wd, set()).add(name)
 
     def abs(self, rel):
         return os.path.join(self.top, rel) if rel else self.top
 
-    def add_tree(self, rel, initial=False):
+    def add_tree(self, rel, initial=False, report=True):
         """Watch rel and every directory below it (watch first, then scan); report files."""
         level = [rel]
         while level:
@@ -92,7 +115,7 @@ class Watcher:
             for d in level:
                 if not self._watch(d, initial):
                     continue
-                subdirs += self._scan(d, report=not initial)
+                subdirs += self._scan(d, report=report and not initial)
             ignored = self.checker.ignored(subdirs) if subdirs else set()
             level = [d for d in subdirs if d not in ignored]
 
@@ -140,6 +163,8 @@ class Watcher:
                     if is_dir:
                         subdirs.append(path)
                     elif report:
+                        if is_ignore_file(path):  # came with a new directory
+                            self.want_rescan()
                         self.note(path)
         except (FileNotFoundError, NotADirectoryError, PermissionError):
             pass
@@ -158,11 +183,16 @@ class Watcher:
         for path in [p for p in self.path_wd if p == rel or p.startswith(prefix)]:
             wd = self.path_wd.pop(path)
             self.wd_path.pop(wd, None)
-            try:
-                self.inotify.rm_watch(wd)
-            except OSError:
-                pass  # the kernel dropped it already
+            self._unwatch(wd)
         self.nested = {n for n in self.nested if n != rel and not n.startswith(prefix)}
+
+    def _unwatch(self, wd):
+        if wd in self.rule_wds:
+            return  # a rule file's directory moved with the tree: keep watching it
+        try:
+            self.inotify.rm_watch(wd)
+        except OSError:
+            pass  # the kernel dropped it already
 
     def rename_tree(self, old, new):
         prefix = old + "/"
@@ -173,19 +203,27 @@ class Watcher:
             self.wd_path[wd] = moved
 
     def rescan(self):
-        """After lost events or an ignore-rule change: rebuild watches, commit everything."""
+        """After lost events or an ignore-rule change: rebuild watches, commit everything.
+
+        Watching a directory again keeps its descriptor, so no event is lost on the way;
+        descriptors not found again (gone, now ignored) are removed at the end.
+        """
+        self.rescan_due = False
         self.checker.reset()
-        for wd in list(self.wd_path):
-            try:
-                self.inotify.rm_watch(wd)
-            except OSError:
-                pass
+        old = set(self.wd_path)
         self.wd_path.clear()
         self.path_wd.clear()
         self.nested.clear()
         self.full = True
         self.touch()
-        self.add_tree("")
+        self.add_tree("", report=False)  # a full batch covers every file
+        for wd in old - set(self.wd_path):
+            self._unwatch(wd)
+
+    def want_rescan(self):
+        self.rescan_due = True
+        self.full = True
+        self.touch()
 
     # -- events ------------------------------------------------------------------------------
     def touch(self):
@@ -208,12 +246,13 @@ class Watcher:
         except BlockingIOError:
             return
         moved_from = {}
-        rescan = False
         for ev in events:
             if ev.mask & F.Q_OVERFLOW:
                 log.warning("inotify queue overflowed: rescanning the whole tree")
-                rescan = True
+                self.want_rescan()
                 continue
+            if ev.name in self.rule_wds.get(ev.wd, ()):
+                self.want_rescan()
             parent = self.wd_path.get(ev.wd)
             if parent is None:
                 continue
@@ -226,6 +265,8 @@ class Watcher:
                 continue
             path = f"{parent}/{ev.name}" if parent else ev.name
             if ev.name == ".git":
+                if parent and ev.mask & (F.CREATE | F.MOVED_TO):
+                    self.became_repo(parent)
                 continue
             is_dir = bool(ev.mask & F.ISDIR)
             if is_dir:
@@ -248,8 +289,8 @@ class Watcher:
                     self.changed.add(path)
                     self.touch()
                 continue
-            if is_ignore_file(path):
-                rescan = True
+            if is_ignore_file(path) or path in self.rule_rel:
+                self.want_rescan()
             if ev.mask & F.MODIFY:
                 self.writing.add(path)
             if ev.mask & (F.CLOSE_WRITE | F.DELETE | F.MOVED_FROM | F.MOVED_TO):
@@ -257,8 +298,13 @@ class Watcher:
             self.note(path)
         for path in moved_from.values():  # moved out of the tree
             self.drop_tree(path)
-        if rescan:
-            self.rescan()
+
+    def became_repo(self, rel):
+        """rel just got a .git of its own (git init, git clone): stop looking inside."""
+        self.drop_tree(rel)
+        self.nested.add(rel)
+        log.warning("'%s' is a git repository of its own: left alone", rel)
+        self.note(rel)
 
     def new_dir(self, path):
         if self.checker.ignored([path]):
@@ -279,6 +325,8 @@ class Watcher:
         return min(quiet, cap)
 
     def take(self):
+        if self.rescan_due:
+            self.rescan()
         paths = self.changed
         if paths and not self.full:
             paths = paths - self.checker.ignored(
@@ -342,6 +390,7 @@ class Watcher:
         if self.inotify is not None:
             self.inotify.close()
             self.inotify = None
+        self.rule_wds.clear()
         for fd in (self.wake_r, self.wake_w):
             try:
                 os.close(fd)
