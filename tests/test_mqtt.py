@@ -1,107 +1,32 @@
-"""Notification messages (strict decoding) and the MQTT transport against a real mosquitto."""
+"""The MQTT transport, publish_once and autosync-publish against a real mosquitto."""
 
-import json
+import logging
+import socket
 import subprocess
 import threading
 import time
 
 import paho.mqtt.client as paho
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from autosync.config import Config
 from autosync.git import Repo
-from autosync.message import BadMessage, Notification, decode, encode, topic
+from autosync.message import encode
 from autosync.mqtt import MqttTransport, parse_url, publish_once
 from autosync.util import Error
-from brokers import mosquitto, mosquitto_auth, mosquitto_tls  # noqa: F401  (fixtures)
-from conftest import git, wait_for
-
-C = "c0ffee" * 6 + "c0ff"
-
-
-def note(commit=C, sender="laptop:12345678", branch="main", channel="notes"):
-    return Notification(channel, branch, commit, sender, 1764032400.5)
-
-
-# -- messages ------------------------------------------------------------------------------
-def test_round_trip_and_topic():
-    n = note(branch="feature/x")
-    assert decode(encode(n), "autosync/notes/feature/x") == n
-    assert topic("notes", "main") == "autosync/notes/main"
-    assert len(encode(n)) <= 1024
-
-
-HOSTILE = [
-    b"not json", b"", b"[]", b"null", b'"string"', b"{}",
-    json.dumps({"v": 2, "channel": "notes", "branch": "main", "commit": C, "sender": "x",
-                "time": 1}).encode(),
-    json.dumps({"v": True, "channel": "notes", "branch": "main", "commit": C, "sender": "x",
-                "time": 1}).encode(),
-    json.dumps({"v": 1, "channel": "notes", "branch": "../x", "commit": C, "sender": "x",
-                "time": 1}).encode(),
-    json.dumps({"v": 1, "channel": "notes", "branch": "--upload-pack=touch /tmp/pwn",
-                "commit": C, "sender": "x", "time": 1}).encode(),
-    json.dumps({"v": 1, "channel": "notes", "branch": "main", "commit": "g" * 40,
-                "sender": "x", "time": 1}).encode(),
-    json.dumps({"v": 1, "channel": "notes", "branch": "main", "commit": C.upper(),
-                "sender": "x", "time": 1}).encode(),
-    json.dumps({"v": 1, "channel": "../..", "branch": "main", "commit": C, "sender": "x",
-                "time": 1}).encode(),
-    json.dumps({"v": 1, "channel": "notes", "branch": "main", "commit": C, "sender": "x",
-                "time": 1, "url": "file:///etc"}).encode(),
-    json.dumps({"v": 1, "channel": "notes", "branch": "main", "commit": C,
-                "sender": {"nested": [1, 2]}, "time": 1}).encode(),
-    b'{"v":1,"channel":"notes","branch":"main","commit":"' + C.encode()
-    + b'","sender":"x","time":NaN}',
-    b'{"v":1,"channel":"notes","branch":"main","commit":"' + C.encode()
-    + b'","sender":"x","time":1e999}',
-    b"[" * 1000,
-    b"x" * (10 * 1024 * 1024),
-]
-
-
-@pytest.mark.parametrize("payload", HOSTILE, ids=range(len(HOSTILE)))
-def test_hostile_payloads_are_rejected(payload):
-    with pytest.raises(BadMessage):
-        decode(payload, "autosync/notes/main")
-
-
-def test_topic_must_match_payload():
-    with pytest.raises(BadMessage):
-        decode(encode(note()), "autosync/notes/other")
-
-
-@settings(max_examples=500, deadline=None)
-@given(st.binary(max_size=2048))
-def test_decode_never_raises_anything_but_bad_message(data):
-    try:
-        decode(data)
-    except BadMessage:
-        pass
-
-
-@settings(max_examples=300, deadline=None)
-@given(st.dictionaries(st.sampled_from(["v", "channel", "branch", "commit", "sender", "time",
-                                        "x"]),
-                       st.one_of(st.none(), st.booleans(), st.integers(), st.floats(),
-                                 st.text(max_size=60), st.lists(st.integers(), max_size=3))))
-def test_decoded_fields_are_always_safe(data):
-    """Whatever a payload holds, an accepted one names a plain branch and a hex commit."""
-    try:
-        n = decode(json.dumps(data).encode())
-    except BadMessage:
-        return
-    assert not n.branch.startswith("-") and ".." not in n.branch
-    assert all(c in "0123456789abcdef" for c in n.commit)
+from brokers import make_ca, mosquitto, mosquitto_auth, mosquitto_tls  # noqa: F401 (fixtures)
+from conftest import free_port, git, wait_for
+from test_message import C, HOSTILE, note
 
 
 def test_parse_url():
     assert parse_url("mqtt://127.0.0.1:1884") == (False, "127.0.0.1", 1884)
     assert parse_url("mqtts://broker.example.org") == (True, "broker.example.org", 8883)
     assert parse_url("mqtt://[::1]") == (False, "::1", 1883)
-    for bad in ("http://x", "mqtt://", "mqtt://h:99999", "mqtt://u:p@h", "mqtt://h/path"):
+    assert parse_url(" mqtts://[::1]:8884/ ") == (True, "::1", 8884)
+    for bad in ("http://x", "mqtt://", "mqtt://h:99999", "mqtt://h:0", "mqtt://u:p@h",
+                "mqtt://:p@h", "mqtt://h/path", "mqtt://h?q=1", "mqtt://h#x", "h:1883",
+                "mqtt://[::1", "", None):
         with pytest.raises(Error):
             parse_url(bad)
 
@@ -197,12 +122,52 @@ def test_publish_while_disconnected_is_sent_on_reconnect(mosquitto, config_for, 
     wait_for(lambda: b.received, timeout=30, what="the kept notification after reconnect")
 
 
-def test_publish_once_with_broker_down_returns_false_in_bounded_time(config_for):
-    from conftest import free_port
+def test_publish_once_with_broker_down_returns_false_in_bounded_time(config_for, caplog):
     config = config_for(f"mqtt://127.0.0.1:{free_port()}")
     start = time.monotonic()
-    assert publish_once(config, [note()], timeout=2.0) is False
+    with caplog.at_level(logging.WARNING, logger="autosync"):
+        assert publish_once(config, [note()], timeout=2.0) is False
     assert time.monotonic() - start < 3.0
+    assert len(caplog.records) == 1 and "connection refused" in caplog.text
+
+
+@pytest.fixture
+def silent_port():
+    """A port that accepts TCP connections (the kernel's backlog) and never says a word."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(8)
+        yield s.getsockname()[1]
+
+
+@pytest.mark.parametrize("scheme", ["mqtt", "mqtts"])
+def test_publish_once_to_a_silent_server_is_bounded(config_for, silent_port, scheme, caplog):
+    config = config_for(f"{scheme}://127.0.0.1:{silent_port}")
+    start = time.monotonic()
+    with caplog.at_level(logging.WARNING, logger="autosync"):
+        assert publish_once(config, [note()], timeout=1.5) is False
+    assert time.monotonic() - start < 2.5
+    assert len(caplog.records) == 1 and "no answer from the broker" in caplog.text
+
+
+def test_publish_once_with_nothing_to_say_does_not_connect(config_for):
+    assert publish_once(config_for(f"mqtt://127.0.0.1:{free_port()}"), []) is True
+
+
+def test_stop_is_prompt_while_the_broker_is_down(config_for, peers):
+    a = peers(config_for(f"mqtt://127.0.0.1:{free_port()}"), "a:1")
+    wait_for(lambda: a.t.last_error, what="the connection failure")
+    assert "connection refused" in a.t.last_error and not a.t.connected
+    start = time.monotonic()
+    a.stop()
+    assert time.monotonic() - start < 1.0 and not a.t.thread.is_alive()
+
+
+def test_a_branch_mqtt_cannot_carry_is_a_clear_error(mosquitto, config_for):
+    config = config_for(mosquitto.url)
+    git(config.repo.cwd, "config", "autosync.branch", "a+b")
+    with pytest.raises(Error, match="cannot announce over mqtt: branch 'a\\+b'"):
+        MqttTransport(Config(Repo(config.repo.cwd)), "x:1", lambda n: None, lambda: None)
 
 
 def test_hostile_payloads_on_the_wire_are_dropped(mosquitto, config_for, peers, caplog):
@@ -211,17 +176,21 @@ def test_hostile_payloads_on_the_wire_are_dropped(mosquitto, config_for, peers, 
     client = paho.Client(paho.CallbackAPIVersion.VERSION2)
     client.connect("127.0.0.1", mosquitto.port)
     client.loop_start()
+    hostile = [p for p in HOSTILE if len(p) < 4096] + [b"y" * (2 * 1024 * 1024)]
     try:
-        for payload in HOSTILE[:-1] + [b"y" * (2 * 1024 * 1024)]:
-            client.publish("autosync/notes/main", payload, qos=1).wait_for_publish(10)
-        client.publish("autosync/notes/main", encode(note(sender="good:1")),
-                       qos=1).wait_for_publish(10)
+        with caplog.at_level(logging.WARNING, logger="autosync"):
+            for data in hostile:
+                client.publish("autosync/notes/main", data, qos=1).wait_for_publish(10)
+            client.publish("autosync/notes/main", encode(note(sender="good:1")),
+                           qos=1).wait_for_publish(10)
+            wait_for(lambda: a.received, what="the one good notification")
     finally:
         client.loop_stop()
         client.disconnect()
-    wait_for(lambda: a.received, what="the one good notification")
     assert [n.sender for n in a.received] == ["good:1"]
     assert a.t.connected
+    dropped = [r for r in caplog.records if "dropped an invalid notification" in r.getMessage()]
+    assert len(dropped) == 1, "a flood is logged once per period, not once per message"
 
 
 # -- authentication and TLS -------------------------------------------------------------------
@@ -236,9 +205,28 @@ def test_login_with_password_file_and_acl(mosquitto_auth, config_for, peers, tmp
     wait_for(lambda: bad.t.last_error, what="the refusal")
     assert "refused the login for user 'desktop'" in bad.t.last_error
     assert not bad.t.connected
-    # 'other' may log in but the ACL keeps it out of the notes channel
+    # 'other' may log in but the ACL keeps it out of the notes channel: it cannot write ...
     assert publish_once(cfg("other", "other-secret", channel="notes"), [note(sender="o:1")])
-    assert publish_once(cfg("desktop", "desktop-secret"), [note(sender="d:2")])
+    # ... nor read: it hears its own channel's notification but not the earlier one of notes
+    heard = []
+    spy = paho.Client(paho.CallbackAPIVersion.VERSION2)
+    spy.username_pw_set("other", "other-secret")
+    spy.on_message = lambda c, u, msg: heard.append(msg.topic)
+    spy.on_connect = lambda c, u, f, rc, p: c.subscribe([("autosync/notes/main", 1),
+                                                          ("autosync/other/main", 1)])
+    spy.on_subscribe = lambda c, u, mid, rcs, p: heard.append("subscribed")
+    spy.connect("127.0.0.1", mosquitto_auth.port)
+    spy.loop_start()
+    try:
+        wait_for(lambda: "subscribed" in heard, what="the spy to subscribe")
+        assert publish_once(cfg("desktop", "desktop-secret"), [note(sender="d:2")])
+        assert publish_once(cfg("other", "other-secret", channel="other"),
+                            [note(channel="other", sender="o:1")])
+        wait_for(lambda: "autosync/other/main" in heard, what="the spy's own channel")
+    finally:
+        spy.loop_stop()
+        spy.disconnect()
+    assert "autosync/notes/main" not in heard
     wait_for(lambda: laptop.received, what="desktop's notification")
     assert [n.sender for n in laptop.received] == ["d:2"]
 
@@ -259,7 +247,6 @@ def test_tls_with_the_test_ca(mosquitto_tls, config_for, peers):
 
 
 def test_tls_with_the_wrong_ca_says_so(mosquitto_tls, config_for, peers, tmp_path):
-    from brokers import make_ca
     other = tmp_path / "other-ca"
     other.mkdir()
     wrong_ca = make_ca(other)[0]
@@ -267,6 +254,20 @@ def test_tls_with_the_wrong_ca_says_so(mosquitto_tls, config_for, peers, tmp_pat
     wait_for(lambda: a.t.last_error, what="the certificate error")
     assert "cannot verify the certificate" in a.t.last_error
     assert not a.t.connected
+    assert publish_once(config_for(mosquitto_tls.url, caFile=wrong_ca), [note()], 3) is False
+
+
+def test_plain_mqtt_to_a_tls_port_says_so(mosquitto_tls, config_for, peers):
+    a = peers(config_for(mosquitto_tls.url.replace("mqtts:", "mqtt:")), "a:1")
+    wait_for(lambda: a.t.last_error, what="the failure")
+    assert "closed the connection without answering" in a.t.last_error
+    assert "mqtts://" in a.t.last_error
+
+
+def test_tls_to_a_plain_port_says_so(mosquitto, config_for, peers):
+    a = peers(config_for(mosquitto.url.replace("mqtt:", "mqtts:")), "a:1")
+    wait_for(lambda: a.t.last_error, what="the failure")
+    assert "TLS with the broker" in a.t.last_error and "speak TLS" in a.t.last_error
 
 
 def test_publish_cli_reads_post_receive_lines(mosquitto, config_for, peers, toolkit, env,
@@ -276,7 +277,8 @@ def test_publish_cli_reads_post_receive_lines(mosquitto, config_for, peers, tool
     server = make_repo("notes.git", bare=True)
     git(server, "config", "autosync.mqtt.url", mosquitto.url)
     lines = (f"{'0' * 40} {C} refs/heads/main\n{C} {'0' * 40} refs/heads/gone\n"
-             f"{'0' * 40} {C} refs/tags/v1\n")
+             f"{'0' * 64} {'0' * 64} refs/heads/gone256\n"
+             f"{'0' * 40} {C} refs/tags/v1\n{'0' * 40} {C} refs/notes/commits\n")
     res = subprocess.run([toolkit.tool("autosync-publish"), "--git-dir", str(server),
                           "--stdin"], input=lines, env=env, text=True,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -297,3 +299,29 @@ def test_publish_cli_with_broker_down_exits_0_quickly(toolkit, env, make_repo):
     assert res.returncode == 0
     assert time.monotonic() - start < 5
     assert "connection refused" in res.stderr and "Traceback" not in res.stderr
+    assert len(res.stderr.splitlines()) == 1, res.stderr
+
+
+def test_publish_cli_without_a_broker_is_silent(toolkit, env, make_repo):
+    server = make_repo("quiet.git", bare=True)
+    res = subprocess.run([toolkit.tool("autosync-publish"), "--git-dir", str(server),
+                          "main", C], env=env, text=True,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert (res.returncode, res.stdout, res.stderr) == (0, "", "")
+
+
+def test_publish_cli_arguments(mosquitto, config_for, peers, toolkit, env, make_repo):
+    listener = peers(config_for(mosquitto.url), "l:1")
+    wait_for(lambda: listener.t.connected, what="connect")
+    server = make_repo("notes.git", bare=True)
+    git(server, "config", "autosync.mqtt.url", mosquitto.url)
+    res = subprocess.run([toolkit.tool("autosync-publish"), "--git-dir", str(server),
+                          "main", C, "bad+branch", C], env=env, text=True,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert res.returncode == 0, res.stderr
+    assert "not announcing branch 'bad+branch'" in res.stderr
+    wait_for(lambda: listener.received, what="the notification")
+    assert [(n.channel, n.branch, n.commit) for n in listener.received] == [("notes", "main", C)]
+    res = subprocess.run([toolkit.tool("autosync-publish"), "--git-dir", str(server), "main"],
+                         env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert res.returncode == 2 and "BRANCH COMMIT" in res.stderr

@@ -78,16 +78,19 @@ def describe_failure(exc, url):
     if isinstance(exc, ssl.SSLCertVerificationError):
         return (f"cannot verify the certificate of the broker at {url}: "
                 f"{exc.verify_message or exc.reason} (check autosync.mqtt.caFile)")
-    if isinstance(exc, ssl.SSLError):
-        reason = (exc.reason or str(exc)).lower().replace("_", " ")
-        return f"TLS with the broker at {url} failed: {reason} (does that port speak TLS?)"
+    if isinstance(exc, ssl.SSLError) or (isinstance(exc, ConnectionResetError)
+                                         and url.startswith("mqtts:")):
+        reason = getattr(exc, "reason", None) or exc.strerror or str(exc)
+        return (f"TLS with the broker at {url} failed: {reason.lower().replace('_', ' ')} "
+                "(does that port speak TLS?)")
     if isinstance(exc, ConnectionRefusedError):
         return f"cannot connect to the broker at {url}: connection refused"
     if isinstance(exc, socket.gaierror):
         return f"cannot resolve the broker's host in {url}"
     if isinstance(exc, (socket.timeout, TimeoutError)):
         return f"cannot connect to the broker at {url}: timed out"
-    return f"cannot connect to the broker at {url}: {getattr(exc, 'strerror', None) or exc}"
+    return f"cannot connect to the broker at {url}: " + \
+        (getattr(exc, "strerror", None) or str(exc)).lower()
 
 
 def refused(what, reason_code, config):
