@@ -69,6 +69,7 @@ class Watcher:
         self.rule_wds = {}  # watch descriptor -> names of rule files in that outside directory
         self.rule_rel = set()  # rule files inside the work tree (core.excludesFile can be)
         self.rescan_due = False
+        self.limit_hit = False
         self.reset_batch()
         self.writing = set()  # files modified and not closed yet
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -131,11 +132,13 @@ class Watcher:
             wd = self.inotify.add_watch(self.abs(rel), DIR_MASK)
         except OSError as e:
             if e.errno == errno.ENOSPC:
-                err = watch_limit_error(self.top, self.count_dirs())
                 if initial:
-                    raise err
-                log.error("%s", err.render())
-                self.full = True
+                    raise watch_limit_error(self.top, self.count_dirs())
+                if not self.limit_hit:  # once per rescan: counting walks the whole tree
+                    self.limit_hit = True
+                    log.error("%s", watch_limit_error(self.top, self.count_dirs()).render())
+                self.full = True  # what is there now still gets committed
+                self.touch()
                 return False
             if e.errno in (errno.ENOENT, errno.ENOTDIR, errno.EACCES):
                 return False  # gone already, or not ours to read
@@ -209,6 +212,7 @@ class Watcher:
         descriptors not found again (gone, now ignored) are removed at the end.
         """
         self.rescan_due = False
+        self.limit_hit = False
         self.checker.reset()
         old = set(self.wd_path)
         self.wd_path.clear()
@@ -278,6 +282,8 @@ class Watcher:
                     old = moved_from.pop(ev.cookie, None)
                     if old is not None and old in self.path_wd:
                         self.rename_tree(old, path)
+                        if self.checker.ignored([path]):  # renamed to an ignored name
+                            self.drop_tree(path)
                         self.changed.add(path)
                         self.touch()
                     else:
