@@ -1,6 +1,9 @@
 """The watcher against a real kernel: recursion, moves, ignores, overflow, limits, coalescing."""
 
 import os
+import select
+import subprocess
+import sys
 import threading
 import time
 from contextlib import contextmanager
@@ -11,7 +14,7 @@ from autosync.git import Repo
 from autosync.ignore import IgnoreChecker
 from autosync.util import Error
 from autosync.watch import Watcher
-from conftest import git, wait_for
+from conftest import LIBEXEC, git, wait_for
 
 
 @pytest.fixture
@@ -356,3 +359,25 @@ def test_checker_handles_answers_bigger_than_a_pipe(repo):
         assert checker.ignored(long + ["kept.txt"]) == set(long)
     finally:
         checker.close()
+
+
+def test_autosync_watch_prints_batches(repo, env):
+    """The entry script alone: one line per batch, -z keeps odd names intact."""
+    proc = subprocess.Popen([sys.executable, str(LIBEXEC / "autosync-watch"), "-C", str(repo),
+                             "--debounce", "300", "--max-delay", "3000", "-z", "--count", "1"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    try:
+        assert select.select([proc.stderr], [], [], 15)[0], "no start-up line"
+        assert proc.stderr.readline().startswith(b"watching 1 directories")
+        (repo / "a b").write_text("x")
+        (repo / "-x\ny").write_text("x")
+        out, _ = proc.communicate(timeout=15)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == 0
+    assert out == b"2\0-x\ny\0a b\0\n"
+    bad = subprocess.run([sys.executable, str(LIBEXEC / "autosync-watch"), "-C",
+                          str(repo / "nope")], capture_output=True, env=env, timeout=30)
+    assert bad.returncode != 0 and bad.stderr.startswith(b"git-autosync: ")
+    assert b"Traceback" not in bad.stderr
