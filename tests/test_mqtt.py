@@ -278,18 +278,19 @@ def test_publish_cli_reads_post_receive_lines(mosquitto, config_for, peers, tool
     git(server, "config", "autosync.mqtt.url", mosquitto.url)
     lines = (f"{'0' * 40} {C} refs/heads/main\n{C} {'0' * 40} refs/heads/gone\n"
              f"{'0' * 64} {'0' * 64} refs/heads/gone256\n"
-             f"{'0' * 40} {C} refs/tags/v1\n{'0' * 40} {C} refs/notes/commits\n")
+             f"{'0' * 40} {C} refs/tags/v1\n{'0' * 40} {C} refs/notes/commits\n").encode()
+    lines += f"{'0' * 40} {C} refs/heads/caf".encode() + b"\xe9\n"  # not UTF-8
     res = subprocess.run([toolkit.tool("autosync-publish"), "--git-dir", str(server),
-                          "--stdin"], input=lines, env=env, text=True,
+                          "--stdin"], input=lines, env=env,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert res.returncode == 0, res.stderr
+    assert b"not announcing branch 'caf" in res.stderr and b"Traceback" not in res.stderr
     wait_for(lambda: listener.received, what="the server's notification")
     assert [(n.branch, n.commit, n.sender.endswith(":server")) for n in listener.received] \
         == [("main", C, True)]
 
 
 def test_publish_cli_with_broker_down_exits_0_quickly(toolkit, env, make_repo):
-    from conftest import free_port
     server = make_repo("down.git", bare=True)
     git(server, "config", "autosync.mqtt.url", f"mqtt://127.0.0.1:{free_port()}")
     start = time.monotonic()

@@ -54,7 +54,8 @@ def main(argv):
     config = Config(repo)
     pairs = list(zip(args.pairs[::2], args.pairs[1::2]))
     if args.stdin:
-        pairs += list(updates_from_lines(sys.stdin.read().splitlines()))
+        text = sys.stdin.buffer.read().decode("utf-8", "surrogateescape")
+        pairs += list(updates_from_lines(text.splitlines()))
     from .transport import kind, publish_once
     if kind(config) is None or not pairs:
         return 0
