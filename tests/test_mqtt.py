@@ -163,6 +163,10 @@ def test_stop_is_prompt_while_the_broker_is_down(config_for, peers):
     assert time.monotonic() - start < 1.0 and not a.t.thread.is_alive()
 
 
+def test_stop_without_start(config_for):
+    MqttTransport(config_for(f"mqtt://127.0.0.1:{free_port()}"), "a:1", print, print).stop()
+
+
 def test_a_branch_mqtt_cannot_carry_is_a_clear_error(mosquitto, config_for):
     config = config_for(mosquitto.url)
     git(config.repo.cwd, "config", "autosync.branch", "a+b")

@@ -140,7 +140,8 @@ class MqttTransport:
             self.client.disconnect()
         except Exception:  # already gone: nothing to close
             pass
-        self.thread.join(timeout=5)
+        if self.thread.is_alive():
+            self.thread.join(timeout=5)
 
     # -- connection ------------------------------------------------------------------------
     def _run(self):
@@ -181,6 +182,7 @@ class MqttTransport:
             self._failed(refused("the login", reason_code, self.config))
             client.disconnect()
             return
+        log.info("connected to %s; subscribing to %s", self.url, self.topic)
         client.subscribe(self.topic, qos=1)
 
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties):
@@ -191,7 +193,6 @@ class MqttTransport:
             return
         self.connected = True
         self.last_error = None
-        log.info("connected to %s; listening on %s", self.url, self.topic)
         if self.unsent is not None:
             note, self.unsent = self.unsent, None
             self._send(note)
