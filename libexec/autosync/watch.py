@@ -95,7 +95,7 @@ class Watcher:
         """Watch the directories of info/exclude and core.excludesFile (if they exist)."""
         for path in exclude_files(self.repo):
             rel = os.path.relpath(path, self.top)
-            if not rel.startswith(".."+os.sep) and not rel.startswith(".git" + os.sep):
+            if not rel.startswith(".." + os.sep) and not rel.startswith(".git" + os.sep):
                 self.rule_rel.add(rel.replace(os.sep, "/"))  # seen by the tree's own watch
                 continue
             folder, name = os.path.split(path)
