@@ -1,21 +1,31 @@
 """The MQTT/XMPP bridge: relays notifications between an MQTT channel and XMPP, both ways.
 
-Payloads cross unchanged (the same JSON, the original sender). A notification is never sent
-back to the side it came from: the bridge remembers what it put into each side and drops it
-when it comes back, and drops a second delivery of what it relayed already.
+Payloads cross unchanged (the same JSON, the original sender), validated by each side's
+transport on the way in. A notification is never sent back to the side it came from: the
+bridge remembers the fingerprint (SHA-256 of the payload) of what it put into each side and
+drops it when it comes back; the XMPP side also ignores its own occupant and resource.
+Relaying runs in the bridge's own thread, so neither transport's network thread ever waits
+for the other side.
 """
 
 import argparse
 import hashlib
+import queue
 import signal
 import threading
 from collections import OrderedDict
 
 from .config import Config
 from .git import Repo
+from .message import encode
 from .util import Error, log, setup_logging
 
-REMEMBER = 4096
+REMEMBER = 4096  # fingerprints kept per side
+BACKLOG = 1000  # notifications waiting to be relayed; more are dropped (and logged)
+
+
+def fingerprint(note):
+    return hashlib.sha256(encode(note)).hexdigest()
 
 
 class Bridge:
@@ -24,37 +34,61 @@ class Bridge:
         from .xmpp import XmppTransport
         if not config["mqtt.url"] or not config["xmpp.jid"]:
             raise Error("the bridge needs both autosync.mqtt.url and autosync.xmpp.jid",
+                        "git config autosync.mqtt.url mqtt://HOST:1883",
                         "git config autosync.xmpp.jid user@example.org")
         digest = hashlib.sha1(config.repo.common_dir.encode(errors="surrogateescape"))
         ident = f"bridge:{digest.hexdigest()[:8]}"
         self.lock = threading.Lock()
         self.put_into = {"mqtt": OrderedDict(), "xmpp": OrderedDict()}
+        self.backlog = queue.Queue(BACKLOG)
         self.sides = {
             "mqtt": MqttTransport(config, ident, lambda n: self.relay(n, "mqtt", "xmpp"),
                                   lambda: None),
             "xmpp": XmppTransport(config, ident, lambda n: self.relay(n, "xmpp", "mqtt"),
                                   lambda: None)}
         self.relayed = 0
+        self.thread = threading.Thread(target=self._run, name="autosync-bridge", daemon=True)
 
     def relay(self, note, source, target):
-        key = (note.channel, note.branch, note.commit, note.sender)
+        """Called by the source transport's thread: queue note for the target side."""
+        key = fingerprint(note)
         with self.lock:
             if key in self.put_into[source] or key in self.put_into[target]:
                 return  # our own relay coming back, or a second delivery
             self.put_into[target][key] = True
             if len(self.put_into[target]) > REMEMBER:
                 self.put_into[target].popitem(last=False)
-            self.relayed += 1
-        log.info("relaying %s %s from %s to %s", note.sender, note.commit[:10], source, target)
-        self.sides[target].publish(note)
+        try:
+            self.backlog.put_nowait((note, source, target))
+        except queue.Full:
+            log.warning("bridge backlog full: dropped %s from %s", note.commit[:10], source)
+
+    def _run(self):
+        while True:
+            item = self.backlog.get()
+            if item is None:
+                return
+            note, source, target = item
+            log.info("relaying %s %s from %s to %s", note.sender, note.commit[:10], source,
+                     target)
+            self.sides[target].publish(note)  # while target is away it keeps the newest
+            with self.lock:
+                self.relayed += 1
 
     def start(self):
+        self.thread.start()
         for side in self.sides.values():
             side.start()
 
     def stop(self):
         for side in self.sides.values():
             side.stop()
+        if self.thread.is_alive():
+            try:
+                self.backlog.put(None, timeout=5)
+            except queue.Full:
+                pass
+            self.thread.join(timeout=10)
 
     @property
     def connected(self):
@@ -65,7 +99,8 @@ def main(argv):
     ap = argparse.ArgumentParser(
         prog="autosync-bridge",
         description="Relay git-autosync notifications between the MQTT broker "
-                    "(autosync.mqtt.*) and XMPP (autosync.xmpp.*), both ways, until SIGTERM.")
+                    "(autosync.mqtt.*) and XMPP (autosync.xmpp.*), both ways, in the "
+                    "foreground until SIGTERM or SIGINT.")
     ap.add_argument("-C", dest="dir", default=".", help="repository whose config to use")
     args = ap.parse_args(argv)
     setup_logging()

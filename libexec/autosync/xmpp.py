@@ -15,14 +15,16 @@ in exactly the JSON format MQTT uses (message.encode/decode).
 import base64
 import hashlib
 import hmac
+import queue
 import secrets
+import select
 import socket
 import ssl
 import threading
 import time
 import xml.etree.ElementTree as ET
 
-from .message import BadMessage, decode, encode
+from .message import BadMessage, DropLog, decode, encode
 from .util import Backoff, Error, log
 
 NS_STREAM = "http://etherx.jabber.org/streams"
@@ -33,9 +35,11 @@ NS_BIND = "urn:ietf:params:xml:ns:xmpp-bind"
 NS_PING = "urn:xmpp:ping"
 NS_MUC = "http://jabber.org/protocol/muc"
 NS_STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
+NS_DELAY = "urn:xmpp:delay"
 MAX_STANZA = 64 * 1024
 MAX_DEPTH = 32
-PING_EVERY = 60.0
+PING_EVERY = 60.0  # seconds of silence before a keepalive ping
+PING_TIMEOUT = 30.0  # a ping unanswered this long: the link is dead
 
 
 class XmppError(Error):
@@ -93,6 +97,15 @@ class StreamParser:
                 elif self.depth == 0:
                     raise StreamError("the server closed the xmpp stream")
         return stanzas
+
+
+def condition(stanza):
+    """The defined condition of a stanza error (RFC 6120 8.3.3), e.g. 'not-authorized'."""
+    error = stanza.find(q("error"))
+    for child in (error if error is not None else ()):
+        if child.tag.startswith("{" + NS_STANZAS + "}") and child.tag != q("text", NS_STANZAS):
+            return child.tag.split("}")[1]
+    return "error"
 
 
 def split_jid(jid):
@@ -168,13 +181,18 @@ class XmppClient:
             raise StreamError(f"expected stream features, got {features.tag}")
         return features
 
-    def next_stanza(self, timeout):
-        """The next stanza, or None after timeout seconds; raises StreamError when closed."""
+    def next_stanza(self, timeout, wake=None):
+        """The next stanza, or None after timeout seconds (or as soon as the socket wake
+        is readable); raises StreamError when the stream ends."""
         deadline = time.monotonic() + timeout
         while not self.inbox:
             left = deadline - time.monotonic()
             if left <= 0:
                 return None
+            if wake is not None and not (self.tls and self.sock.pending()):
+                ready = select.select([self.sock, wake], [], [], left)[0]
+                if wake in ready or not ready:
+                    return None
             self.sock.settimeout(left)
             try:
                 data = self.sock.recv(16384)
@@ -311,26 +329,50 @@ class XmppClient:
         return None
 
     def join(self, room, nick):
-        presence = ET.Element("presence", to=f"{room}/{nick}")
-        x = ET.SubElement(presence, "x", xmlns=NS_MUC)
-        ET.SubElement(x, "history", maxstanzas="1")  # the newest notification, like retain
-        self.send(presence)
-        # a room we just created stays locked until configured: accept the defaults
-        # ("instant room"); when the room exists already this is refused, harmlessly
-        iq = ET.Element("iq", type="set", to=room, id="instant-" + secrets.token_hex(3))
-        query = ET.SubElement(iq, "query", xmlns=NS_MUC + "#owner")
-        ET.SubElement(query, "x", xmlns="jabber:x:data", type="submit")
-        self.send(iq)
+        """Enter the MUC room as nick (XEP-0045) and wait until the room confirms it.
 
-    def message(self, to, body, kind):
+        No history: a client catches up by fetching, not by replaying old messages."""
+        occupant = f"{room}/{nick}"
+        presence = ET.Element("presence", to=occupant)
+        x = ET.SubElement(presence, "x", xmlns=NS_MUC)
+        ET.SubElement(x, "history", maxstanzas="0")
+        self.send(presence)
+        deadline = time.monotonic() + self.timeout
+        while True:
+            stanza = self.next_stanza(deadline - time.monotonic())
+            if stanza is None:
+                raise XmppError(f"no answer from the xmpp room '{room}'")
+            if stanza.tag == q("presence") and stanza.get("from") == occupant:
+                break
+            if stanza.tag == q("presence") and stanza.get("type") == "error" and \
+                    stanza.get("from", "").partition("/")[0] == room:
+                raise XmppError(f"cannot join the xmpp room '{room}' ({condition(stanza)})",
+                                "check autosync.xmpp.room")
+            self.handle(stanza)
+        if stanza.get("type") == "error":
+            raise XmppError(f"cannot join the xmpp room '{room}' ({condition(stanza)})",
+                            "check autosync.xmpp.room")
+        codes = {s.get("code") for s in stanza.iter(q("status", NS_MUC + "#user"))}
+        if "201" in codes:  # we created the room: accept the defaults ("instant room")
+            iq = ET.Element("iq", type="set", to=room, id="instant-" + secrets.token_hex(3))
+            query = ET.SubElement(iq, "query", xmlns=NS_MUC + "#owner")
+            ET.SubElement(query, "x", xmlns="jabber:x:data", type="submit")
+            self.send(iq)
+
+    def message(self, to, body, kind, ack=False):
+        """Send a message; with ack, a ping follows and its id is returned: the server's
+        answer to it means the message before it was accepted (stanzas keep their order)."""
         msg = ET.Element("message", to=to, type=kind, id=secrets.token_hex(6))
         ET.SubElement(msg, "body").text = body
         self.send(msg)
+        return self.ping() if ack else None
 
     def ping(self):
-        iq = ET.Element("iq", type="get", id="ping-" + secrets.token_hex(4), to=self.domain)
+        ident = "ping-" + secrets.token_hex(4)
+        iq = ET.Element("iq", type="get", id=ident, to=self.domain)
         ET.SubElement(iq, "ping", xmlns=NS_PING)
         self.send(iq)
+        return ident
 
     def close(self):
         if self.sock is not None:
@@ -355,6 +397,12 @@ def read_password(path):
                         "git config autosync.xmpp.passwordFile ~/.config/git-autosync/xmpp-pw")
 
 
+def destination(config, client):
+    """(to, type) for notifications: the MUC room, or the account's own bare JID."""
+    room = config["xmpp.room"]
+    return (room, "groupchat") if room else (client.bare, "chat")
+
+
 def client_for(config, timeout=10.0):
     return XmppClient(config["xmpp.jid"], read_password(config["xmpp.passwordFile"]),
                       server=config["xmpp.server"] or None, port=config["xmpp.port"],
@@ -362,14 +410,13 @@ def client_for(config, timeout=10.0):
                       allow_plaintext=config["xmpp.allowPlaintext"], timeout=timeout)
 
 
-def destination(config, client):
-    """(to, type) for notifications: the MUC room, or the account's own bare JID."""
-    room = config["xmpp.room"]
-    return (room, "groupchat") if room else (client.bare, "chat")
-
-
 class XmppTransport:
-    """Notifications over XMPP, with the same interface and semantics as MqttTransport."""
+    """Notifications over XMPP, with the same interface and semantics as MqttTransport.
+
+    One thread owns the connection and does all its I/O (an SSL socket must not be read and
+    written from two threads): publish() queues the note, wakes that thread through a socket
+    pair and waits until the server has answered a ping sent right after the message - the
+    counterpart of MQTT's QoS 1 acknowledgement."""
 
     def __init__(self, config, sender, on_notification, on_connect):
         self.config = config
@@ -378,14 +425,20 @@ class XmppTransport:
         self.on_connect_cb = on_connect
         self.channel, self.branch = config.channel, config.branch
         self.client = client_for(config)  # reads the password now: a bad setup fails early
-        self.connected = False
+        self.room = config["xmpp.room"]
+        self.nick = None
+        self.connected = False  # logged in (and in the room): notifications will arrive
         self.last_error = None
-        self.unsent = None
+        self.unsent = None  # the newest note that could not be published yet
+        self.outbox = queue.SimpleQueue()  # (note, threading.Event set once the server has it)
+        self.wake_r, self.wake_w = socket.socketpair()
+        self.wake_r.setblocking(False)
         self.stopping = threading.Event()
+        self.dropped = DropLog()
         self.thread = threading.Thread(target=self._run, name="autosync-xmpp", daemon=True)
 
     def describe(self):
-        room = self.config["xmpp.room"] or "own account"
+        room = self.room or "own account"
         return f"xmpp {self.config['xmpp.jid']} ({room}) channel {self.channel}"
 
     def start(self):
@@ -393,16 +446,29 @@ class XmppTransport:
 
     def stop(self):
         self.stopping.set()
-        client = self.client
-        if client.sock is not None:
+        self._wake()
+        sock = self.client.sock
+        if sock is not None and not self.connected:  # still logging in: interrupt that
             try:
-                client.sock.shutdown(socket.SHUT_RDWR)
+                sock.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
-        self.thread.join(timeout=5)
+        if self.thread.is_alive():
+            self.thread.join(timeout=5)
+        else:  # never started: the thread would have closed these
+            self.wake_r.close()
+            self.wake_w.close()
+
+    def _wake(self):
+        try:
+            self.wake_w.send(b"x")
+        except OSError:  # the pair's buffer is full: the thread is awake anyway
+            pass
 
     def _failed(self, message):
         self.connected = False
+        if self.stopping.is_set():
+            return
         if message != self.last_error:
             log.warning("%s", message)
         self.last_error = message
@@ -415,98 +481,176 @@ class XmppTransport:
                 self.client.connect(resource)
                 self._session()
             except XmppError as e:
-                if not self.stopping.is_set():
-                    self._failed(e.message)
+                self._failed(e.message)
             except OSError as e:
-                if not self.stopping.is_set():
-                    self._failed(f"lost the connection to the xmpp server: {e}")
+                self._failed(f"lost the connection to the xmpp server: {e}")
+            except Exception:  # a bug must not end notifications for good
+                log.exception("xmpp connection failed")
+                self.last_error = "internal error in the xmpp transport"
             finally:
                 was_connected = self.connected
                 self.connected = False
                 self.client.close()
+            if self.stopping.is_set():
+                break
             if was_connected:
                 backoff.reset()
             if self.stopping.wait(backoff.next_delay()):
                 break
+        self.connected = False
+        self.wake_r.close()
+        self.wake_w.close()
 
     def _session(self):
         client = self.client
-        to, kind = destination(self.config, client)
-        if kind == "groupchat":
-            client.join(to, self.sender.replace(":", "-") + "-" + secrets.token_hex(2))
+        if self.room:
+            self.nick = self.sender.replace(":", "-") + "-" + secrets.token_hex(2)
+            client.join(self.room, self.nick)
         self.connected = True
         self.last_error = None
-        log.info("connected to xmpp as %s; notifications via %s", client.jid, to)
+        log.info("connected to xmpp as %s; notifications via %s", client.jid,
+                 self.room or client.bare)
         if self.unsent is not None:
             note, self.unsent = self.unsent, None
-            self.publish(note)
-        self.on_connect_cb()
-        idle_since = time.monotonic()
-        while not self.stopping.is_set():
-            stanza = client.next_stanza(timeout=1.0)
-            if stanza is None:
-                if time.monotonic() - idle_since > PING_EVERY:
-                    client.ping()  # keepalive (XEP-0199); a dead link fails the next read
-                    idle_since = time.monotonic()
-                continue
-            idle_since = time.monotonic()
-            client.handle(stanza)
-            if stanza.tag == q("message") and stanza.get("type") != "error":
-                body = stanza.find(q("body"))
-                if body is not None and body.text:
-                    self._received(body.text)
-
-    def _received(self, text):
+            self.outbox.put((note, threading.Event()))
         try:
-            note = decode(text.encode())
+            self.on_connect_cb()
+        except Exception:  # the daemon's callback must not end the session
+            log.exception("on_connect callback failed")
+        acks = {}  # ping id -> (note, event) of a message sent just before the ping
+        last_heard, ping_sent = time.monotonic(), None
+        try:
+            while not self.stopping.is_set():
+                self._send_queued(acks)
+                stanza = client.next_stanza(1.0, wake=self.wake_r)
+                now = time.monotonic()
+                if stanza is None:
+                    if ping_sent is not None and now - ping_sent > PING_TIMEOUT:
+                        raise StreamError(f"the xmpp server {client.where} stopped answering")
+                    if ping_sent is None and now - last_heard > PING_EVERY:
+                        client.ping()  # keepalive (XEP-0199)
+                        ping_sent = now
+                    continue
+                last_heard, ping_sent = now, None
+                if stanza.tag == q("iq") and stanza.get("id") in acks:
+                    acks.pop(stanza.get("id"))[1].set()
+                client.handle(stanza)
+                self._received(stanza)
+        finally:
+            if acks:  # sent but not confirmed: announce the newest again after reconnecting
+                self.unsent = max((note for note, _ in acks.values()), key=lambda n: n.time)
+
+    def _send_queued(self, acks):
+        try:
+            while self.wake_r.recv(512):
+                pass
+        except (BlockingIOError, InterruptedError):
+            pass
+        to, kind = destination(self.config, self.client)
+        while True:
+            try:
+                note, done = self.outbox.get_nowait()
+            except queue.Empty:
+                return
+            acks[self.client.message(to, encode(note).decode(), kind, ack=True)] = (note, done)
+
+    def _received(self, stanza):
+        """Hand on the notification in a message from our room or our own account."""
+        if stanza.tag != q("message"):
+            return
+        source = stanza.get("from") or ""
+        bare, _, resource = source.partition("/")
+        if self.room:
+            ours = stanza.get("type") == "groupchat" and bare == self.room and resource and \
+                resource != self.nick
+        else:
+            ours = stanza.get("type") in ("chat", "normal", None) and \
+                bare == self.client.bare and source != self.client.jid
+        body = stanza.find(q("body"))
+        if not ours or body is None or stanza.find(q("delay", NS_DELAY)) is not None:
+            return  # not for us, our own echo, or room history
+        try:
+            note = decode((body.text or "").encode("utf-8", "surrogateescape"))
         except BadMessage as e:
-            log.warning("dropped an invalid xmpp notification: %s", e)
+            self.dropped(str(e))
             return
         if note.sender == self.sender or (note.channel, note.branch) != (self.channel,
                                                                          self.branch):
             return
-        self.on_notification(note)
+        try:
+            self.on_notification(note)
+        except Exception:
+            log.exception("on_notification callback failed")
 
     def publish(self, note, timeout=5.0):
+        """Send note and wait until the server has it; False when not delivered (yet).
+
+        Never raises. While disconnected the newest note is kept and sent on reconnect."""
+        try:
+            encode(note)
+        except BadMessage as e:
+            log.warning("cannot announce commit %s: %s", str(note.commit)[:10], e)
+            return False
         if not self.connected:
             self.unsent = note
             return False
-        to, kind = destination(self.config, self.client)
-        try:
-            self.client.message(to, encode(note).decode(), kind)
+        done = threading.Event()
+        self.outbox.put((note, done))
+        self._wake()
+        if done.wait(timeout):
             return True
-        except OSError as e:
-            log.warning("cannot publish over xmpp: %s", e)
-            self.unsent = note
-            return False
+        log.warning("the xmpp server %s did not confirm within %gs", self.client.where, timeout)
+        return False
 
 
 def publish_once(config, notes, timeout=5.0):
-    """Log in, send the notes, log out; False (one log line) when the server is away."""
+    """Log in, send notes, log out; True when the server confirmed them all.
+
+    Takes at most timeout seconds in all (the work runs in a daemon thread abandoned at the
+    deadline). Never raises: a server that is away or refuses costs one log line."""
+    if not notes:
+        return True
+    outcome = []
+    worker = threading.Thread(target=lambda: outcome.append(_publish(config, notes, timeout)),
+                              name="autosync-xmpp-publish", daemon=True)
+    worker.start()
+    worker.join(timeout)
+    problem = outcome[0] if outcome else \
+        f"no answer from the xmpp server within {timeout:g}s"
+    if problem:
+        log.warning("%s; the clones will see the change at their next fetch", problem)
+    return problem is None
+
+
+def _publish(config, notes, timeout):
+    """publish_once's work: None when the server confirmed every note, else what went wrong."""
     try:
+        payloads = [encode(note).decode() for note in notes]
         client = client_for(config, timeout=timeout).connect("autosync-push-"
                                                             + secrets.token_hex(3))
-    except XmppError as e:
-        log.warning("%s", e.message)
-        return False
+    except BadMessage as e:
+        return f"cannot announce over xmpp: {e}"
+    except Error as e:
+        return e.message
     try:
         to, kind = destination(config, client)
         if kind == "groupchat":
             client.join(to, "push-" + secrets.token_hex(3))
-        for note in notes:
-            client.message(to, encode(note).decode(), kind)
-        client.ping()  # the answer proves the server has read everything before it
+        for payload in payloads[:-1]:
+            client.message(to, payload, kind)
+        ident = client.message(to, payloads[-1], kind, ack=True)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             stanza = client.next_stanza(deadline - time.monotonic())
             if stanza is None:
                 break
-            if stanza.tag == q("iq") and (stanza.get("id") or "").startswith("ping-"):
-                return True
+            if stanza.tag == q("iq") and stanza.get("id") == ident:
+                return None  # the server answers in order: it has every message
             client.handle(stanza)
-        return False
-    except (XmppError, OSError) as e:
-        log.warning("cannot publish over xmpp: %s", getattr(e, "message", e))
-        return False
+        return f"the xmpp server {client.where} did not confirm within {timeout:g}s"
+    except Error as e:
+        return e.message
+    except OSError as e:
+        return f"cannot publish over xmpp: {e}"
     finally:
         client.close()
