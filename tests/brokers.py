@@ -5,50 +5,17 @@ PID. `make test` installs mosquitto (apt-get, as root) when it is missing.
 """
 
 import os
-import shutil
-import signal
-import socket
 import subprocess
-import time
 
 import pytest
 
 from conftest import free_port
+from servers import LoopbackServer, find, make_ca, need  # noqa: F401  (re-exported)
 
 
-def find(binary):
-    return shutil.which(binary) or shutil.which(binary, path="/usr/sbin:/sbin:/usr/bin")
+class Mosquitto(LoopbackServer):
+    name = "mosquitto"
 
-
-def need(binary):
-    path = find(binary)
-    if path is None:
-        if os.geteuid() == 0:
-            pytest.fail(f"{binary} is missing; 'make test' installs it (apt-get)")
-        pytest.skip(f"{binary} is not installed (sudo apt-get install mosquitto openssl)")
-    return path
-
-
-def make_ca(directory, names=("127.0.0.1", "localhost")):
-    """A test CA and a server certificate for names; returns (ca.crt, server.crt, server.key)."""
-    openssl = need("openssl")
-    d = str(directory)
-    run = lambda *a: subprocess.run([openssl, *a], cwd=d, check=True,  # noqa: E731
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj",
-        "/CN=git-autosync test CA", "-keyout", "ca.key", "-out", "ca.crt")
-    run("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={names[0]}",
-        "-keyout", "server.key", "-out", "server.csr")
-    sans = ",".join(("IP:" if n[0].isdigit() or ":" in n else "DNS:") + n for n in names)
-    with open(os.path.join(d, "ext.cnf"), "w") as f:
-        f.write(f"subjectAltName={sans}\nbasicConstraints=CA:FALSE\n")
-    run("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-        "-CAcreateserial", "-days", "2", "-extfile", "ext.cnf", "-out", "server.crt")
-    return (os.path.join(d, "ca.crt"), os.path.join(d, "server.crt"),
-            os.path.join(d, "server.key"))
-
-
-class Mosquitto:
     """mosquitto in directory; users={name: password} and acl (text) turn on authentication."""
 
     def __init__(self, directory, users=None, acl=None, tls=False):
@@ -56,7 +23,6 @@ class Mosquitto:
         os.makedirs(self.dir, exist_ok=True)
         self.binary = need("mosquitto")
         self.port = free_port()
-        self.proc = None
         self.ca_file = None
         lines = [f"listener {self.port} 127.0.0.1", "persistence false",
                  f"log_dest file {self.dir}/mosquitto.log", "log_type all"]
@@ -82,41 +48,8 @@ class Mosquitto:
         with open(self.conf, "w") as f:
             f.write("\n".join(lines) + "\n")
         self.url = f"{'mqtts' if tls else 'mqtt'}://127.0.0.1:{self.port}"
-
-    def start(self):
-        self.proc = subprocess.Popen([self.binary, "-c", self.conf], stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL, start_new_session=True)
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"mosquitto exited: {self.log()[-2000:]}")
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
-                return self
-            except OSError:
-                time.sleep(0.02)
-        raise RuntimeError("mosquitto did not start listening within 15 s")
-
-    def stop(self):
-        if self.proc is not None and self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
-        self.proc = None
-
-    def restart(self):
-        self.stop()
-        return self.start()
-
-    def log(self):
-        try:
-            with open(os.path.join(self.dir, "mosquitto.log"), errors="replace") as f:
-                return f.read()
-        except OSError:
-            return ""
+        self.command = (self.binary, "-c", self.conf)
+        self.logfile = os.path.join(self.dir, "mosquitto.log")
 
 
 @pytest.fixture

@@ -6,21 +6,20 @@ prosodyctl; a MUC component serves rooms.localhost.
 """
 
 import os
-import signal
-import socket
 import subprocess
-import time
 
 import pytest
 
-from brokers import find, make_ca
 from conftest import free_port
+from servers import LoopbackServer, find, make_ca
 
 DOMAIN = "localhost"
 ROOMS = "rooms.localhost"
 
 
-class Prosody:
+class Prosody(LoopbackServer):
+    name = "prosody"
+
     def __init__(self, directory, tls=True):
         self.dir = str(directory)
         os.makedirs(os.path.join(self.dir, "data"), exist_ok=True)
@@ -31,13 +30,14 @@ class Prosody:
                 pytest.fail("prosody is missing; 'make test' installs it (apt-get)")
             pytest.skip("prosody is not installed (sudo apt-get install prosody)")
         self.port = free_port()
-        self.proc = None
         self.ca_file = None
         ssl = ""
         if tls:
             self.ca_file, cert, key = make_ca(self.dir, names=(DOMAIN,))
             ssl = f'ssl = {{ certificate = "{cert}"; key = "{key}"; }}\n'
         self.conf = os.path.join(self.dir, "prosody.cfg.lua")
+        self.command = (self.binary, "--config", self.conf, "-F")
+        self.logfile = os.path.join(self.dir, "prosody.log")
         with open(self.conf, "w") as f:
             f.write(f"""\
 pidfile = "{self.dir}/prosody.pid"
@@ -66,42 +66,6 @@ Component "{ROOMS}" "muc"
                        check=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                        stderr=subprocess.DEVNULL, timeout=30)
         return f"{user}@{DOMAIN}"
-
-    def start(self):
-        self.proc = subprocess.Popen([self.binary, "--config", self.conf, "-F"],
-                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL, start_new_session=True)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"prosody exited: {self.log()[-2000:]}")
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
-                return self
-            except OSError:
-                time.sleep(0.02)
-        raise RuntimeError("prosody did not start listening within 20 s")
-
-    def stop(self):
-        if self.proc is not None and self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
-        self.proc = None
-
-    def restart(self):
-        self.stop()
-        return self.start()
-
-    def log(self):
-        try:
-            with open(os.path.join(self.dir, "prosody.log"), errors="replace") as f:
-                return f.read()
-        except OSError:
-            return ""
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import subprocess
 import paho.mqtt.client as paho
 import pytest
 
-from brokers import Mosquitto, mosquitto  # noqa: F401  (fixture)
+from brokers import Mosquitto, mosquitto, mosquitto_auth  # noqa: F401  (fixtures)
 from cluster import Cluster, wait_converged
 from conftest import git, wait_for
 
@@ -193,3 +193,41 @@ def test_sync_command_one_shot(cluster):
     res = b.autosync("sync")
     assert b.read("s.txt") == "one shot\n"
     assert "up to date" in res.stdout
+
+
+def test_edits_sync_through_an_authenticated_tls_broker(tmp_path, tenv, toolkit):
+    """Passwords, an ACL and TLS with a test CA, end to end through the daemons and the hook."""
+    from brokers import ACL, USERS, Mosquitto
+    broker = Mosquitto(tmp_path / "broker", users=USERS, acl=ACL, tls=True).start()
+    try:
+        pw = tmp_path / "laptop.pw"
+        pw.write_text(USERS["laptop"] + "\n")
+        cl = Cluster(tmp_path, tenv, toolkit, broker_url=broker.url, mqtt_username="laptop",
+                     mqtt_passwordFile=pw, mqtt_caFile=broker.ca_file)
+        try:
+            a, b = cl.clone("a"), cl.clone("b")
+            wait_for(lambda: "(connected)" in b.autosync("status").stdout, what="b logged in")
+            a.write("secure.txt", "over TLS\n")
+            wait_for(lambda: b.read("secure.txt") == "over TLS\n", what="the edit over TLS")
+            assert "announced" in b.log()
+        finally:
+            cl.stop()
+    finally:
+        broker.stop()
+
+
+def test_wrong_broker_password_keeps_the_daemon_committing(tmp_path, tenv, toolkit,
+                                                           mosquitto_auth):
+    pw = tmp_path / "wrong.pw"
+    pw.write_text("not the password\n")
+    cl = Cluster(tmp_path, tenv, toolkit, broker_url=mosquitto_auth.url, pollInterval=1,
+                 mqtt_username="laptop", mqtt_passwordFile=pw)
+    try:
+        a, b = cl.clone("a"), cl.clone("b")
+        wait_for(lambda: "refused the login for user 'laptop'" in a.autosync("status").stdout,
+                 what="the refusal in status")
+        a.write("still.txt", "committed and pushed anyway\n")
+        wait_for(lambda: b.read("still.txt") == "committed and pushed anyway\n",
+                 what="polling to carry the edit")
+    finally:
+        cl.stop()

@@ -314,11 +314,11 @@ class Daemon:
         """Start or stop polling when the transport connects or goes away."""
         if self.transport is None:
             return
-        connected = self.transport.connected
-        if connected != self.state.data["transport_connected"]:
-            self.state.update(transport_connected=connected,
-                              transport_error=self.transport.last_error)
-            if not connected:
+        connected, error = self.transport.connected, self.transport.last_error
+        was = self.state.data["transport_connected"]
+        if connected != was or error != self.state.data["transport_error"]:
+            self.state.update(transport_connected=connected, transport_error=error)
+            if was and not connected:
                 log.warning("lost the notification transport (%s); polling every %ss meanwhile",
                             self.transport.last_error or "disconnected",
                             self.config["pollInterval"])
