@@ -68,13 +68,24 @@ HEAD = b"<?xml version='1.0'?><stream:stream xmlns='jabber:client' " \
     b"<?evil instruction?><message/>",
     b"<a>" * 100,
     b"</stream:stream>",
-], ids=["oversized", "malformed", "entities", "pi", "deep", "closed"])
+    b"<message><body>\xff\xfe</body></message>",
+], ids=["oversized", "malformed", "entities", "pi", "deep", "closed", "not-utf8"])
 def test_hostile_streams_end_cleanly(hostile):
     parser = StreamParser()
     parser.feed(HEAD)
     with pytest.raises(StreamError):
         for i in range(0, len(hostile), 1000):  # arrives in pieces, as from a socket
             parser.feed(hostile[i:i + 1000])
+
+
+@pytest.mark.parametrize("head", [
+    "<?xml version='1.0' encoding='UTF-16'?><!DOCTYPE x [<!ENTITY a 'b'>]><s/>".encode("utf-16"),
+    "<?xml version='1.0' encoding='cp037'?><!DOCTYPE x [<!ENTITY a 'b'>]><s/>".encode("cp037"),
+    b"<?xml version='1.0' encoding='cp037'?>" + "<!DOCTYPE x [<!ENTITY a 'b'>]>".encode("cp037"),
+], ids=["utf-16", "ebcdic", "ebcdic-after-declaration"])
+def test_another_encoding_cannot_hide_a_dtd(head):
+    with pytest.raises(StreamError):
+        StreamParser().feed(head)
 
 
 def test_parser_memory_stays_bounded():

@@ -13,6 +13,7 @@ in exactly the JSON format MQTT uses (message.encode/decode).
 """
 
 import base64
+import codecs
 import hashlib
 import hmac
 import queue
@@ -59,24 +60,32 @@ class StreamParser:
 
     def __init__(self):
         self.parser = ET.XMLPullParser(events=("start", "end"))
+        # decoded here and fed as text, so expat parses UTF-8 whatever the stream declares
+        # (an encoding='cp037' or a UTF-16 byte order mark cannot hide a '<!DOCTYPE')
+        self.decoder = codecs.getincrementaldecoder("utf-8")()
         self.depth = 0
         self.root = None
         self.pending = 0  # bytes fed since the last complete stanza
         self.started = False
-        self.tail = b""  # the previous chunk's last byte: "<!" may straddle two chunks
+        self.tail = ""  # the previous chunk's last character: "<!" may straddle two chunks
 
     def feed(self, data):
-        seen = self.tail + data
-        if b"<!" in seen or (b"<?" in seen and (self.started or not data.lstrip()
-                                                .startswith(b"<?xml"))):
-            raise StreamError("xmpp stream with a DTD, comment or processing instruction")
-        self.started = self.started or bool(data.strip())
-        self.tail = data[-1:]
         self.pending += len(data)
         if self.pending > MAX_STANZA:
             raise StreamError(f"xmpp stanza larger than {MAX_STANZA} bytes")
         try:
-            self.parser.feed(data)
+            text = self.decoder.decode(data)
+        except UnicodeDecodeError:
+            raise StreamError("malformed xmpp stream (not UTF-8)")
+        seen = self.tail + text
+        declaration = 0 if self.started or not text.lstrip("\ufeff \t\r\n") \
+            .startswith("<?xml ") else 1
+        if "<!" in seen or seen.count("<?") > declaration or "\0" in seen:
+            raise StreamError("xmpp stream with a DTD, comment, processing instruction or NUL")
+        self.started = self.started or bool(text.strip())
+        self.tail = text[-1:]
+        try:
+            self.parser.feed(text)
             events = list(self.parser.read_events())
         except ET.ParseError as e:
             raise StreamError(f"malformed xmpp stream ({e})")
