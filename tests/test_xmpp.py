@@ -172,6 +172,41 @@ def test_a_hostile_server_cannot_crash_the_client(hostile, error):
         srv.close()
 
 
+@pytest.mark.parametrize("reply", [b"<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>",
+                                   b"<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>"
+                                   b"dj1ub3RoaW5n</success>"], ids=["no-proof", "bad-proof"])
+def test_a_server_that_skips_the_scram_proof_is_refused(reply):
+    """An impostor that accepts any password without proving it knows ours (plaintext
+    allowed here so that the fake needs no TLS)."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+
+    def impostor():
+        conn, _ = srv.accept()
+        try:
+            conn.recv(4096)
+            conn.sendall(HEAD + b"<stream:features><mechanisms xmlns='urn:ietf:params:xml:ns:"
+                         b"xmpp-sasl'><mechanism>SCRAM-SHA-1</mechanism></mechanisms>"
+                         b"</stream:features>")
+            conn.recv(4096)
+            conn.sendall(reply)
+            conn.recv(4096)
+        except OSError:
+            pass
+        finally:
+            conn.close()
+    t = threading.Thread(target=impostor)
+    t.start()
+    try:
+        with pytest.raises(XmppError, match="SCRAM"):
+            XmppClient("a@localhost", "x", server="127.0.0.1", port=srv.getsockname()[1],
+                       allow_plaintext=True, timeout=5).connect()
+    finally:
+        t.join(10)
+        srv.close()
+
+
 def test_join_errors_are_clear(prosody):
     jid = prosody.register("alice", "secret")
     c = client(prosody, jid).connect()

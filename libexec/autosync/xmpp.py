@@ -295,23 +295,30 @@ class XmppClient:
         message = next(conv)
         self.send_raw(f"<auth xmlns='{NS_SASL}' mechanism='{mech}'>"
                       f"{base64.b64encode(message).decode() or '='}</auth>")
-        while True:
+        proved = mech != "SCRAM-SHA-1"  # SCRAM: the server must prove it knows the password
+        for _ in range(4):  # SCRAM takes two rounds; a server going on forever is broken
             reply = self.expect("login")
-            data = base64.b64decode(reply.text or "") if (reply.text or "") != "=" else b""
             if reply.tag == q("failure", NS_SASL):
                 cond = next((c.tag.split("}")[1] for c in reply), "failure")
                 raise XmppError(f"the xmpp server refused the login for '{self.bare}' ({cond})",
                                 "check autosync.xmpp.jid and autosync.xmpp.passwordFile")
-            if reply.tag == q("challenge", NS_SASL):
-                answer = conv.send(data)
+            text = (reply.text or "").strip()
+            try:
+                data = b"" if text in ("", "=") else base64.b64decode(text, validate=True)
+            except ValueError:
+                raise StreamError("the xmpp server sent invalid base64 during login")
+            if reply.tag == q("challenge", NS_SASL) and not proved:
+                answer = conv.send(data)  # raises when the server's proof is wrong
+                proved = answer is None
                 self.send_raw(f"<response xmlns='{NS_SASL}'>"
                               f"{base64.b64encode(answer or b'').decode()}</response>")
             elif reply.tag == q("success", NS_SASL):
-                if mech == "SCRAM-SHA-1":
-                    conv.send(data)  # verifies the server signature, raises if wrong
+                if not proved:
+                    conv.send(data)  # the server's proof comes with success: verify it
                 return
             else:
-                raise StreamError(f"unexpected {reply.tag} during login")
+                raise StreamError(f"unexpected {reply.tag.split('}')[-1]} during login")
+        raise StreamError("the xmpp login did not finish")
 
     def wait_for_iq(self, ident):
         deadline = time.monotonic() + self.timeout
