@@ -231,3 +231,23 @@ def test_wrong_broker_password_keeps_the_daemon_committing(tmp_path, tenv, toolk
                  what="polling to carry the edit")
     finally:
         cl.stop()
+
+
+def test_merge_waits_for_a_rebase_by_hand_then_happens_by_itself(cluster):
+    a, b = cluster.clone("a"), cluster.clone("b")
+    b.write("mine.txt", "b's own commit\n")
+    wait_for(lambda: a.read("mine.txt") == "b's own commit\n", what="b's commit at a")
+    wait_converged([a, b], cluster.server)
+    res = subprocess.run(["git", "rebase", "-i", "HEAD~1"], cwd=b.path, text=True,
+                         env=dict(b.env, GIT_SEQUENCE_EDITOR="sed -i 1s/^pick/edit/"),
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    assert res.returncode == 0 and (b.path / ".git" / "rebase-merge").exists(), res.stdout
+    a.write("while-rebasing.txt", "sent while b rebases\n")
+    wait_for(lambda: "not merging" in b.log(), what="b to fetch a's edit and hold it back")
+    assert b.read("while-rebasing.txt") is None
+    res = subprocess.run(["git", "rebase", "--abort"], cwd=b.path, text=True, env=b.env,
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    assert res.returncode == 0, res.stdout  # nothing committed: no hook, no new notification
+    wait_for(lambda: b.read("while-rebasing.txt") == "sent while b rebases\n", timeout=60,
+             what="the held-back merge, with no new notification")
+    wait_converged([a, b], cluster.server)

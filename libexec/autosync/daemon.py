@@ -181,6 +181,7 @@ class Daemon:
         self.seen = set()  # commits announced to us that we already handled
         self.carry = None  # a batch that could not be committed yet (busy lock, full disk)
         self.carry_due = 0.0
+        self.pending_merge = None  # a fetched commit that could not be merged yet
         self.carry_backoff = Backoff(first=0.5, cap=30.0)
 
     # -- wiring -----------------------------------------------------------------------
@@ -213,6 +214,9 @@ class Daemon:
         self.seen.add(note.commit)
         if len(self.seen) > 10000:
             self.seen.clear()
+        if self.repo.has_commit(note.commit):
+            log.debug("%s announced %s, which is here already", note.sender, note.commit[:10])
+            return
         log.info("%s announced %s", note.sender, note.commit[:10])
         self.network.request("fetch")
 
@@ -287,6 +291,8 @@ class Daemon:
                 if batch is not None:
                     self.commit(batch)
                 self.handle_events()
+                if self.pending_merge is not None and time.monotonic() >= self.carry_due:
+                    self.merge(self.pending_merge)
                 self.watch_transport()
                 self.state.update(pending=self.watcher.pending())
         finally:
@@ -306,8 +312,8 @@ class Daemon:
             self.state.update(pending=0, pid=None)
 
     def _wait_interval(self):
-        if self.carry is not None:  # retry the carried batch when its backoff ends
-            return max(0.0, self.carry_due - time.monotonic())
+        if self.carry is not None or self.pending_merge is not None:
+            return max(0.0, self.carry_due - time.monotonic())  # retry when backoff ends
         return 5.0 if self.transport is not None else None
 
     def watch_transport(self):
@@ -365,6 +371,7 @@ class Daemon:
     def merge(self, target):
         """Merge a fetched commit: commit local changes first, then integrate, then push."""
         if self.repo.is_ancestor(target, "HEAD"):
+            self.pending_merge = None
             if self.repo.rev("HEAD") != target:
                 self.network.request("push")
             return
@@ -380,11 +387,17 @@ class Daemon:
                 break
             except Error as e:
                 if attempt == 2 or isinstance(e, Retry):
-                    log.warning("%s", e.message)
+                    if target != self.pending_merge:
+                        log.warning("not merging %s yet: %s", target[:10], e.message)
                     self.state.update(error=e.message)
+                    # a rebase by hand, a busy lock: merge it later, with the carried batch
+                    self.pending_merge = target
+                    self.carry_due = time.monotonic() + self.carry_backoff.next_delay()
                     return
                 # an edit the watcher has not reported yet is in the way: commit everything
                 self.commit(None)
+        self.carry_backoff.reset()
+        self.pending_merge = None
         self.state.update(last_pull=time.time(), error=None)
         if conflicts:
             self.state.add_to("conflicts", [{"path": c.path, "copy": c.copy} for c in conflicts])
