@@ -613,6 +613,8 @@ class XmppTransport:
         done = threading.Event()
         self.outbox.put((note, done))
         self._wake()
+        if threading.current_thread() is self.thread:
+            return False  # called from a callback: sent once it returns, cannot wait here
         if done.wait(timeout):
             return True
         log.warning("the xmpp server %s did not confirm within %gs", self.client.where, timeout)
