@@ -398,6 +398,7 @@ class Daemon:
                 self.commit(None)
         self.carry_backoff.reset()
         self.pending_merge = None
+        log.info("merged %s%s", target[:10], "" if head == target else f" as {head[:10]}")
         self.state.update(last_pull=time.time(), error=None)
         if conflicts:
             self.state.add_to("conflicts", [{"path": c.path, "copy": c.copy} for c in conflicts])

@@ -60,7 +60,8 @@ def _logging_to_stderr():
 def setup_logging(path=None, verbose=False):
     """Log to a file (daemon) or stderr; one timestamped line per event."""
     handler = logging.FileHandler(path) if path else logging.StreamHandler(sys.stderr)
-    fmt = "%(asctime)s %(levelname)s %(message)s" if path else f"{PROG}: %(message)s"
+    fmt = ("%(asctime)s.%(msecs)03d %(levelname)s %(message)s" if path
+           else f"{PROG}: %(message)s")
     handler.setFormatter(logging.Formatter(fmt, "%Y-%m-%d %H:%M:%S"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
