@@ -230,8 +230,12 @@ class Daemon:
         self.sender = sender_id(self.repo, self.config)
         if self.config["xmpp.bridge"]:
             from .bridge import Bridge
-            self.bridge = Bridge(self.config)
-            self.bridge.start()
+            try:
+                self.bridge = Bridge(self.config)
+                self.bridge.start()
+            except Error as e:  # a bad bridge setup must not stop the syncing
+                log.warning("%s; not bridging", e.message)
+                self.bridge = None
         if self.remote is None:
             return
         try:

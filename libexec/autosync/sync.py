@@ -26,7 +26,10 @@ _HUMAN = ("authentication failed", "permission denied", "remote rejected", "pre-
 def classify(what, remote, stderr):
     """An exception for a failed fetch/push, sorted into retry-later or needs-a-human."""
     text = stderr.strip()
-    last = text.splitlines()[-1] if text else "failed"
+    lines = [l.strip() for l in text.splitlines() if l.strip()]
+    # git's own diagnosis is its first fatal:/error: line; the lines after it are advice
+    first = next((l for l in lines if l.startswith(("fatal:", "error:"))), None)
+    last = (first.split(":", 1)[1].strip() if first else lines[-1] if lines else "failed")
     low = text.lower()
     if any(s in low for s in _HUMAN):
         return Error(f"cannot {what} '{remote}': {last}",
