@@ -30,6 +30,7 @@ TEMP_PATTERNS = (
     ".*.tmp.[0-9]*",  # atomic-save temp names used by several tools
     ".nfs*",  # NFS silly-renamed open files
     "*.crdownload",  # Chromium downloads in progress
+    ".merge_file_*",  # git checkout-index --temp (autosync's own merge)
 )
 
 CHUNK = 4096  # paths per round trip (bounds memory, not needed against deadlock)

@@ -16,6 +16,7 @@ import re
 import time
 from dataclasses import dataclass
 
+from .checkout import advance
 from .git import Repo
 from .util import Error, log
 
@@ -162,7 +163,8 @@ def integrate(repo, target):
     """Bring the checked-out branch to include `target`, updating the work tree.
 
     Returns (new HEAD, conflicts). The caller has committed local changes and holds
-    repo.lock(); git itself refuses to overwrite anything uncommitted.
+    repo.lock(); checkout.advance never overwrites a file saved in the meantime (it raises
+    checkout.Busy instead, and the caller commits and tries again).
     """
     head = repo.rev("HEAD")
     if head is None:  # unborn branch: take the remote's history as it is
@@ -171,11 +173,10 @@ def integrate(repo, target):
         merged, conflicts = merge_commits(repo, head, target)
     if merged == head:
         return head, []
-    res = repo.run("merge", "--ff-only", "-q", "--no-stat", merged, check=False,
-                   env={"GIT_AUTOSYNC_COMMITTER": "1"})
-    if res.returncode != 0:
-        raise Error("cannot update the work tree: "
-                    + (res.stderr.decode(errors="replace").strip().splitlines() or ["?"])[0])
+    if head is None:  # nothing committed here yet, so nothing of ours to protect
+        repo.run("merge", "--ff-only", "-q", merged, env={"GIT_AUTOSYNC_COMMITTER": "1"})
+    else:
+        advance(repo, repo.current_branch(), head, merged)
     for c in conflicts:
         log.warning("conflict in '%s': %s", c.path,
                     f"other version kept as '{c.copy}'" if c.copy else "modified version kept")
