@@ -92,7 +92,7 @@ def test_a_save_during_the_update_is_kept(two_commits, monkeypatch):
     advance(Repo(r), "main", old, new)
     assert (r / "edit.txt").read_text() == "saved in the middle\n"
     assert git(r, "rev-parse", "HEAD") == new
-    assert status(r) == " M edit.txt"  # the next commit records it, on top of the merge
+    assert status(r) == "M  edit.txt"  # staged: the next commit records it on the merge
 
 
 def test_eol_filters_do_not_count_as_changes(make_repo):

@@ -12,7 +12,6 @@ import os
 import shutil
 import subprocess
 
-from .git import ZERO_OID
 from .util import Error, log
 
 GITLINK, SYMLINK = "160000", "120000"
@@ -123,11 +122,17 @@ def advance(repo, branch, old, new):
         if c.new_oid is None:
             prune_dirs(repo.top, os.path.dirname(c.path))
     place_new(repo, [c for c in todo if c.new_oid is not None], aside_dir)
-    lines = "".join(f"{c.new_mode} {c.new_oid}\t{c.path}\0" if c.new_oid else
-                    f"0 {ZERO_OID}\t{c.path}\0" for c in todo)
-    repo.run("update-index", "-z", "--index-info", input=lines.encode(errors="surrogateescape"))
+    # the index takes what is now in the tree: the new versions with their real stat data,
+    # or a save that won the race (it is then staged, and the next commit records it)
+    ordered = [c.path for c in todo if c.new_oid is None] + \
+        [c.path for c in todo if c.new_oid is not None]  # removals first: file <-> dir
+    res = repo.run("update-index", "--add", "--remove", "--replace", "-z", "--stdin",
+                   check=False, input="".join(p + "\0" for p in ordered)
+                   .encode(errors="surrogateescape"))
+    if res.returncode != 0:
+        log.warning("updating the index after the merge: %s",
+                    res.stderr.decode(errors="replace").strip())
     repo.run("update-ref", "-m", "autosync: merge", f"refs/heads/{branch}", new, old)
-    repo.run("update-index", "-q", "--refresh", check=False)
     shutil.rmtree(aside_dir, ignore_errors=True)
 
 
