@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 import paho.mqtt.client as paho
 
 from .message import BadMessage, DropLog, decode, encode, topic
-from .util import Backoff, Error, log
+from .util import Backoff, Error, announce_within, log
 
 DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
 URL_HINT = "git config autosync.mqtt.url mqtt://HOST:1883   (or mqtts://HOST:8883)"
@@ -253,16 +253,9 @@ def publish_once(config, notes, timeout=5.0):
     is away, slow or refusing costs one log line and returns False."""
     if not notes:
         return True
-    outcome = []
-    worker = threading.Thread(target=lambda: outcome.append(_publish(config, notes, timeout)),
-                              name="autosync-publish", daemon=True)
-    worker.start()
-    worker.join(timeout)
-    problem = outcome[0] if outcome else \
-        f"no answer from the broker at {config['mqtt.url']} within {timeout:g}s"
-    if problem:
-        log.warning("%s; the clones will see the change at their next fetch", problem)
-    return problem is None
+    return announce_within(timeout, lambda: _publish(config, notes, timeout),
+                           f"no answer from the broker at {config['mqtt.url']} within "
+                           f"{timeout:g}s")
 
 
 def _publish(config, notes, timeout):

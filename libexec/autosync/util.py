@@ -114,5 +114,23 @@ class Backoff:
         self.failures = 0
 
 
+def announce_within(timeout, work, silence):
+    """Run work() (None on success, else what went wrong) for at most timeout seconds.
+
+    The work runs in a daemon thread that is abandoned at the deadline, so a name lookup,
+    a TLS handshake or a server that never answers cannot hold up a hook. A problem
+    (or `silence`, when the deadline passed) costs one log line. True on success."""
+    import threading
+    outcome = []
+    worker = threading.Thread(target=lambda: outcome.append(work()), name="autosync-announce",
+                              daemon=True)
+    worker.start()
+    worker.join(timeout)
+    problem = outcome[0] if outcome else silence
+    if problem:
+        log.warning("%s; the clones will see the change at their next fetch", problem)
+    return problem is None
+
+
 def monotonic_ms():
     return time.monotonic() * 1000.0

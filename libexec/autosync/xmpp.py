@@ -26,7 +26,7 @@ import time
 import xml.etree.ElementTree as ET
 
 from .message import BadMessage, DropLog, decode, encode
-from .util import Backoff, Error, log
+from .util import Backoff, Error, announce_within, log
 
 NS_STREAM = "http://etherx.jabber.org/streams"
 NS_CLIENT = "jabber:client"
@@ -628,16 +628,8 @@ def publish_once(config, notes, timeout=5.0):
     deadline). Never raises: a server that is away or refuses costs one log line."""
     if not notes:
         return True
-    outcome = []
-    worker = threading.Thread(target=lambda: outcome.append(_publish(config, notes, timeout)),
-                              name="autosync-xmpp-publish", daemon=True)
-    worker.start()
-    worker.join(timeout)
-    problem = outcome[0] if outcome else \
-        f"no answer from the xmpp server within {timeout:g}s"
-    if problem:
-        log.warning("%s; the clones will see the change at their next fetch", problem)
-    return problem is None
+    return announce_within(timeout, lambda: _publish(config, notes, timeout),
+                           f"no answer from the xmpp server within {timeout:g}s")
 
 
 def _publish(config, notes, timeout):
