@@ -100,7 +100,6 @@ def main():
     say(f"git-autosync demo in {sandbox}")
     say("1. installing the toolkit into the sandbox (private python environment) ...")
     run("make", "-s", "-C", ROOT, "install", f"PREFIX={prefix}", env=env)
-    git_autosync = os.path.join(prefix, "bin", "git-autosync")
 
     server = os.path.join(sandbox, "server", "notes.git")
     run("git", "init", "-q", "--bare", "-b", "main", server, env=env)

@@ -3,7 +3,6 @@
 import logging
 import socket
 import subprocess
-import threading
 import time
 
 import paho.mqtt.client as paho

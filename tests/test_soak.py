@@ -12,7 +12,6 @@ injects its fault in the middle, then stops editing and asserts the guarantees:
 
 import os
 import random
-import signal
 import subprocess
 import threading
 import time

@@ -15,7 +15,7 @@ from autosync.git import Repo
 from autosync.message import Notification
 from autosync.xmpp import (MAX_STANZA, StreamError, StreamParser, XmppClient, XmppError,
                            XmppTransport, publish_once, scram_client)
-from conftest import free_port, git, wait_for
+from conftest import git, wait_for
 from prosody import ROOMS, prosody, prosody_plain  # noqa: F401  (fixtures)
 
 C = "ab" * 20

@@ -16,7 +16,7 @@ import time
 from . import VERSION, pidfile
 from .config import Config
 from .git import Repo
-from .util import NOT_RUNNING, OK, RETRY, Error, log, setup_logging
+from .util import NOT_RUNNING, OK, RETRY, Error, setup_logging
 
 CONFLICT_COPY = re.compile(r"\.conflict-[A-Za-z0-9._-]+-\d{8}-\d{6}(-\d+)?(\.[^/]*)?$")
 

@@ -91,7 +91,7 @@ def run_main(func, argv=None):
     except Exception as e:  # last resort: one line, details only in the log
         log.exception("internal error")
         print(f"{PROG}: internal error: {type(e).__name__}: {e}", file=sys.stderr)
-        print(f"hint: run again with GIT_AUTOSYNC_DEBUG=1 for details", file=sys.stderr)
+        print("hint: run again with GIT_AUTOSYNC_DEBUG=1 for details", file=sys.stderr)
         if os.environ.get("GIT_AUTOSYNC_DEBUG"):
             raise
         code = HUMAN

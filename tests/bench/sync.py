@@ -8,7 +8,7 @@ import time
 
 from cluster import Cluster, deadline_loop, wait_converged
 from conftest import git
-from harness import ROOT, Skip, benchmark, ms, poll, start_mosquitto, summary, write_atomic
+from harness import Skip, benchmark, ms, poll, start_mosquitto, summary, write_atomic
 
 
 def mqtt_cluster(ctx, name, broker, count):
