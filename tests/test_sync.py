@@ -80,6 +80,7 @@ def test_manual_commit_is_synced_too(cluster):
     git(a.path, "add", "manual.txt", env=a.env)
     git(a.path, "commit", "-q", "-m", "my own commit", env=a.env)
     wait_for(lambda: b.read("manual.txt") == "by hand\n", what="b to get the manual commit")
+    wait_converged([a, b], cluster.server)  # files land a moment before the branch moves
     assert git(b.path, "log", "--format=%s", env=b.env).count("my own commit") == 1
 
 
