@@ -245,6 +245,7 @@ class Daemon:
             log.warning("%s; polling every %ss instead", e.message, self.config["pollInterval"])
             self.state.update(transport_error=e.message)
         if self.transport is not None:
+            self.transport.on_change = self.watcher.wakeup  # status follows at once
             self.state.update(transport=self.transport.describe())
             self.transport.start()
 
@@ -318,7 +319,7 @@ class Daemon:
     def _wait_interval(self):
         if self.carry is not None or self.pending_merge is not None:
             return max(0.0, self.carry_due - time.monotonic())  # retry when backoff ends
-        return 5.0 if self.transport is not None else None
+        return None  # nothing to do until a file changes or a thread wakes us
 
     def watch_transport(self):
         """Start or stop polling when the transport connects or goes away."""

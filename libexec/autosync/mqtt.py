@@ -106,6 +106,8 @@ def silent(url):
 
 
 class MqttTransport:
+    on_change = None  # called (from the network thread) when the connection fails
+
     def __init__(self, config, sender, on_notification, on_connect):
         self.config = config
         self.url = config["mqtt.url"]
@@ -175,6 +177,8 @@ class MqttTransport:
         if message != self.last_error:
             log.warning("%s", message)
         self.last_error = message
+        if self.on_change is not None:
+            self.on_change()
 
     def _on_connect(self, client, userdata, flags, reason_code, properties):
         self.answered = True

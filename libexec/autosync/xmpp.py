@@ -434,6 +434,8 @@ class XmppTransport:
     pair and waits until the server has answered a ping sent right after the message - the
     counterpart of MQTT's QoS 1 acknowledgement."""
 
+    on_change = None  # called (from the network thread) when the connection fails
+
     def __init__(self, config, sender, on_notification, on_connect):
         self.config = config
         self.sender = sender
@@ -488,6 +490,8 @@ class XmppTransport:
         if message != self.last_error:
             log.warning("%s", message)
         self.last_error = message
+        if self.on_change is not None:
+            self.on_change()
 
     def _run(self):
         backoff = Backoff(first=1.0, cap=60.0)
