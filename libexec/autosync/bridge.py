@@ -17,7 +17,7 @@ from collections import OrderedDict
 
 from .config import Config
 from .git import Repo
-from .message import encode
+from .message import encode, repo_digest
 from .util import Error, log, setup_logging
 
 REMEMBER = 4096  # fingerprints kept per side
@@ -36,8 +36,7 @@ class Bridge:
             raise Error("the bridge needs both autosync.mqtt.url and autosync.xmpp.jid",
                         "git config autosync.mqtt.url mqtt://HOST:1883",
                         "git config autosync.xmpp.jid user@example.org")
-        digest = hashlib.sha1(config.repo.common_dir.encode(errors="surrogateescape"))
-        ident = f"bridge:{digest.hexdigest()[:8]}"
+        ident = f"bridge:{repo_digest(config.repo)}"
         self.lock = threading.Lock()
         self.put_into = {"mqtt": OrderedDict(), "xmpp": OrderedDict()}
         self.backlog = queue.Queue(BACKLOG)

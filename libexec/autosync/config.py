@@ -134,6 +134,19 @@ class Config:
         return bool(self.remote_url())
 
 
+def read_secret(path, key, what):
+    """The password in file `path` (autosync.<key>), without its final newline, as bytes.
+
+    `what` names the service in the one-line error ("broker", "xmpp")."""
+    try:
+        with open(path, "rb") as f:
+            return f.read().rstrip(b"\r\n")
+    except OSError as e:
+        raise Error(f"cannot read the {what} password file '{path}': "
+                    f"{(e.strerror or str(e)).lower()}",
+                    f"git config {key} ~/.config/git-autosync/{what}-password")
+
+
 def default_channel(repo, remote_url=None):
     """The repository's name: `notes` for `/srv/notes.git` and for its clones.
 

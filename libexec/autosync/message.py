@@ -144,10 +144,14 @@ def _host(config):
     return re.sub(r"[^A-Za-z0-9._-]", "_", config.host)[:80] or "host"
 
 
+def repo_digest(repo):
+    """8 hex digits naming this repository on this machine, stable across restarts."""
+    return hashlib.sha1(repo.common_dir.encode(errors="surrogateescape")).hexdigest()[:8]
+
+
 def sender_id(repo, config):
     """`<host>:<8 hex>`: this clone, stable across restarts, distinct per repository."""
-    digest = hashlib.sha1(repo.common_dir.encode(errors="surrogateescape")).hexdigest()[:8]
-    return f"{_host(config)}:{digest}"
+    return f"{_host(config)}:{repo_digest(repo)}"
 
 
 def server_sender_id(config):

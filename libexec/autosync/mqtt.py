@@ -19,7 +19,9 @@ from urllib.parse import urlsplit
 
 import paho.mqtt.client as paho
 
-from .message import BadMessage, DropLog, decode, encode, topic
+from .config import read_secret
+from .message import BadMessage, decode, encode, topic
+from .transport import Transport
 from .util import Backoff, Error, announce_within, log
 
 DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
@@ -40,20 +42,6 @@ def parse_url(url):
     return parts.scheme == "mqtts", parts.hostname, port or DEFAULT_PORTS[parts.scheme]
 
 
-def read_password(config):
-    """The password in autosync.mqtt.passwordFile (bytes, without the final newline)."""
-    path = config["mqtt.passwordFile"]
-    if not path:
-        return None
-    try:
-        with open(path, "rb") as f:
-            return f.read().rstrip(b"\r\n")
-    except OSError as e:
-        raise Error(f"cannot read the broker password file '{path}': "
-                    f"{(e.strerror or str(e)).lower()}",
-                    "git config autosync.mqtt.passwordFile ~/.config/git-autosync/mqtt-password")
-
-
 def make_client(config, name):
     """A configured, not yet connected client: credentials, TLS, no automatic reconnect."""
     tls, host, port = parse_url(config["mqtt.url"])
@@ -62,7 +50,10 @@ def make_client(config, name):
                          protocol=paho.MQTTv311, clean_session=True,
                          reconnect_on_failure=False)
     if config["mqtt.username"]:
-        client.username_pw_set(config["mqtt.username"], read_password(config))
+        path = config["mqtt.passwordFile"]
+        client.username_pw_set(config["mqtt.username"],
+                               read_secret(path, "autosync.mqtt.passwordFile", "broker")
+                               if path else None)
     if tls:
         ca = config["mqtt.caFile"] or None
         try:
@@ -105,36 +96,22 @@ def silent(url):
     return f"the broker at {url} closed the connection without answering (wrong port{hint})"
 
 
-class MqttTransport:
-    on_change = None  # called (from the network thread) when the connection fails
-
+class MqttTransport(Transport):
     def __init__(self, config, sender, on_notification, on_connect):
-        self.config = config
+        super().__init__(config, sender, on_notification, on_connect, "autosync-mqtt")
         self.url = config["mqtt.url"]
-        self.sender = sender
         try:
             self.topic = topic(config.channel, config.branch)
         except BadMessage as e:
             raise Error(f"cannot announce over mqtt: {e}")
-        self.on_notification = on_notification
-        self.on_connect_cb = on_connect
         self.client, self.host, self.port = make_client(config, sender)
         self.client.on_connect = self._on_connect
         self.client.on_subscribe = self._on_subscribe
         self.client.on_message = self._on_message
-        self.connected = False  # logged in and subscribed: notifications will arrive
-        self.last_error = None
         self.answered = False  # the broker answered the current connection attempt
-        self.unsent = None  # the newest note that could not be published yet
-        self.stopping = threading.Event()
-        self.dropped = DropLog()
-        self.thread = threading.Thread(target=self._run, name="autosync-mqtt", daemon=True)
 
     def describe(self):
         return f"{self.url} channel {self.config.channel}"
-
-    def start(self):
-        self.thread.start()
 
     def stop(self):
         self.stopping.set()
@@ -172,14 +149,6 @@ class MqttTransport:
                 break
         self.connected = False
 
-    def _failed(self, message):
-        self.connected = False
-        if message != self.last_error:
-            log.warning("%s", message)
-        self.last_error = message
-        if self.on_change is not None:
-            self.on_change()
-
     def _on_connect(self, client, userdata, flags, reason_code, properties):
         self.answered = True
         if reason_code.is_failure:
@@ -195,15 +164,7 @@ class MqttTransport:
                                  self.config))
             client.disconnect()
             return
-        self.connected = True
-        self.last_error = None
-        if self.unsent is not None:
-            note, self.unsent = self.unsent, None
-            self._send(note)
-        try:
-            self.on_connect_cb()
-        except Exception:  # the daemon's callback must not kill the network loop
-            log.exception("on_connect callback failed")
+        self._came_up(self._send)  # logged in and subscribed
 
     def _on_message(self, client, userdata, msg):
         try:
@@ -213,12 +174,7 @@ class MqttTransport:
         except (BadMessage, UnicodeDecodeError) as e:
             self.dropped(str(e))
             return
-        if note.sender == self.sender:
-            return
-        try:
-            self.on_notification(note)
-        except Exception:
-            log.exception("on_notification callback failed")
+        self._hand_on(note)
 
     # -- publishing --------------------------------------------------------------------------
     def _send(self, note):
@@ -229,13 +185,7 @@ class MqttTransport:
         """Publish (retained, QoS 1) and wait for the broker's ack; False when not delivered.
 
         Never raises. While disconnected the newest note is kept and sent on reconnect."""
-        try:
-            encode(note)
-        except BadMessage as e:
-            log.warning("cannot announce commit %s: %s", str(note.commit)[:10], e)
-            return False
-        if not self.connected:
-            self.unsent = note
+        if not self._may_send(note):
             return False
         try:
             info = self._send(note)

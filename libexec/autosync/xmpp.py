@@ -25,7 +25,9 @@ import threading
 import time
 import xml.etree.ElementTree as ET
 
-from .message import BadMessage, DropLog, decode, encode
+from .config import read_secret
+from .message import BadMessage, decode, encode
+from .transport import Transport
 from .util import Backoff, Error, announce_within, log
 
 NS_STREAM = "http://etherx.jabber.org/streams"
@@ -404,13 +406,11 @@ class XmppClient:
 
 
 def read_password(path):
+    secret = read_secret(path, "autosync.xmpp.passwordFile", "xmpp")
     try:
-        with open(path) as f:
-            return f.read().rstrip("\r\n")
-    except (OSError, TypeError) as e:
-        raise XmppError(f"cannot read the xmpp password file '{path}': "
-                        f"{(getattr(e, 'strerror', None) or 'not set').lower()}",
-                        "git config autosync.xmpp.passwordFile ~/.config/git-autosync/xmpp-pw")
+        return secret.decode()
+    except UnicodeDecodeError:
+        raise XmppError(f"the xmpp password file '{path}' is not UTF-8")
 
 
 def destination(config, client):
@@ -426,7 +426,7 @@ def client_for(config, timeout=10.0):
                       allow_plaintext=config["xmpp.allowPlaintext"], timeout=timeout)
 
 
-class XmppTransport:
+class XmppTransport(Transport):
     """Notifications over XMPP, with the same interface and semantics as MqttTransport.
 
     One thread owns the connection and does all its I/O (an SSL socket must not be read and
@@ -434,33 +434,19 @@ class XmppTransport:
     pair and waits until the server has answered a ping sent right after the message - the
     counterpart of MQTT's QoS 1 acknowledgement."""
 
-    on_change = None  # called (from the network thread) when the connection fails
-
     def __init__(self, config, sender, on_notification, on_connect):
-        self.config = config
-        self.sender = sender
-        self.on_notification = on_notification
-        self.on_connect_cb = on_connect
+        super().__init__(config, sender, on_notification, on_connect, "autosync-xmpp")
         self.channel, self.branch = config.channel, config.branch
         self.client = client_for(config)  # reads the password now: a bad setup fails early
         self.room = config["xmpp.room"]
         self.nick = None
-        self.connected = False  # logged in (and in the room): notifications will arrive
-        self.last_error = None
-        self.unsent = None  # the newest note that could not be published yet
         self.outbox = queue.SimpleQueue()  # (note, threading.Event set once the server has it)
         self.wake_r, self.wake_w = socket.socketpair()
         self.wake_r.setblocking(False)
-        self.stopping = threading.Event()
-        self.dropped = DropLog()
-        self.thread = threading.Thread(target=self._run, name="autosync-xmpp", daemon=True)
 
     def describe(self):
         room = self.room or "own account"
         return f"xmpp {self.config['xmpp.jid']} ({room}) channel {self.channel}"
-
-    def start(self):
-        self.thread.start()
 
     def stop(self):
         self.stopping.set()
@@ -482,16 +468,6 @@ class XmppTransport:
             self.wake_w.send(b"x")
         except OSError:  # the pair's buffer is full: the thread is awake anyway
             pass
-
-    def _failed(self, message):
-        self.connected = False
-        if self.stopping.is_set():
-            return
-        if message != self.last_error:
-            log.warning("%s", message)
-        self.last_error = message
-        if self.on_change is not None:
-            self.on_change()
 
     def _run(self):
         backoff = Backoff(first=1.0, cap=60.0)
@@ -526,17 +502,9 @@ class XmppTransport:
         if self.room:
             self.nick = self.sender.replace(":", "-") + "-" + secrets.token_hex(2)
             client.join(self.room, self.nick)
-        self.connected = True
-        self.last_error = None
         log.info("connected to xmpp as %s; notifications via %s", client.jid,
                  self.room or client.bare)
-        if self.unsent is not None:
-            note, self.unsent = self.unsent, None
-            self.outbox.put((note, threading.Event()))
-        try:
-            self.on_connect_cb()
-        except Exception:  # the daemon's callback must not end the session
-            log.exception("on_connect callback failed")
+        self._came_up(lambda note: self.outbox.put((note, threading.Event())))
         acks = {}  # ping id -> (note, event) of a message sent just before the ping
         last_heard, ping_sent = time.monotonic(), None
         try:
@@ -594,25 +562,14 @@ class XmppTransport:
         except BadMessage as e:
             self.dropped(str(e))
             return
-        if note.sender == self.sender or (note.channel, note.branch) != (self.channel,
-                                                                         self.branch):
-            return
-        try:
-            self.on_notification(note)
-        except Exception:
-            log.exception("on_notification callback failed")
+        if (note.channel, note.branch) == (self.channel, self.branch):
+            self._hand_on(note)
 
     def publish(self, note, timeout=5.0):
         """Send note and wait until the server has it; False when not delivered (yet).
 
         Never raises. While disconnected the newest note is kept and sent on reconnect."""
-        try:
-            encode(note)
-        except BadMessage as e:
-            log.warning("cannot announce commit %s: %s", str(note.commit)[:10], e)
-            return False
-        if not self.connected:
-            self.unsent = note
+        if not self._may_send(note):
             return False
         done = threading.Event()
         self.outbox.put((note, done))
