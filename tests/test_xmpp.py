@@ -6,6 +6,7 @@ import signal
 import socket
 import threading
 import time
+from contextlib import contextmanager
 
 import pytest
 
@@ -147,29 +148,9 @@ def test_connection_refused_is_one_line(tmp_path):
 ], ids=["billion-laughs", "oversized", "malformed", "closed"])
 def test_a_hostile_server_cannot_crash_the_client(hostile, error):
     """A real socket peer that answers the stream header with hostile XML: one clean error."""
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(1)
-
-    def evil():
-        conn, _ = srv.accept()
-        try:
-            conn.recv(4096)
-            conn.sendall(HEAD + hostile)
-            conn.recv(4096)
-        except OSError:
-            pass
-        finally:
-            conn.close()
-    t = threading.Thread(target=evil)
-    t.start()
-    try:
+    with scripted_server(HEAD + hostile) as port:
         with pytest.raises(XmppError, match=error):
-            XmppClient("a@localhost", "x", server="127.0.0.1", port=srv.getsockname()[1],
-                       timeout=5).connect()
-    finally:
-        t.join(10)
-        srv.close()
+            XmppClient("a@localhost", "x", server="127.0.0.1", port=port, timeout=5).connect()
 
 
 @pytest.mark.parametrize("reply", [b"<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>",
@@ -178,30 +159,38 @@ def test_a_hostile_server_cannot_crash_the_client(hostile, error):
 def test_a_server_that_skips_the_scram_proof_is_refused(reply):
     """An impostor that accepts any password without proving it knows ours (plaintext
     allowed here so that the fake needs no TLS)."""
+    features = (HEAD + b"<stream:features><mechanisms xmlns='urn:ietf:params:xml:ns:"
+                b"xmpp-sasl'><mechanism>SCRAM-SHA-1</mechanism></mechanisms>"
+                b"</stream:features>")
+    with scripted_server(features, reply) as port:
+        with pytest.raises(XmppError, match="SCRAM"):
+            XmppClient("a@localhost", "x", server="127.0.0.1", port=port,
+                       allow_plaintext=True, timeout=5).connect()
+
+
+@contextmanager
+def scripted_server(*replies):
+    """A real loopback peer for one connection: it answers each thing the client sends
+    with the next of `replies`, then waits for one more read and hangs up."""
     srv = socket.socket()
     srv.bind(("127.0.0.1", 0))
     srv.listen(1)
 
-    def impostor():
+    def serve():
         conn, _ = srv.accept()
         try:
-            conn.recv(4096)
-            conn.sendall(HEAD + b"<stream:features><mechanisms xmlns='urn:ietf:params:xml:ns:"
-                         b"xmpp-sasl'><mechanism>SCRAM-SHA-1</mechanism></mechanisms>"
-                         b"</stream:features>")
-            conn.recv(4096)
-            conn.sendall(reply)
+            for reply in replies:
+                conn.recv(4096)
+                conn.sendall(reply)
             conn.recv(4096)
         except OSError:
             pass
         finally:
             conn.close()
-    t = threading.Thread(target=impostor)
+    t = threading.Thread(target=serve)
     t.start()
     try:
-        with pytest.raises(XmppError, match="SCRAM"):
-            XmppClient("a@localhost", "x", server="127.0.0.1", port=srv.getsockname()[1],
-                       allow_plaintext=True, timeout=5).connect()
+        yield srv.getsockname()[1]
     finally:
         t.join(10)
         srv.close()
