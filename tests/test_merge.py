@@ -6,6 +6,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from conftest import git
+from autosync.config import Config
 from autosync.git import Repo
 from autosync.merge import integrate, merge_commits
 from autosync.util import Error
@@ -91,7 +92,7 @@ def test_fast_forward_and_already_merged(diverged):
 def test_integrate_updates_the_work_tree(diverged):
     r, a, b = diverged
     git(r, "checkout", "-q", "a")
-    head, conflicts = integrate(Repo(r), b)
+    head = integrate(Repo(r), b, Config(Repo(r))).head
     assert git(r, "rev-parse", "HEAD") == head
     assert (r / "doc.md").read_text() == "desktop\n"
     assert (r / "doc.conflict-laptop-20231114-221500.md").read_text() == "laptop\n"
@@ -104,7 +105,7 @@ def test_integrate_never_overwrites_uncommitted_work(diverged):
     (r / "doc.md").write_text("unsaved local edit\n")
     head = git(r, "rev-parse", "HEAD")
     with pytest.raises(Error):
-        integrate(Repo(r), b)
+        integrate(Repo(r), b, Config(Repo(r)))
     assert (r / "doc.md").read_text() == "unsaved local edit\n"
     assert git(r, "rev-parse", "HEAD") == head
 

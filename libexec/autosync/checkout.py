@@ -1,44 +1,104 @@
-"""Move the work tree from a commit to a descendant without ever overwriting a save.
+"""Move the work tree from a commit to a descendant: never where git would not write, never
+a lost save, and safe to kill at any instant.
 
-git's own checkout looks at each file and, a moment later, replaces it: a save that lands
-in between is lost. Here every file the update touches is first renamed aside (atomic) and
-compared with its committed version. Only when all of them match are the new versions put
-in place, each with link(), which fails rather than replace a file that appeared in the
-meantime (that save is newer than the merge and is kept). A file that differs is put back
-and the update is refused with Busy: the caller commits it and merges again.
+An update runs in four steps, each one recoverable:
+
+1. Check (nothing written yet). The new tree is refused whole if git would refuse it
+   (treecheck). A changed file holding edits not committed yet, or an untracked file in the
+   way of an added path, raises Busy when autosync would commit it (the caller commits, then
+   updates again); one autosync never commits (too big, ignored, a temp name, a nested
+   repository) is moved to $GIT_DIR/autosync/kept/ instead, so it can never block syncing.
+2. Stage. The new versions are written by `git checkout-index` into the journal,
+   $GIT_DIR/autosync/update.new/, beside a plan naming the two commits; renaming the
+   directory to update/ starts the update. Temp files never live in the work tree.
+3. Apply, path by path, through directory descriptors (safefs: no symlink is ever followed
+   in a leading component). A changed file is swapped with its new version in one atomic
+   renameat2(RENAME_EXCHANGE), so readers never see it missing; what comes out is compared
+   with its committed blob and deleted only when equal. Anything else is a save that landed
+   meanwhile: it goes back to its path (a save is newer than the merge) and the new version
+   is kept beside it as a conflict copy. Deletions move the file into the journal first and
+   compare it the same way. Added files are renamed in with RENAME_NOREPLACE.
+4. The index takes the new entries (refreshed from the placed files), the branch moves
+   (compare-and-swap), and the journal is removed.
+
+recover() runs before every commit and every update: with a journal present it runs step 3
+again from wherever the files are (every step is decided by looking at the files, so a
+second run completes the first), then step 4. No deletion is committed while an update is
+unfinished, and nothing leaves the journal unless it is verified committed content.
 """
 
+import json
 import os
 import shutil
+import signal
+import stat
 import subprocess
+import time
 
-from .util import Error, log
+from . import safefs
+from .safefs import Blocked, Root
+from .treecheck import Refused, check_update
+from .util import Error, Retry, log
 
 GITLINK, SYMLINK = "160000", "120000"
 CHUNK = 1 << 16
+JOURNAL, STAGING, KEPT = "update", "update.new", "kept"
+# git's own path checks as strict as on Windows and macOS, wherever we run
+PROTECT = ("-c", "core.protectNTFS=true", "-c", "core.protectHFS=true")
+ABSENT, DIR, NEW, OLD, USER = "absent", "dir", "new", "old", "user"
+
+__all__ = ["Busy", "Refused", "advance", "recover", "changes"]
 
 
 class Busy(Error):
-    """A file changed after it was committed: commit it, then update again."""
+    """Local changes are in the way: commit them, then update again."""
 
 
+# -- the fault-injection seam ---------------------------------------------------------------
+step_hook = None  # tests: called as step_hook(name, path) at every step of an update
+_fault_counts = {}
+
+
+def step(name, path=""):
+    """A point an update can die at. GIT_AUTOSYNC_FAULT=NAME[:N] kills the process (SIGKILL)
+    the Nth time (default: first) it reaches step NAME; only the test suite sets it."""
+    if step_hook is not None:
+        step_hook(name, path)
+    fault = os.environ.get("GIT_AUTOSYNC_FAULT")
+    if fault:
+        want, _, nth = fault.partition(":")
+        if want == name:
+            _fault_counts[name] = _fault_counts.get(name, 0) + 1
+            if _fault_counts[name] == int(nth or 1):
+                os.kill(os.getpid(), signal.SIGKILL)
+
+
+# -- what changes -----------------------------------------------------------------------------
 class Change:
-    def __init__(self, old_mode, new_mode, old_oid, new_oid, path):
-        self.old_mode, self.new_mode = old_mode, new_mode
-        self.old_oid = None if old_oid.strip("0") == "" else old_oid
-        self.new_oid = None if new_oid.strip("0") == "" else new_oid
-        self.path = path
+    __slots__ = ("path", "old", "new")
+
+    def __init__(self, path, old, new):
+        self.path, self.old, self.new = path, old, new  # (mode, oid) or None
+
+    def __repr__(self):
+        return f"Change({self.path!r}, {self.old}, {self.new})"
 
 
 def changes(repo, old, new):
+    """What differs between two commits, without submodules (never checked out here)."""
     out = repo.run("diff-tree", "-r", "-z", "--no-renames", "--raw", old, new).stdout
     fields = out.split(b"\0")
     result = []
     for i in range(0, len(fields) - 1, 2):
         meta = fields[i].decode().lstrip(":").split()
-        if len(meta) >= 4:
-            result.append(Change(meta[0], meta[1], meta[2], meta[3],
-                                 os.fsdecode(fields[i + 1])))
+        if len(meta) < 4:
+            continue
+        om, nm, oo, no = meta[:4]
+        path = os.fsdecode(fields[i + 1])
+        old_side = None if om == "000000" or om == GITLINK else (om, oo)
+        new_side = None if nm == "000000" or nm == GITLINK else (nm, no)
+        if old_side or new_side:
+            result.append(Change(path, old_side, new_side))
     return result
 
 
@@ -46,154 +106,524 @@ class Blobs:
     """Committed blobs streamed from one `git cat-file --batch`, compared with files."""
 
     def __init__(self, repo):
+        self.repo = repo
         self.proc = subprocess.Popen(["git", "cat-file", "--batch"], cwd=repo.cwd,
                                      env=repo.env, stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
 
-    def same(self, oid, path):
-        """Whether the file at path holds exactly blob oid (bytes, before any filter)."""
+    def _header(self, oid):
         self.proc.stdin.write(oid.encode() + b"\n")
         self.proc.stdin.flush()
         header = self.proc.stdout.readline().split()
-        size = int(header[2]) if len(header) == 3 else -1
-        equal = size >= 0 and os.path.getsize(path) == size
-        left = max(size, 0)
-        with open(path, "rb") as f:
-            while left:
-                want = self.proc.stdout.read(min(CHUNK, left))
-                left -= len(want)
-                if equal and f.read(len(want)) != want:
-                    equal = False
-        if size >= 0:
-            self.proc.stdout.read(1)  # the newline after the content
+        return int(header[2]) if len(header) == 3 else -1
+
+    def content(self, oid):
+        size = self._header(oid)
+        if size < 0:
+            return None
+        data = self.proc.stdout.read(size)
+        self.proc.stdout.read(1)
+        return data
+
+    def same(self, oid, fd, size):
+        """Whether the open file holds exactly blob oid (bytes, before any filter)."""
+        blob_size = self._header(oid)
+        equal = blob_size >= 0 and blob_size == size
+        left = max(blob_size, 0)
+        while left:
+            want = self.proc.stdout.read(min(CHUNK, left))
+            left -= len(want)
+            if equal and os.read(fd, len(want)) != want:
+                equal = False
+        if blob_size >= 0:
+            self.proc.stdout.read(1)
         return equal
 
     def close(self):
         self.proc.stdin.close()
         self.proc.wait()
+        self.proc.stdout.close()
 
 
-def unchanged(repo, blobs, change, aside):
-    """The file moved aside is the committed version (content or link target)."""
-    if change.old_mode == SYMLINK:
-        return os.path.islink(aside) and os.fsencode(os.readlink(aside)) == \
-            repo.run("cat-file", "blob", change.old_oid).stdout
-    if os.path.islink(aside) or not os.path.isfile(aside):
-        return False
-    if blobs.same(change.old_oid, aside):
-        return True
-    # the bytes differ: equal after git's filters (eol, clean) is still unchanged
-    res = repo.run("hash-object", f"--path={change.path}", "--", aside, check=False)
-    return res.returncode == 0 and res.stdout.decode().strip() == change.old_oid
+# -- one update ----------------------------------------------------------------------------
+class Update:
+    """Steps 3 and 4 for one plan; every step looks at the files before it acts."""
 
+    def __init__(self, repo, plan, journal_dir):
+        self.repo, self.plan = repo, plan
+        self.tree = Root(repo.top)
+        self.journal = Root(journal_dir)
+        self.blobs = Blobs(repo)
+        self.copies = []  # (path, copy): a new version kept beside a save that won the path
+        self.kept = []  # (path, where): local content moved out of the way, under kept/
+        self.saves = set()  # paths holding a save instead of their new version
+        self.index = {}  # path -> its position in the list of changes
+        self.spares = 0
 
-def advance(repo, branch, old, new):
-    """Update work tree, index and branch from old to new (a descendant of old)."""
-    todo = [c for c in changes(repo, old, new) if GITLINK not in (c.old_mode, c.new_mode)]
-    aside_dir = os.path.join(repo.ensure_state_dir(), "aside")
-    shutil.rmtree(aside_dir, ignore_errors=True)  # copies of committed content only
-    os.makedirs(aside_dir)
-    moved = []
-    blobs = Blobs(repo)
-    try:
-        for i, c in enumerate(todo):
-            if c.old_oid is None:
-                continue
-            full = os.path.join(repo.top, c.path)
-            aside = os.path.join(aside_dir, str(i))
-            try:
-                os.rename(full, aside)
-            except FileNotFoundError:
-                raise Busy(f"'{c.path}' was deleted while merging; committing that first")
-            moved.append((c.path, aside))
-            if not unchanged(repo, blobs, c, aside):
-                raise Busy(f"'{c.path}' changed while merging; committing it first")
-        for c in todo:  # added paths must be free (a directory emptied above is)
-            if c.old_oid is None:
-                prune_dirs(repo.top, c.path)
-                if os.path.lexists(os.path.join(repo.top, c.path)):
-                    raise Busy(f"'{c.path}' appeared while merging; committing it first")
-    except BaseException:
-        put_back(repo, moved)
-        raise
-    finally:
-        blobs.close()
-    for c in todo:  # first, so that a file can take the place of a directory
-        if c.new_oid is None:
-            prune_dirs(repo.top, os.path.dirname(c.path))
-    place_new(repo, [c for c in todo if c.new_oid is not None], aside_dir)
-    # the index takes what is now in the tree: the new versions with their real stat data,
-    # or a save that won the race (it is then staged, and the next commit records it)
-    ordered = [c.path for c in todo if c.new_oid is None] + \
-        [c.path for c in todo if c.new_oid is not None]  # removals first: file <-> dir
-    res = repo.run("update-index", "--add", "--remove", "--replace", "-z", "--stdin",
-                   check=False, input="".join(p + "\0" for p in ordered)
-                   .encode(errors="surrogateescape"))
-    if res.returncode != 0:
-        log.warning("updating the index after the merge: %s",
-                    res.stderr.decode(errors="replace").strip())
-    repo.run("update-ref", "-m", "autosync: merge", f"refs/heads/{branch}", new, old)
-    shutil.rmtree(aside_dir, ignore_errors=True)
+    def close(self):
+        self.blobs.close()
+        self.tree.close()
+        self.journal.close()
 
-
-def put_back(repo, moved):
-    """Return moved-aside files; a save that took a path meanwhile wins, the other is kept."""
-    for path, aside in reversed(moved):
-        full = os.path.join(repo.top, path)
+    # -- looking at files ---------------------------------------------------------------
+    def _holds(self, root, rel, st, entry, path):
+        mode, oid = entry
+        if mode == SYMLINK:
+            return stat.S_ISLNK(st.st_mode) and \
+                os.fsencode(root.readlink(rel)) == self.blobs.content(oid)
+        if not stat.S_ISREG(st.st_mode):
+            return False
+        fd = root.open(rel)
         try:
-            os.makedirs(os.path.dirname(full), exist_ok=True)
-            os.link(aside, full, follow_symlinks=False)
-            os.unlink(aside)
-        except FileExistsError:
-            keep = f"{full}.autosync-saved-{os.getpid()}"
-            os.rename(aside, keep)
-            log.warning("'%s' was saved twice during a merge; the older save is '%s'", path,
-                        keep)
-
-
-def place_new(repo, todo, aside_dir):
-    """The new versions, smudged by git (filters, eol) into temp files, linked into place."""
-    if not todo:
-        return
-    index = os.path.join(aside_dir, "index")
-    env = {"GIT_INDEX_FILE": index}
-    lines = "".join(f"{c.new_mode} {c.new_oid}\t{c.path}\0" for c in todo)
-    repo.run("update-index", "-z", "--index-info", env=env,
-             input=lines.encode(errors="surrogateescape"))
-    regular = [c for c in todo if c.new_mode != SYMLINK]
-    temps = {}
-    if regular:
-        out = repo.run("checkout-index", "--temp", "-z", "--stdin", env=env,
-                       input="".join(c.path + "\0" for c in regular)
-                       .encode(errors="surrogateescape")).stdout
-        for record in out.split(b"\0"):
-            if b"\t" in record:
-                tmp, path = record.split(b"\t", 1)
-                temps[os.fsdecode(path)] = os.path.join(repo.top, os.fsdecode(tmp))
-    for i, c in enumerate(todo):
-        full = os.path.join(repo.top, c.path)
-        if c.new_mode == SYMLINK:
-            tmp = os.path.join(aside_dir, f"link-{i}")
-            os.symlink(os.fsdecode(repo.run("cat-file", "blob", c.new_oid).stdout), tmp)
-        else:
-            tmp = temps[c.path]
-            if c.new_mode == "100755":  # --temp files are never executable: as git does,
-                mode = os.stat(tmp).st_mode  # give x wherever there is r
-                os.chmod(tmp, mode | (mode & 0o444) >> 2)
-        try:
-            os.makedirs(os.path.dirname(full), exist_ok=True)
-            os.link(tmp, full, follow_symlinks=False)
-        except FileExistsError:
-            log.info("'%s' was saved during the merge: the save is kept", c.path)
+            if self.blobs.same(oid, fd, st.st_size):
+                return True
+            # not byte-equal: the same after git's filters (eol, clean) still counts
+            os.lseek(fd, 0, os.SEEK_SET)
+            with os.fdopen(os.dup(fd), "rb") as f:
+                data = f.read()
         finally:
-            os.unlink(tmp)
+            os.close(fd)
+        res = self.repo.run("hash-object", "--stdin", f"--path={path}", input=data,
+                            check=False)
+        return res.returncode == 0 and res.stdout.decode().strip() == oid
 
-
-def prune_dirs(top, rel):
-    """Remove directories a deletion left empty, up to the top."""
-    while rel:
+    def classify(self, root, rel, c):
+        """ABSENT, DIR, NEW (the new version), OLD (the committed one) or USER (a save)."""
         try:
-            os.rmdir(os.path.join(top, rel))
-        except OSError:
+            st = root.lstat(rel)
+        except Blocked:
+            return DIR
+        k = safefs.kind(st)
+        if k is None:
+            return ABSENT
+        if k == "dir":
+            return DIR
+        if k == "other":
+            return USER
+        if c.new and self._holds(root, rel, st, c.new, c.path):
+            if c.old and c.old[1] == c.new[1] and c.old[0] != c.new[0] and k == "file":
+                # only the mode changed: the x bit tells which one this is
+                return NEW if bool(st.st_mode & 0o100) == (c.new[0] == "100755") else OLD
+            return NEW
+        if c.old and self._holds(root, rel, st, c.old, c.path):
+            return OLD
+        return USER
+
+    # -- moving things ----------------------------------------------------------------------
+    def _swap(self, loc, c):
+        """Exchange journal loc with the work-tree path. Returns the journal name that now
+        holds what was at the path, and whether loc's content is at the path for sure."""
+        if safefs.exchange(self.journal, loc, self.tree, c.path):
+            return loc, True
+        # no RENAME_EXCHANGE here (NFS, some FUSE): move out, then in (git leaves a gap too)
+        self.spares += 1
+        spare = f"out/{self.index.get(c.path, 0)}.{self.spares}"
+        safefs.move_noreplace(self.tree, c.path, self.journal, spare)
+        try:
+            safefs.move_noreplace(self.journal, loc, self.tree, c.path)
+        except FileExistsError:  # a save took the empty path: it stays; loc is resolved
+            self.resolve(loc, c)
+            return spare, False
+        return spare, True
+
+    def keep(self, root, rel, path):
+        """Move root/rel to $GIT_DIR/autosync/kept/<time>/<path>: out of the way, not lost."""
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        base = os.path.join(self.repo.state_dir, KEPT)
+        os.makedirs(base, exist_ok=True)
+        kept = Root(base)
+        try:
+            for n in range(1000):
+                dest = f"{stamp}{'-%d' % n if n else ''}/{path}"
+                if kept.lstat(dest) is None:
+                    break
+            fd, name = root.at(rel)
+            kfd, kname = kept.at(dest, create=True)
+            os.rename(name, kname, src_dir_fd=fd, dst_dir_fd=kfd)  # a fresh name of ours
+        finally:
+            kept.close()
+        where = os.path.join(base, dest)
+        log.warning("kept '%s' as '%s'", path, where)
+        self.kept.append((path, where))
+        step("kept", path)
+
+    def beside(self, loc, c, merged):
+        """Keep journal loc as a conflict copy next to its path (or under kept/)."""
+        namer = self.plan.copy_name
+        for n in range(1, 100):
+            name = namer(c.path, n, merged)
+            try:
+                safefs.move_noreplace(self.journal, loc, self.tree, name)
+            except FileExistsError:
+                continue
+            except Blocked:
+                break
+            log.warning("'%s' was saved during the merge: the save stays, the %s is kept "
+                        "as '%s'", c.path, "merged version" if merged else "older save", name)
+            self.copies.append((c.path, name))
+            step("beside", c.path)
             return
-        rel = os.path.dirname(rel)
+        self.keep(self.journal, loc, c.path)
+
+    # -- one path -------------------------------------------------------------------------------
+    def resolve(self, loc, c, tree_kind=None):
+        """Journal loc holds something that left the work tree: drop it if it is committed
+        content, else put it back (a save wins its path) or beside (a second save)."""
+        for _ in range(6):
+            k = self.classify(self.journal, loc, c)
+            if k == ABSENT:
+                return
+            p = tree_kind or self.classify(self.tree, c.path, c)
+            tree_kind = None
+            if k == OLD or (k == NEW and p == NEW):
+                self.journal.unlink(loc)  # verified: committed content
+                return
+            if p == ABSENT:
+                try:
+                    safefs.move_noreplace(self.journal, loc, self.tree, c.path)
+                except FileExistsError:
+                    continue
+                except Blocked:
+                    return self.keep(self.journal, loc, c.path)
+                if k == USER:
+                    self.saves.add(c.path)
+                step("put-back", c.path)
+                return
+            if k != p and p in (NEW, OLD):  # loc goes to the path; what was there comes out
+                loc, placed = self._swap(loc, c)
+                if k == USER:
+                    self.saves.add(c.path)
+                step("swapped-back", c.path)
+                tree_kind = k if placed else None
+                continue
+            return self.beside(loc, c, merged=(k == NEW))  # the path holds a save, or a dir
+        self.keep(self.journal, loc, c.path)
+
+    def delete(self, i, c):
+        loc = f"out/{i}"
+        if self.journal.lstat(loc) is None:
+            try:
+                k = safefs.kind(self.tree.lstat(c.path))
+            except Blocked:
+                return
+            if k is None or k == "dir":
+                return  # gone already, or the user put a directory there
+            try:
+                safefs.move_noreplace(self.tree, c.path, self.journal, loc)
+            except (FileNotFoundError, Blocked):
+                return
+            step("moved-out", c.path)
+        self.resolve(loc, c)
+
+    def put(self, c, staged_is_new):
+        loc = "new/" + c.path
+        if self.journal.lstat(loc) is None:
+            return  # placed already
+        if not staged_is_new and self.classify(self.journal, loc, c) != NEW:
+            return self.resolve(loc, c)  # what an exchange took out, before a crash
+        for _ in range(6):
+            try:
+                self.tree.dir(os.path.dirname(c.path), create=True)
+                k = safefs.kind(self.tree.lstat(c.path))
+            except Blocked:  # something that is not a directory sits on the way
+                return self.keep(self.journal, loc, c.path)
+            if k == "dir":
+                try:
+                    self.tree.rmdir(c.path)  # an empty directory holds nothing to keep
+                    continue
+                except OSError:
+                    return self.beside(loc, c, merged=True)
+            if k is None:
+                try:
+                    safefs.move_noreplace(self.journal, loc, self.tree, c.path)
+                except FileExistsError:
+                    continue
+                step("placed", c.path)
+                return
+            out, placed = self._swap(loc, c)
+            step("exchanged", c.path)
+            return self.resolve(out, c, tree_kind=NEW if placed else None)
+        self.resolve(loc, c)
+
+    def prune(self, paths):
+        """Remove the directories deletions left empty, deepest first."""
+        dirs = set()
+        for p in paths:
+            while "/" in p:
+                p = p.rpartition("/")[0]
+                dirs.add(p)
+        for d in sorted(dirs, key=lambda d: d.count("/"), reverse=True):
+            try:
+                self.tree.rmdir(d)
+            except (OSError, Blocked):
+                pass
+
+    def apply(self, todo, staged_is_new):
+        self.index = {c.path: i for i, c in enumerate(todo)}
+        deletions = [(i, c) for i, c in enumerate(todo) if c.new is None]
+        for i, c in reversed(deletions):
+            self.delete(i, c)
+        self.prune([c.path for _, c in deletions])
+        for c in todo:
+            if c.new is not None:
+                self.put(c, staged_is_new)
+
+    # -- step 4 --------------------------------------------------------------------------------
+    def finish(self, todo, move_branch=True):
+        repo, plan = self.repo, self.plan
+        zero = "0" * len(plan.new)
+        lines = [f"0 {zero}\t{c.path}\0" for c in todo if c.new is None] + \
+                [f"{c.new[0]} {c.new[1]}\t{c.path}\0" for c in todo if c.new is not None]
+        # the new entries, then stat data from the placed files (a save keeps showing as
+        # modified: only content equal to the entry is marked clean)
+        res = repo.run(*PROTECT, "update-index", "-z", "--index-info", check=False,
+                       input="".join(lines).encode(errors="surrogateescape"))
+        if res.returncode != 0:
+            raise OSError(0, _first_line(res.stderr) or "git update-index failed")
+        repo.run("update-index", "-q", "--refresh", check=False)
+        step("index")
+        if move_branch:
+            res = repo.run("update-ref", "-m", "autosync: merge", f"refs/heads/{plan.branch}",
+                           plan.new, plan.old, check=False)
+            if res.returncode != 0:
+                log.warning("'%s' moved while merging; the merged files are in the work tree "
+                            "and will be committed on top of it", plan.branch)
+        step("ref")
+        self.drain(todo)
+
+    def drain(self, todo):
+        """Anything still in the journal is committed content (dropped) or kept."""
+        by_path = {c.path: c for c in todo}
+        for top in ("new", "out"):
+            for dirpath, dirnames, filenames in os.walk(os.path.join(self.journal.path, top)):
+                for name in filenames + [d for d in dirnames
+                                         if os.path.islink(os.path.join(dirpath, d))]:
+                    rel = os.path.relpath(os.path.join(dirpath, name), self.journal.path)
+                    inner = rel.split("/", 1)[1]
+                    c = by_path.get(inner) if top == "new" else \
+                        _nth(todo, inner.split(".", 1)[0])
+                    k = self.classify(self.journal, rel, c) if c else USER
+                    if k in (OLD, NEW):
+                        self.journal.unlink(rel)
+                    else:
+                        self.keep(self.journal, rel, c.path if c else inner)
+
+
+def _nth(todo, text):
+    return todo[int(text)] if text.isdigit() and int(text) < len(todo) else None
+
+
+# -- the plan --------------------------------------------------------------------------------
+class Plan:
+    """The journal's plan.json: the two commits, and how to name conflict copies."""
+    FIELDS = ("branch", "old", "new", "copy_host", "copy_time", "local_host")
+
+    def __init__(self, branch, old, new, copy_host, copy_time, local_host):
+        self.branch, self.old, self.new = branch, old, new
+        self.copy_host, self.copy_time, self.local_host = copy_host, copy_time, local_host
+
+    def copy_name(self, path, n, merged):
+        """A name beside path for the merged version (named after the side it came from)
+        or for an older save (named after this machine)."""
+        from .merge import copy_name
+        if merged:
+            return copy_name(path, self.copy_host, self.copy_time, n)
+        return copy_name(path, self.local_host, int(time.time()), n)
+
+    def to_json(self):
+        return json.dumps(dict({f: getattr(self, f) for f in self.FIELDS}, v=1))
+
+    @classmethod
+    def load(cls, path):
+        with open(path) as f:
+            d = json.load(f)
+        if not isinstance(d, dict) or d.get("v") != 1:
+            raise ValueError("unknown format")
+        return cls(*(d[f] for f in cls.FIELDS))
+
+
+def _journal(repo, name=JOURNAL):
+    return os.path.join(repo.state_dir, name)
+
+
+def _write_synced(path, text):
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    try:
+        os.write(fd, text.encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(path):
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def stage(repo, plan, todo):
+    """Step 2: the new versions checked out into the journal, then the journal started."""
+    base = repo.ensure_state_dir()
+    tmp = _journal(repo, STAGING)
+    shutil.rmtree(tmp, ignore_errors=True)  # an unstarted update: checked-out blobs only
+    os.mkdir(tmp, 0o700)
+    try:
+        index = os.path.join(tmp, "index")
+        env = {"GIT_INDEX_FILE": index}
+        placed = [c for c in todo if c.new is not None]
+        if placed:
+            res = repo.run(*PROTECT, "update-index", "-z", "--index-info", env=env, check=False,
+                           input="".join(f"{c.new[0]} {c.new[1]}\t{c.path}\0" for c in placed)
+                           .encode(errors="surrogateescape"))
+            if res.returncode != 0:  # git's own verify_path() said no
+                raise Refused(_first_line(res.stderr) or "git refuses one of its paths")
+            res = repo.run("checkout-index", "-q", "-z", "--stdin",
+                           f"--prefix={tmp}/new/", env=env, check=False,
+                           input="".join(c.path + "\0" for c in placed)
+                           .encode(errors="surrogateescape"))
+            if res.returncode != 0:
+                raise Retry(f"cannot prepare the merge in '{tmp}': "
+                            + (_first_line(res.stderr) or "git checkout-index failed"))
+            os.unlink(index)
+        os.mkdir(os.path.join(tmp, "out"))
+        os.makedirs(os.path.join(tmp, "new"), exist_ok=True)
+        _write_synced(os.path.join(tmp, "plan.json"), plan.to_json())
+        _fsync_dir(tmp)
+        os.rename(tmp, _journal(repo))
+        _fsync_dir(base)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise Retry(f"cannot prepare the merge in '{tmp}': {e.strerror}")
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    step("staged")
+
+
+def _first_line(stderr):
+    lines = [l for l in stderr.decode(errors="replace").splitlines() if l.strip()]
+    return lines[0].split(": ", 1)[-1] if lines else ""
+
+
+# -- step 1: what is in the way ----------------------------------------------------------------
+def in_the_way(repo, todo):
+    """(dirty, obstacles): changed tracked paths holding edits not committed yet, and
+    untracked files or directories where the update puts something."""
+    tree = Root(repo.top)
+    try:
+        olds = [c.path for c in todo if c.old is not None]
+        args = ["diff-files", "--name-only", "-z"]
+        if len(olds) <= 256:
+            args += ["--"] + olds
+        dirty = set()
+        if olds:
+            out = repo.run(*args, env={"GIT_LITERAL_PATHSPECS": "1"}).stdout
+            wanted = set(olds)
+            dirty = {p for p in os.fsdecode(out).split("\0") if p in wanted}
+        deleted = {c.path for c in todo if c.new is None}
+        blocked = []
+        for c in todo:
+            if c.new is None or c.old is not None:
+                continue
+            parts = c.path.split("/")
+            for k in range(1, len(parts) + 1):
+                prefix = "/".join(parts[:k])
+                kd = safefs.kind(tree.lstat(prefix))
+                if kd is None or (prefix in deleted and kd != "dir"):
+                    break  # nothing there (after the deletions)
+                if kd == "dir" and k < len(parts):
+                    continue
+                if kd != "dir" or _untracked_inside(repo, prefix):
+                    blocked.append(prefix)
+                break
+        return dirty, sorted(set(blocked))
+    finally:
+        tree.close()
+
+
+def _untracked_inside(repo, path):
+    out = repo.run("ls-files", "-z", "-o", "--directory", "--no-empty-directory", "--",
+                   path + "/",
+                   env={"GIT_LITERAL_PATHSPECS": "1"}).stdout
+    return bool(out.strip(b"\0"))
+
+
+# -- the entry points ------------------------------------------------------------------------
+def advance(repo, branch, old, new, names=None, uncommittable=None):
+    """Update work tree, index and branch from old to new (a descendant of old).
+
+    names: (host, time) naming a copy of a new version that a save pushed aside, and this
+    machine's host for an older save (default: the new commit's time, 'merge', 'local').
+    uncommittable(paths) -> {path: reason} for those autosync would not commit (default:
+    none). Returns (copies, kept): new versions kept beside a save, local content moved out
+    of the way.
+    Raises Refused (the new tree is unsafe), Busy (commit first) or Retry; in every case
+    before anything in the work tree changed.
+    """
+    recover(repo)
+    check_update(repo, repo.out("rev-parse", old + "^{tree}"),
+                 repo.out("rev-parse", new + "^{tree}"))
+    todo = changes(repo, old, new)
+    dirty, blocked = in_the_way(repo, todo)
+    if dirty or blocked:
+        reasons = uncommittable(sorted(dirty | set(blocked))) if uncommittable else {}
+        pending = [p for p in sorted(dirty) + blocked if p not in reasons]
+        if pending:
+            raise Busy(f"'{pending[0]}' has changes not committed yet; committing first")
+        blocked = [p for p in blocked if p in reasons]
+    else:
+        reasons = {}
+    copy_host, copy_time, local_host = names or (
+        "merge", int(repo.out("show", "-s", "--format=%ct", new)), "local")
+    plan = Plan(branch, old, new, copy_host, copy_time, local_host)
+    stage(repo, plan, todo)
+    update = Update(repo, plan, _journal(repo))
+    try:
+        for path in blocked:
+            log.warning("'%s' is in the way of the merge (%s)", path, reasons[path])
+            update.keep(update.tree, path, path)
+        update.apply(todo, staged_is_new=True)
+        update.finish(todo)
+        shutil.rmtree(_journal(repo))
+    except OSError as e:  # a full disk, a vanished directory: the journal completes it later
+        raise Retry(f"the merge of {new[:10]} was interrupted ({e.strerror or e}); "
+                    "it is completed at the next attempt")
+    finally:
+        update.close()
+    return update.copies, update.kept
+
+
+def recover(repo):
+    """Complete an update that was interrupted; (copies, kept), or None when there was none.
+    The caller holds repo.lock()."""
+    shutil.rmtree(_journal(repo, STAGING), ignore_errors=True)  # never started
+    journal = _journal(repo)
+    if not os.path.isdir(journal):
+        return None
+    try:
+        plan = Plan.load(os.path.join(journal, "plan.json"))
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise Error(f"cannot complete the interrupted merge in '{journal}': "
+                    f"{getattr(e, 'strerror', None) or e}",
+                    f"look at the files in '{journal}', then move it away")
+    head = repo.rev(f"refs/heads/{plan.branch}")
+    log.warning("completing a merge that was interrupted (%s..%s)", plan.old[:10], plan.new[:10])
+    todo = changes(repo, plan.old, plan.new)
+    update = Update(repo, plan, journal)
+    try:
+        if head in (plan.old, plan.new):
+            update.apply(todo, staged_is_new=False)
+            update.finish(todo, move_branch=(head == plan.old))
+        else:  # the branch was moved by hand since: only rescue what the journal holds
+            log.warning("'%s' moved since; not completing the merge, only keeping its files",
+                        plan.branch)
+            update.drain(todo)
+        shutil.rmtree(journal)
+    except OSError as e:
+        raise Retry(f"cannot complete the interrupted merge in '{journal}' "
+                    f"({e.strerror or e}); trying again later")
+    finally:
+        update.close()
+    return update.copies, update.kept

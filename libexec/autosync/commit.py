@@ -10,10 +10,12 @@ left out, each with one warning.
 import argparse
 import os
 import re
+import stat
 import sys
 import time
 from dataclasses import dataclass, field
 
+from .checkout import recover
 from .config import Config
 from .git import Repo
 from .ignore import is_temp
@@ -62,31 +64,54 @@ def changed_entries(repo, paths):
 UNMERGED = {"DD", "AU", "UD", "UA", "DU", "AA", "UU"}
 
 
+TEMP, NESTED, LARGE = "an editor temp file", "a nested repository", \
+    "larger than autosync.maxFileSize"
+
+
+def skip_reason(repo, config, path):
+    """Why autosync leaves this changed path (a `git status` entry) uncommitted, or None."""
+    if is_temp(path, config["ignore"]):
+        return TEMP
+    if path.endswith("/"):  # an untracked directory git would not descend: a repository
+        return NESTED
+    try:
+        st = os.lstat(os.path.join(repo.top, path))
+    except FileNotFoundError:
+        return None  # deleted: update-index --remove stages the removal
+    if st.st_size > config["maxFileSize"] and stat.S_ISREG(st.st_mode):
+        return LARGE
+    return None
+
+
 def select(repo, config, entries, result):
     """The paths to stage, leaving out temp files, nested repositories and large files."""
-    extra = config["ignore"]
-    limit = config["maxFileSize"]
     chosen = []
     for xy, path in entries:
         if xy in UNMERGED:
             raise Error(f"'{path}' has unresolved merge conflicts; not committing",
                         f"resolve it, then 'git add -- {path}' (or 'git merge --abort')")
-        if is_temp(path, extra):
-            continue
-        if path.endswith("/"):  # an untracked directory git would not descend: a repository
+        reason = skip_reason(repo, config, path)
+        if reason is None:
+            chosen.append(path)
+        elif reason == NESTED:
             result.nested.append(path.rstrip("/"))
-            continue
-        full = os.path.join(repo.top, path)
-        try:
-            st = os.lstat(full)
-        except FileNotFoundError:
-            chosen.append(path)  # deleted: update-index --remove stages the removal
-            continue
-        if st.st_size > limit and not os.path.islink(full):
+        elif reason == LARGE:
             result.skipped_large.append(path)
-            continue
-        chosen.append(path)
     return chosen
+
+
+def uncommittable(repo, config, paths):
+    """{path: reason} for those of paths (files or directories) holding nothing autosync
+    would commit: ignored, temp names, nested repositories, too large."""
+    entries = changed_entries(repo, paths)
+    result = {}
+    for path in paths:
+        inside = [(xy, p) for xy, p in entries
+                  if p.rstrip("/") == path or p.startswith(path + "/")]
+        reasons = [skip_reason(repo, config, p) for _, p in inside]
+        if None not in reasons:
+            result[path] = reasons[0] if reasons else "ignored"
+    return result
 
 
 def summarize(status_lines):
@@ -179,6 +204,7 @@ def commit_changes(repo, config, paths=None):
     """Stage `paths` (None: the whole tree) and commit. Caller holds repo.lock()."""
     result = Result()
     check_committable(repo)
+    recover(repo)  # an interrupted merge is completed first: never commit its half-state
     entries = changed_entries(repo, None if paths is None or len(paths) > MAX_PATHSPECS
                               else paths)
     chosen = select(repo, config, entries, result)

@@ -21,6 +21,7 @@ from . import pidfile
 from .commit import check_committable, commit_changes
 from .config import Config
 from .merge import integrate
+from .treecheck import Refused
 from .notify import desktop, sd_notify
 from .sync import Rejected, check_branch, remote_for
 from .util import Backoff, Error, Retry, log
@@ -45,7 +46,8 @@ class State:
                      "last_push": None, "last_pull": None, "push_error": None,
                      "pull_error": None, "transport": None, "transport_connected": False,
                      "transport_error": None, "pending": 0, "conflicts": [],
-                     "skipped_large": [], "nested": [], "error": None}
+                     "skipped_large": [], "nested": [], "error": None, "refused": None,
+                     "kept": []}
         self.save()
 
     def update(self, **changes):
@@ -150,6 +152,10 @@ class Network(threading.Thread):
             self.d.state.update(last_pull=time.time(), pull_error=None)
             if target:
                 self.d.post("fetched", target)
+        if "push" in wanted and cfg["push"] and self.d.refused and \
+                remote.tracking() == self.d.refused:
+            log.debug("not pushing: '%s' has a commit this clone refused", remote.name)
+            wanted.discard("push")
         if "push" in wanted and cfg["push"]:
             try:
                 pushed = remote.push()
@@ -182,6 +188,7 @@ class Daemon:
         self.carry = None  # a batch that could not be committed yet (busy lock, full disk)
         self.carry_due = 0.0
         self.pending_merge = None  # a fetched commit that could not be merged yet
+        self.refused = None  # a fetched commit that is unsafe to check out
         self.carry_backoff = Backoff(first=0.5, cap=30.0)
 
     # -- wiring -----------------------------------------------------------------------
@@ -341,6 +348,7 @@ class Daemon:
         paths = None if batch is None or batch.full else batch.paths
         try:
             with self.repo.lock():
+                check_branch(self.repo, self.config)  # hands off another branch
                 result = commit_changes(self.repo, self.config, paths)
         except Error as e:
             # busy lock, a rebase the user started, a full disk: keep the batch and retry
@@ -375,6 +383,8 @@ class Daemon:
 
     def merge(self, target):
         """Merge a fetched commit: commit local changes first, then integrate, then push."""
+        if target == self.refused:
+            return  # refused once: nothing changes until the remote branch moves on
         if self.repo.is_ancestor(target, "HEAD"):
             self.pending_merge = None
             if self.repo.rev("HEAD") != target:
@@ -388,8 +398,10 @@ class Daemon:
                 with self.repo.lock():
                     check_committable(self.repo)
                     check_branch(self.repo, self.config)
-                    head, conflicts = integrate(self.repo, target)
+                    result = integrate(self.repo, target, self.config)
                 break
+            except Refused as e:
+                return self.refuse(target, e)
             except Error as e:
                 if attempt == 2 or isinstance(e, Retry):
                     if target != self.pending_merge:
@@ -403,12 +415,30 @@ class Daemon:
                 self.commit(None)
         self.carry_backoff.reset()
         self.pending_merge = None
+        self.refused = None
+        head = result.head
         log.info("merged %s%s", target[:10], "" if head == target else f" as {head[:10]}")
-        self.state.update(last_pull=time.time(), error=None)
-        if conflicts:
-            self.state.add_to("conflicts", [{"path": c.path, "copy": c.copy} for c in conflicts])
+        self.state.update(last_pull=time.time(), error=None, refused=None)
+        copies = [{"path": c.path, "copy": c.copy} for c in result.conflicts] + \
+            [{"path": p, "copy": c} for p, c in result.copies]
+        if copies:
+            self.state.add_to("conflicts", copies)
             self.desktop("git-autosync kept both versions",
-                         "\n".join(f"{c.path} -> {c.copy}" if c.copy else c.path
-                                   for c in conflicts))
+                         "\n".join(f"{c['path']} -> {c['copy']}" if c["copy"] else c["path"]
+                                   for c in copies))
+        if result.kept:
+            self.state.add_to("kept", [{"path": p, "where": w} for p, w in result.kept])
+            self.desktop("git-autosync moved local files out of the way",
+                         "\n".join(f"{p} -> {w}" for p, w in result.kept))
         if head != target:
             self.network.request("push")
+
+    def refuse(self, target, e):
+        """A commit git would not check out: say so once, keep committing locally, and wait
+        for the remote branch to move to something acceptable."""
+        self.pending_merge = None
+        if self.refused != target:
+            log.warning("%s", e.message)
+            self.desktop("git-autosync refused a commit", e.message)
+        self.refused = target
+        self.state.update(refused={"commit": target, "reason": e.message, "time": time.time()})

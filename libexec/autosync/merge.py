@@ -16,7 +16,6 @@ import re
 import time
 from dataclasses import dataclass
 
-from .checkout import advance
 from .git import Repo
 from .util import Error, log
 
@@ -50,16 +49,21 @@ def describe(repo, oid):
     return Tip(fields[0], int(fields[1]), fields[2])
 
 
-def conflict_copy_name(path, tip, taken):
-    """notes.md -> notes.conflict-laptop-20261124-101530.md, unique within `taken`."""
+def copy_name(path, host, when, n=1):
+    """notes.md -> notes.conflict-laptop-20261124-101530.md (-2, -3 ... for n > 1)."""
     head, _, name = path.rpartition("/")
     stem, dot, ext = name.rpartition(".")
     if not stem:  # no extension, or a dot file such as .bashrc
         stem, dot, ext = name, "", ""
-    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(tip.time))
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(when))
+    suffix = f".conflict-{host}-{stamp}" + (f"-{n}" if n > 1 else "")
+    return (head + "/" if head else "") + stem + suffix + dot + ext
+
+
+def conflict_copy_name(path, tip, taken):
+    """The copy name for the side that lost, unique within `taken`."""
     for n in range(1, 1000):
-        suffix = f".conflict-{tip.host}-{stamp}" + (f"-{n}" if n > 1 else "")
-        candidate = (head + "/" if head else "") + stem + suffix + dot + ext
+        candidate = copy_name(path, tip.host, tip.time, n)
         if candidate not in taken:
             return candidate
     raise Error(f"too many conflict copies of '{path}'")
@@ -159,28 +163,50 @@ def merge_message(conflicts):
     return "autosync: merge, keeping both versions of conflicting files\n\n" + "\n".join(body)
 
 
-def integrate(repo, target):
+@dataclass
+class Integrated:
+    head: str  # the branch's new commit
+    conflicts: list  # Conflicts the merge resolved
+    copies: list  # (path, copy): a save landed during the update; the new version is beside
+    kept: list  # (path, where): local files autosync does not commit, moved out of the way
+
+
+def integrate(repo, target, config):
     """Bring the checked-out branch to include `target`, updating the work tree.
 
-    Returns (new HEAD, conflicts). The caller has committed local changes and holds
-    repo.lock(); checkout.advance never overwrites a file saved in the meantime (it raises
-    checkout.Busy instead, and the caller commits and tries again).
+    The caller has committed local changes and holds repo.lock(). checkout.advance refuses
+    an unsafe tree (Refused), asks for a commit first when local edits are in the way
+    (Busy), and never overwrites a file saved in the meantime.
     """
+    from .checkout import advance, recover
+    from .commit import uncommittable
+    from .treecheck import Refused, check_update
+    recover(repo)
     head = repo.rev("HEAD")
     if head is None:  # unborn branch: take the remote's history as it is
         merged, conflicts = target, []
     else:
         merged, conflicts = merge_commits(repo, head, target)
     if merged == head:
-        return head, []
-    if head is None:  # nothing committed here yet, so nothing of ours to protect
-        repo.run("merge", "--ff-only", "-q", merged, env={"GIT_AUTOSYNC_COMMITTER": "1"})
-    else:
-        advance(repo, repo.current_branch(), head, merged)
+        return Integrated(head, [], [], [])
+    try:
+        if head is None:  # nothing committed here yet, so nothing of ours to protect
+            check_update(repo, None, repo.out("rev-parse", merged + "^{tree}"))
+            repo.run("merge", "--ff-only", "-q", merged, env={"GIT_AUTOSYNC_COMMITTER": "1"})
+            copies, kept = [], []
+        else:
+            tip = describe(repo, target)
+            copies, kept = advance(repo, repo.current_branch(), head, merged,
+                                   (tip.host, tip.time, config.host),
+                                   lambda paths: uncommittable(repo, config, paths))
+    except Refused as e:
+        raise Refused(f"refusing commit {target[:10]}: {e.message}",
+                      "nothing was changed; syncing resumes by itself once the branch moves "
+                      "on to a commit without it")
     for c in conflicts:
         log.warning("conflict in '%s': %s", c.path,
                     f"other version kept as '{c.copy}'" if c.copy else "modified version kept")
-    return merged, conflicts
+    return Integrated(merged, conflicts, copies, kept)
 
 
 def main(argv):
@@ -201,10 +227,15 @@ def main(argv):
         print(merge_commits(repo, repo.rev("HEAD"), target)[0])
         return 0
     from .commit import check_committable
+    from .config import Config
     with repo.lock():
         check_committable(repo)
-        merged, conflicts = integrate(repo, target)
-    for c in conflicts:
+        result = integrate(repo, target, Config(repo))
+    for c in result.conflicts:
         print(f"conflict: {c.path}" + (f" (other version: {c.copy})" if c.copy else " (kept)"))
-    print(merged)
+    for path, copy in result.copies:
+        print(f"saved during the merge: {path} (the merged version: {copy})")
+    for path, where in result.kept:
+        print(f"moved out of the way: {path} (now {where})")
+    print(result.head)
     return 0

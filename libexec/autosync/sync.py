@@ -134,7 +134,7 @@ def sync_once(repo, config, commit=True, publish=None, attempts=5):
                     check_committable(repo)
                     if commit:
                         commit_changes(repo, config)
-                    conflicts += integrate(repo, target)[1]
+                    conflicts += integrate(repo, target, config).conflicts
         if not config["push"]:
             return None, conflicts
         try:

@@ -1,0 +1,146 @@
+"""Refuse a tree that `git checkout` would refuse, before anything is written.
+
+Every tree object that an update brings (the new root and every subtree whose id changed)
+is read raw and checked: each name must be one git accepts with core.protectNTFS and
+core.protectHFS on (no '.git' in any case, 8.3, NTFS-stream or HFS-ignorable spelling, no
+'.' or '..', nothing empty), no name may appear twice (a symlink `x` beside a directory `x/`
+would let a later write go through the link), entries must be sorted as git writes them,
+modes must be the five git knows, and .gitmodules, .gitattributes, .gitignore and .mailmap
+must not be symlinks. Unchanged subtrees were checked out already and are not read again.
+git's own verify_path() then runs on every changed path when the scratch index is built.
+"""
+
+import re
+import subprocess
+
+from .util import Error
+
+BLOB_MODES = {b"100644": "100644", b"100755": "100755", b"100664": "100644",
+              b"120000": "120000"}
+TREE_MODES = {b"40000", b"040000"}
+GITLINK = b"160000"
+# code points HFS+ ignores when comparing names (git's is_hfs_dotgit)
+_HFS_IGNORED = dict.fromkeys([*range(0x200C, 0x2010), *range(0x202A, 0x202F),
+                              *range(0x206A, 0x2070), 0xFEFF])
+_SHORT_DOTGIT = re.compile(r"git~[0-9]+")
+_SPECIAL = {".gitmodules", ".gitattributes", ".gitignore", ".mailmap"}
+_SHORT_SPECIAL = re.compile(r"(gitmod|gi7eba|gi7d29|gi250a|maba30)~[0-9]+")
+
+
+class Refused(Error):
+    """A commit whose tree git would not check out; nothing was changed."""
+
+
+def name_problem(name, mode):
+    """Why git would refuse this tree entry name, or None."""
+    if not name:
+        return "an empty file name"
+    if b"/" in name or b"\0" in name:
+        return "a file name with '/' in it"
+    if name in (b".", b".."):
+        return f"a '{name.decode()}' entry"
+    folded = name.decode("utf-8", "replace").translate(_HFS_IGNORED).lower()
+    stem = folded.split(":", 1)[0].rstrip(" .")  # NTFS drops these; ':' starts a stream
+    if stem == ".git" or folded == ".git" or _SHORT_DOTGIT.fullmatch(stem):
+        return "'.git' (in some spelling) as a file name"
+    if mode == b"120000" and (stem in _SPECIAL or _SHORT_SPECIAL.fullmatch(stem)):
+        return f"'{stem}' as a symlink"
+    return None
+
+
+def _sort_key(name, mode):
+    return name + b"/" if mode in TREE_MODES else name
+
+
+class TreeChecker:
+    """Checks tree objects through one `git cat-file --batch`; remembers what passed."""
+
+    def __init__(self, repo):
+        self.repo = repo
+        self.passed = set()
+        self.proc = None
+
+    def _read(self, oid):
+        if self.proc is None:
+            self.proc = subprocess.Popen(["git", "cat-file", "--batch"], cwd=self.repo.cwd,
+                                         env=self.repo.env, stdin=subprocess.PIPE,
+                                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        self.proc.stdin.write(oid.encode() + b"\n")
+        self.proc.stdin.flush()
+        header = self.proc.stdout.readline().split()
+        if len(header) != 3:
+            raise Refused(f"tree {oid[:10]} is missing")
+        data = self.proc.stdout.read(int(header[2]))
+        self.proc.stdout.read(1)
+        if header[1] != b"tree":
+            raise Refused(f"{oid[:10]} is a {header[1].decode()}, not a tree")
+        return data
+
+    def check(self, oid, where):
+        """Check one tree object; `where` is its path, for the message."""
+        if oid in self.passed:
+            return
+        data = self._read(oid)
+        width = len(oid) // 2
+        seen, last, pos = set(), None, 0
+        while pos < len(data):
+            space = data.find(b" ", pos)
+            nul = data.find(b"\0", space + 1)
+            if space < 0 or nul < 0 or nul + 1 + width > len(data):
+                raise Refused(f"tree {oid[:10]} ('{where or '/'}') is malformed")
+            mode, name = data[pos:space], data[space + 1:nul]
+            pos = nul + 1 + width
+            path = (where + "/" if where else "") + name.decode(errors="replace")
+            if mode not in BLOB_MODES and mode not in TREE_MODES and mode != GITLINK:
+                raise Refused(f"'{path}' has mode {mode.decode(errors='replace')}, "
+                              "which git does not know")
+            problem = name_problem(name, mode)
+            if problem:
+                raise Refused(f"it contains {problem}: '{path}'")
+            if name in seen:
+                raise Refused(f"it holds '{path}' twice (git keeps only one of them)")
+            seen.add(name)
+            key = _sort_key(name, mode)
+            if last is not None and key <= last:
+                raise Refused(f"tree '{where or '/'}' is not sorted the way git writes trees")
+            last = key
+        self.passed.add(oid)
+
+    def close(self):
+        if self.proc is not None:
+            self.proc.stdin.close()
+            self.proc.wait()
+            self.proc.stdout.close()
+            self.proc = None
+
+
+def changed_trees(repo, old_tree, new_tree):
+    """(path, oid) of the new root and of every subtree whose id differs from old's."""
+    result = [("", new_tree)]
+    if old_tree is None:
+        out = repo.run("ls-tree", "-r", "-t", "-z", "--full-tree", new_tree).stdout
+        items = [(f.split(b"\t", 1)) for f in out.split(b"\0") if f]
+        for meta, path in items:
+            mode, typ, oid = meta.split()
+            if typ == b"tree":
+                result.append((path.decode(errors="surrogateescape"), oid.decode()))
+        return result
+    out = repo.run("diff-tree", "-r", "-t", "-z", "--no-renames", old_tree, new_tree).stdout
+    fields = out.split(b"\0")
+    for i in range(0, len(fields) - 1, 2):
+        meta = fields[i].decode().lstrip(":").split()
+        if len(meta) >= 4 and meta[1] in ("040000", "40000"):
+            result.append((fields[i + 1].decode(errors="surrogateescape"), meta[3]))
+    return result
+
+
+def check_update(repo, old_tree, new_tree, checker=None):
+    """Raise Refused when new_tree brings something git would not check out."""
+    own = checker is None
+    checker = checker or TreeChecker(repo)
+    try:
+        for path, oid in changed_trees(repo, old_tree, new_tree):
+            checker.check(oid, path)
+    finally:
+        if own:
+            checker.close()
