@@ -83,6 +83,94 @@ def test_uninstall_keeps_keys_the_user_changed(toolkit, env, clone):
     assert git(clone, "config", "autosync.remote", check=False) == ""
 
 
+
+def config_file(repo):
+    return Path(git(repo, "rev-parse", "--path-format=absolute", "--git-common-dir")) / "config"
+
+
+def test_install_turns_on_fsck_of_fetched_and_received_objects(toolkit, env,
+                                                                server_and_clones):
+    server, make_clone = server_and_clones
+    clone = make_clone("work")
+    install(toolkit, env, clone)
+    install(toolkit, env, server)
+    assert git(clone, "config", "--local", "fetch.fsckObjects") == "true"
+    assert git(clone, "config", "receive.fsckObjects", check=False) == ""
+    assert git(server, "config", "--local", "receive.fsckObjects") == "true"
+    assert git(server, "config", "fetch.fsckObjects", check=False) == ""
+    assert "fetch.fsckObjects" in install(toolkit, env, clone, "uninstall").stdout
+    install(toolkit, env, server, "uninstall")
+    assert git(clone, "config", "fetch.fsckObjects", check=False) == ""
+    assert git(server, "config", "receive.fsckObjects", check=False) == ""
+    # no empty [fetch] / [receive] section is left behind
+    assert "[fetch]" not in config_file(clone).read_text()
+    assert "[receive]" not in config_file(server).read_text()
+
+
+@pytest.mark.parametrize("bare", [False, True])
+def test_uninstall_with_fsck_restores_exactly_the_previous_state(toolkit, env,
+                                                                 server_and_clones, bare):
+    server, make_clone = server_and_clones
+    repo = server if bare else make_clone("work")
+    before = snapshot(repo)
+    text_before = config_file(repo).read_text()
+    install(toolkit, env, repo)
+    assert snapshot(repo) != before
+    install(toolkit, env, repo, "uninstall")
+    assert snapshot(repo) == before
+    assert config_file(repo).read_text() == text_before
+
+
+@pytest.mark.parametrize("bare", [False, True])
+def test_fsck_key_the_user_set_is_not_overwritten(toolkit, env, server_and_clones, bare):
+    server, make_clone = server_and_clones
+    repo = server if bare else make_clone("work")
+    key = "receive.fsckObjects" if bare else "fetch.fsckObjects"
+    git(repo, "config", key, "false")
+    before = snapshot(repo)
+    res = install(toolkit, env, repo)
+    assert key not in res.stdout
+    assert git(repo, "config", "--local", key) == "false"
+    manifest = (Path(git(repo, "rev-parse", "--absolute-git-dir")) / "autosync"
+                / "install.json").read_text()
+    assert "fsckObjects" not in manifest
+    install(toolkit, env, repo, "uninstall")
+    assert git(repo, "config", "--local", key) == "false"
+    assert snapshot(repo) == before
+
+
+@pytest.mark.parametrize("key", ["fetch.fsckObjects", "transfer.fsckObjects"])
+def test_fsck_choice_in_the_global_config_is_respected(toolkit, env, clone, key):
+    git(clone, "config", "--global", key, "false")
+    before = snapshot(clone)
+    install(toolkit, env, clone)
+    assert git(clone, "config", "--local", "fetch.fsckObjects", check=False) == ""
+    assert git(clone, "config", "fetch.fsckObjects", check=False) == (
+        "false" if key.startswith("fetch") else "")
+    install(toolkit, env, clone, "uninstall")
+    assert snapshot(clone) == before
+
+
+def test_uninstall_keeps_a_fsck_value_the_user_changed_since(toolkit, env, clone):
+    install(toolkit, env, clone)
+    assert git(clone, "config", "fetch.fsckObjects") == "true"
+    git(clone, "config", "fetch.fsckObjects", "false")
+    res = install(toolkit, env, clone, "uninstall")
+    assert "fetch.fsckObjects" not in res.stdout
+    assert git(clone, "config", "--local", "fetch.fsckObjects") == "false"
+    assert git(clone, "config", "autosync.remote", check=False) == ""
+
+
+def test_fsck_key_is_kept_in_a_section_with_other_keys(toolkit, env, clone):
+    """Uninstall drops only an emptied [fetch]; the user's other fetch keys stay."""
+    git(clone, "config", "fetch.prune", "true")
+    before = snapshot(clone)
+    install(toolkit, env, clone)
+    assert git(clone, "config", "fetch.fsckObjects") == "true"
+    install(toolkit, env, clone, "uninstall")
+    assert git(clone, "config", "fetch.prune") == "true"
+    assert snapshot(clone) == before
+
 def test_chained_hook_runs_with_the_same_arguments(toolkit, tenv, clone):
     (clone / ".git" / "hooks" / "post-commit").write_text(FOREIGN)
     (clone / ".git" / "hooks" / "post-commit").chmod(0o755)

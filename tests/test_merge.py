@@ -1,5 +1,6 @@
 """Deterministic merges: same result on every clone, both versions kept, no markers."""
 
+import itertools
 import os
 
 import pytest
@@ -131,6 +132,7 @@ def test_copy_names_for_dotfiles_and_dirs(make_repo):
     assert f"Makefile.conflict-{host}-20231114-221410" in names
 
 
+EXAMPLES = itertools.count()
 contents = st.sampled_from(["", "a\n", "b\n", "a\nb\n", "line\n" * 3, "\0bin", None])
 
 
@@ -142,7 +144,7 @@ contents = st.sampled_from(["", "a\n", "b\n", "a\nb\n", "line\n" * 3, "\0bin", N
        tl=st.integers(1_700_000_001, 1_700_000_100), tr=st.integers(1_700_000_001, 1_700_000_100))
 def test_property_symmetric_and_nothing_lost(make_repo, base, left, right, tl, tr):
     """Any two edits of a common base: same merge both ways, every side's content survives."""
-    r = make_repo(f"p{abs(hash((str(base), str(left), str(right), tl, tr)))}")
+    r = make_repo(f"p{next(EXAMPLES)}")  # a fresh repository per example, even a repeated one
 
     def apply(changes):
         for name, text in changes.items():

@@ -6,7 +6,10 @@ What install adds, and uninstall removes again:
   that was there before and is not ours is renamed to `<hook>.pre-autosync` and chained:
   the shim's helper runs it with the same argv and stdin;
 - `autosync.*` defaults, only for keys that are unset;
-- `alias.autosync`, so that `git -C DIR autosync ...` works without PATH changes.
+- `alias.autosync`, so that `git -C DIR autosync ...` works without PATH changes;
+- `fetch.fsckObjects=true` (work tree) or `receive.fsckObjects=true` (bare repository), so
+  that objects arriving from peers are checked before they are stored - only when neither
+  that key nor `transfer.fsckObjects` is set in any config file (the user's choice wins).
 What was added is recorded in $GIT_DIR/autosync/install.json; uninstall reverts exactly
 that (a key the user changed since is left alone). Every step is checked first and undone
 if a later one fails, so an install is done completely or not at all.
@@ -66,6 +69,12 @@ def exists(path):
     return os.path.lexists(path)
 
 
+def section_of(key):
+    """'fetch.fsckObjects' -> 'fetch' (only plain sections; a subsection is kept as is)."""
+    section, dot, _ = key.partition(".")
+    return section if dot and "." not in key[len(section) + 1:] else None
+
+
 class Installer:
     def __init__(self, repo):
         self.repo = repo
@@ -91,6 +100,17 @@ class Installer:
         return res.stdout.decode(errors="surrogateescape").rstrip("\n") \
             if res.returncode == 0 else None
 
+    def config_set_anywhere(self, key):
+        """Whether key has a value in any config scope (system, global, local, ...)."""
+        return self.repo.ok("config", "--get", key)
+
+    def fsck_key(self):
+        """The fsck key for objects this repository receives, or None if the user chose."""
+        key = "receive.fsckObjects" if self.repo.bare else "fetch.fsckObjects"
+        if self.config_set_anywhere(key) or self.config_set_anywhere("transfer.fsckObjects"):
+            return None
+        return key
+
     def defaults(self):
         """The keys install sets when unset: where to sync and what to call the channel."""
         repo = self.repo
@@ -109,6 +129,9 @@ class Installer:
         else:
             wanted["autosync.channel"] = default_channel(repo)
         wanted["alias.autosync"] = self.alias_value()
+        fsck = self.fsck_key()
+        if fsck:
+            wanted[fsck] = "true"
         return wanted
 
     def load_manifest(self):
@@ -178,12 +201,15 @@ class Installer:
 
     def set_config(self, key, value):
         self.repo.run("config", "--local", key, value)
-        self.undo.append(lambda: self.repo.run("config", "--local", "--unset", key,
-                                               check=False))
+
+        def undo():
+            self.repo.run("config", "--local", "--unset", key, check=False)
+            self.drop_empty_section(section_of(key))
+        self.undo.append(undo)
 
     def drop_empty_section(self, section):
         """git leaves an empty [section] behind after the last --unset; tidy it."""
-        if not self.repo.ok("config", "--local", "--get-regexp", f"^{section}\\."):
+        if section and not self.repo.ok("config", "--local", "--get-regexp", f"^{section}\\."):
             self.repo.run("config", "--local", "--remove-section", section, check=False)
 
     def transaction(self, steps):
@@ -242,6 +268,7 @@ class Installer:
         hook_paths = {os.path.join(self.hooks_dir, n) for n in self.hook_names}
         hook_paths |= {h["path"] for h in manifest.get("hooks", {}).values()
                        if isinstance(h, dict) and isinstance(h.get("path"), str)}
+        emptied = {"autosync", "alias"}
 
         def steps():
             for path in sorted(hook_paths):
@@ -260,10 +287,11 @@ class Installer:
                     self.undo.append(lambda k=key, v=value: self.repo.run("config", "--local",
                                                                           k, v))
                     self.changes.append(f"unset {key}")
+                    emptied.add(section_of(key))
             if exists(self.manifest_path):
                 os.unlink(self.manifest_path)
         self.transaction(steps)
-        for section in ("autosync", "alias"):
+        for section in sorted(emptied):
             self.drop_empty_section(section)
         return self.changes
 

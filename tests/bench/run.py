@@ -29,6 +29,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402  (sets up sys.path for tests/)
 import local  # noqa: E402,F401  (registers benchmarks)
 import sync  # noqa: E402,F401
+import apply  # noqa: E402,F401
 import report  # noqa: E402
 from harness import BENCHMARKS, ROOT, Context, Result, Skip  # noqa: E402
 
