@@ -6,6 +6,7 @@ hotspots in the notes.
 
 import os
 import pstats
+import shutil
 import subprocess
 import sys
 import time
@@ -61,20 +62,34 @@ def clone_at(ctx, source, name, a):
     return path
 
 
-def run_measured(cmd, cwd, env):
-    """(seconds, peak RSS kB, stdout, stderr, returncode) of one process run to its end.
-    The peak is wait4's ru_maxrss: the largest single process of the tree (the helper or
-    one of the git commands it ran and waited for), not their sum."""
+def rss_wrapper(out_file):
+    """GNU time, when installed, reports the peak RSS of the process tree it starts (wait4's
+    ru_maxrss: the largest single process, the helper or a git command it ran). Measured
+    through it because a child of this (large) python inherits its RSS high-water mark."""
+    gnu_time = shutil.which("time", path="/usr/bin:/bin")
+    if gnu_time and subprocess.run([gnu_time, "-f", "%M", "-o", os.devnull, "true"],
+                                   stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL).returncode == 0:
+        return [gnu_time, "-f", "%M", "-o", str(out_file)]
+    return None
+
+
+def run_measured(cmd, cwd, env, wrapper=None, rss_file=None):
+    """(seconds, peak RSS kB or None, stdout, stderr, returncode) of one process run to its
+    end; with `wrapper` (rss_wrapper) the peak is the tree's, else it is not measured."""
+    full = (wrapper or []) + list(cmd)
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
-    out, err = proc.stdout.read(), proc.stderr.read()  # small outputs: no deadlock
-    _, status, usage = os.wait4(proc.pid, 0)
+    proc = subprocess.run(full, cwd=cwd, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE)
     elapsed = time.perf_counter() - t0
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    proc.stdout.close(), proc.stderr.close()
-    return elapsed, usage.ru_maxrss, out.decode(errors="replace"), \
-        err.decode(errors="replace"), proc.returncode
+    rss = None
+    if wrapper:
+        try:
+            rss = int(rss_file.read_text().split()[-1])
+        except (OSError, ValueError, IndexError):
+            pass
+    return elapsed, rss, proc.stdout.decode(errors="replace"), \
+        proc.stderr.decode(errors="replace"), proc.returncode
 
 
 def check_at(ctx, repo, b, who):
@@ -117,6 +132,13 @@ def profile_helper(ctx, repo, a, b, res):
         f"{where} self {ms(tt)} ms calls {nc}" for ct, tt, nc, where in by_self))
     res.series["profile"] = [{"function": w, "cumulative_ms": ms(ct), "own_ms": ms(tt),
                               "calls": nc} for ct, tt, nc, w in rows[:40]]
+    print(f"   profile of one autosync-merge run ({ms(t)} ms under cProfile):")
+    print(f"   {'cumulative ms':>13} {'own ms':>9} {'calls':>7}  function")
+    for ct, tt, nc, where in rows[:PROFILE_LINES]:
+        print(f"   {ms(ct):>13} {ms(tt):>9} {nc:>7}  {where}")
+    print("   by own time:")
+    for ct, tt, nc, where in by_self:
+        print(f"   {ms(ct):>13} {ms(tt):>9} {nc:>7}  {where}")
 
 
 @benchmark("merge-apply", "Applying a 10,000-file change: autosync-merge vs git merge --ff-only")
@@ -130,12 +152,14 @@ def merge_apply(ctx, res):
     plain_repo = clone_at(ctx, source, "merge-apply-git", a)
     ours_repo = clone_at(ctx, source, "merge-apply-autosync", a)
     helper = ctx.toolkit.tool("autosync-merge")
+    rss_file = ctx.scratch / "merge-apply.rss"
+    wrapper = rss_wrapper(rss_file)
     ours, plain, ours_rss, plain_rss = [], [], [], []
 
     def run_plain(record=True):
         ctx.git(plain_repo, "reset", "-q", "--hard", a)  # not timed
         t, rss, _, err, rc = run_measured(["git", "merge", "--ff-only", "-q", b], plain_repo,
-                                          ctx.env)
+                                          ctx.env, wrapper, rss_file)
         if rc != 0:
             raise RuntimeError(f"git merge --ff-only failed (exit {rc}): {err.strip()}")
         check_at(ctx, plain_repo, b, "git merge --ff-only")
@@ -145,7 +169,7 @@ def merge_apply(ctx, res):
     def run_ours(record=True):
         ctx.git(ours_repo, "reset", "-q", "--hard", a)  # not timed
         t, rss, out, err, rc = run_measured([helper, "-C", str(ours_repo), b], ours_repo,
-                                            ctx.env)
+                                            ctx.env, wrapper, rss_file)
         if rc != 0:
             raise RuntimeError(f"autosync-merge failed (exit {rc}) after {ms(t)} ms: "
                                f"{(err or out).strip()[-1500:]}")
@@ -168,13 +192,16 @@ def merge_apply(ctx, res):
         p = percentile(plain, 50) if plain else None
         if p is not None:
             res.figure(f"git merge --ff-only p50 ({settings})", ms(p), "ms")
-            res.figure("git merge --ff-only peak RSS", round(max(plain_rss) / 1024, 1), "MB")
+            if wrapper and None not in plain_rss:
+                res.figure("git merge --ff-only peak RSS", round(max(plain_rss) / 1024, 1),
+                           "MB")
     o = percentile(ours, 50)
     res.figure(f"autosync-merge p50 ({settings})", ms(o), "ms")
     res.figure("autosync-merge min / max", f"{ms(min(ours))} / {ms(max(ours))}", "ms")
     res.figure("git merge --ff-only min / max", f"{ms(min(plain))} / {ms(max(plain))}", "ms")
-    res.figure("autosync-merge peak RSS (largest process of its tree)",
-               round(max(ours_rss) / 1024, 1), "MB")
+    if wrapper and None not in ours_rss:
+        res.figure("autosync-merge peak RSS (largest process of its tree)",
+                   round(max(ours_rss) / 1024, 1), "MB")
     ratio = round(o / p, 2)
     res.figure("autosync-merge / git merge --ff-only p50", ratio, "x")
     ok = res.target(f"autosync-merge / git merge --ff-only, {settings}", ratio, "<=", 1.5, "x")
@@ -182,6 +209,8 @@ def merge_apply(ctx, res):
                              "git merge --ff-only": [ms(x) for x in plain]}
     res.note("each run starts from `git reset --hard A` (not timed) in its own clone; both "
              "timed as whole processes (autosync-merge includes python start-up); warm page "
-             "cache; peak RSS = ru_maxrss from wait4, the largest single process of the tree")
+             "cache; " + ("both run under GNU time (same ~1 ms for each); peak RSS = its "
+                          "%M, the largest single process of the tree" if wrapper else
+                          "peak RSS not measured (GNU time not installed)"))
     if not ok:
         profile_helper(ctx, ours_repo, a, b, res)
