@@ -179,12 +179,11 @@ class Update:
                 return True
             # not byte-equal: the same after git's filters (eol, clean) still counts
             os.lseek(fd, 0, os.SEEK_SET)
-            with os.fdopen(os.dup(fd), "rb") as f:
-                data = f.read()
+            res = subprocess.run(["git", "hash-object", "--stdin", f"--path={path}"],
+                                 stdin=fd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                 cwd=self.repo.cwd, env=self.repo.env)
         finally:
             os.close(fd)
-        res = self.repo.run("hash-object", "--stdin", f"--path={path}", input=data,
-                            check=False)
         return res.returncode == 0 and res.stdout.decode().strip() == oid
 
     def classify(self, root, rel, c):

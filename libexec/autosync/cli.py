@@ -189,11 +189,17 @@ def gather_status(repo):
     live = bool(pid) and state.get("pid") == pid
     for key in ("last_push", "last_pull", "push_error", "pull_error", "transport",
                 "transport_connected", "transport_error", "pending", "skipped_large",
-                "nested", "error"):
+                "nested", "error", "refused", "kept"):
         info[key] = state.get(key) if live or key in ("last_push", "last_pull") else None
     in_progress = repo.operation_in_progress()
     if in_progress:
         info["error"] = f"a {in_progress} started by hand is in progress; autosync waits"
+    current = repo.current_branch()
+    if config["branch"] and current != config["branch"]:
+        info["error"] = (f"'{current or 'a detached HEAD'}' is checked out; autosync syncs "
+                         f"'{config['branch']}' and leaves this one alone")
+    if os.path.isdir(os.path.join(repo.state_dir, "update")):
+        info["interrupted_merge"] = True
     return info
 
 
@@ -237,6 +243,15 @@ def cmd_status(repo, args):
                        ("transport_error", "notifications"), ("error", "attention")):
         if info.get(key):
             lines.append(f"  warning:       {label}: {info[key]}")
+    refused = info.get("refused")
+    if refused:
+        lines.append(f"  warning:       {refused['reason']}")
+    for k in info.get("kept") or []:
+        lines.append(f"  moved aside:   {k['path']} (autosync does not commit it; a merge "
+                     f"added that path) -> {k['where']}")
+    if info.get("interrupted_merge"):
+        lines.append("  warning:       a merge was interrupted; the next start or sync "
+                     "completes it")
     for p in info.get("skipped_large") or []:
         lines.append(f"  warning:       not committed (larger than autosync.maxFileSize): {p}")
     for p in info.get("nested") or []:

@@ -123,6 +123,10 @@ class Network(threading.Thread):
                 self.backoff.reset()
                 self.retry_at = None
                 self.failures = 0
+            except Refused as e:  # the remote's objects fail git's checks: wait for a change
+                self.backoff.reset()
+                self.retry_at = None
+                self.d.post("refused", (e.commit, e))
             except (Retry, Error) as e:
                 self.failed(wanted, e)
 
@@ -147,6 +151,9 @@ class Network(threading.Thread):
                 pass  # notifications arrive; no need to ask the remote
             elif remote.head() not in (None, remote.tracking()):
                 wanted.add("fetch")
+        if "fetch" in wanted and cfg["pull"] and self.d.refused and \
+                remote.head() == self.d.refused:
+            wanted.discard("fetch")  # what was refused is still all there is
         if "fetch" in wanted and cfg["pull"]:
             target = remote.fetch()
             self.d.state.update(last_pull=time.time(), pull_error=None)
@@ -380,6 +387,8 @@ class Daemon:
                 return
             if kind == "fetched":
                 self.merge(value)
+            elif kind == "refused":
+                self.refuse(*value)
 
     def merge(self, target):
         """Merge a fetched commit: commit local changes first, then integrate, then push."""

@@ -202,7 +202,7 @@ def integrate(repo, target, config):
     except Refused as e:
         raise Refused(f"refusing commit {target[:10]}: {e.message}",
                       "nothing was changed; syncing resumes by itself once the branch moves "
-                      "on to a commit without it")
+                      "on to a commit without it", commit=target)
     for c in conflicts:
         log.warning("conflict in '%s': %s", c.path,
                     f"other version kept as '{c.copy}'" if c.copy else "modified version kept")

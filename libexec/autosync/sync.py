@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from .commit import check_committable, commit_changes
 from .git import Repo
 from .merge import integrate
+from .treecheck import Refused
 from .util import Error, Retry, log
 
 NETWORK_TIMEOUT = 120  # seconds for one fetch or push; a hung ssh must not hang autosync
@@ -65,6 +66,13 @@ class Remote:
             err = res.stderr.decode(errors="replace")
             if "couldn't find remote ref" in err:
                 return None  # an empty server: the first push creates the branch
+            if "fsck error" in err:  # fetch.fsckObjects: an object git considers unsafe
+                reason = next((l.split(": ", 2)[-1] for l in err.splitlines()
+                               if l.startswith("error: object ")), "an object fails git fsck")
+                head = self.head()
+                raise Refused(f"refusing commit {(head or '?')[:10]} from '{self.name}': "
+                              f"{reason}", "nothing was fetched; syncing resumes by itself "
+                              "once the branch moves on to a commit without it", commit=head)
             raise classify("fetch from", self.name, err)
         return self.tracking()
 

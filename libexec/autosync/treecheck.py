@@ -30,6 +30,10 @@ _SHORT_SPECIAL = re.compile(r"(gitmod|gi7eba|gi7d29|gi250a|maba30)~[0-9]+")
 class Refused(Error):
     """A commit whose tree git would not check out; nothing was changed."""
 
+    def __init__(self, message, *hints, commit=None):
+        super().__init__(message, *hints)
+        self.commit = commit
+
 
 def name_problem(name, mode):
     """Why git would refuse this tree entry name, or None."""
