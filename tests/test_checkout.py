@@ -77,6 +77,13 @@ def test_an_edit_not_committed_yet_asks_for_a_commit_first(two_commits):
     assert not (r / ".git" / "autosync" / "update").exists()
 
 
+def test_a_file_touched_but_unchanged_is_not_in_the_way(two_commits):
+    r, old, new = two_commits
+    os.utime(r / "edit.txt", (1, 1))  # stat data no longer matches the index
+    advance(Repo(r), "main", old, new)
+    assert (r / "edit.txt").read_text() == "new\n" and status(r) == ""
+
+
 def test_an_untracked_file_where_one_is_added_asks_for_a_commit_first(two_commits):
     r, old, new = two_commits
     (r / "new" / "dir").mkdir(parents=True)

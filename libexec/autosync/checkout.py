@@ -513,14 +513,16 @@ def in_the_way(repo, todo):
     tree = Root(repo.top)
     try:
         olds = [c.path for c in todo if c.old is not None]
-        args = ["diff-files", "--name-only", "-z"]
+        # status, not diff-files: a file touched but unchanged is not an edit
+        args = ["status", "--porcelain=v1", "-z", "--untracked-files=no", "--no-renames"]
         if len(olds) <= 256:
             args += ["--"] + olds
         dirty = set()
         if olds:
-            out = repo.run(*args, env={"GIT_LITERAL_PATHSPECS": "1"}).stdout
+            out = os.fsdecode(repo.run(*args, env={"GIT_LITERAL_PATHSPECS": "1",
+                                                   "GIT_OPTIONAL_LOCKS": "0"}).stdout)
             wanted = set(olds)
-            dirty = {p for p in os.fsdecode(out).split("\0") if p in wanted}
+            dirty = {e[3:] for e in out.split("\0") if e[3:] in wanted}
         deleted = {c.path for c in todo if c.new is None}
         blocked = []
         for c in todo:
