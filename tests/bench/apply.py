@@ -4,6 +4,7 @@ the same in the same run. If the target is missed, one extra run under cProfile 
 hotspots in the notes.
 """
 
+import json
 import os
 import pstats
 import shutil
@@ -18,8 +19,8 @@ PROFILE_LINES = 15
 
 def build_source(ctx, dirs, per_dir):
     """A repository with A = dirs x per_dir small text files and B = a realistic mix on top:
-    80% of A's files modified, 10% deleted, as many new files added. Returns (repo, A, B,
-    mix)."""
+    80% of A's files modified, 10% deleted, 10% unchanged, as many new files added as were
+    deleted. Returns (repo, A, B, mix)."""
     repo = ctx.workdir("merge-apply-source")
     ctx.git(repo, "init", "-q", "-b", "main")
     ctx.git(repo, "config", "gc.auto", "0")
@@ -40,6 +41,8 @@ def build_source(ctx, dirs, per_dir):
             if kind == 9:  # every tenth file deleted ...
                 path.unlink()
                 deleted += 1
+            elif kind == 8:  # ... every tenth left alone ...
+                pass
             else:
                 path.write_text(f"file {d} {i}\nsecond line, changed in B\n")
                 modified += 1
@@ -113,11 +116,20 @@ def profile_helper(ctx, repo, a, b, res):
         shebang = f.readline()[2:].strip().split()
     python = shebang[0] if shebang and os.path.isabs(shebang[0]) else sys.executable
     stats_file = ctx.scratch / "merge-apply.prof"
+    trace = ctx.scratch / "merge-apply.trace2.json"
     t, _, _, err, rc = run_measured([python, "-m", "cProfile", "-o", str(stats_file), helper,
-                                     "-C", str(repo), b], repo, ctx.env)
+                                     "-C", str(repo), b], repo,
+                                    dict(ctx.env, GIT_TRACE2_EVENT=str(trace)))
     if rc != 0 or not stats_file.exists():
         res.note(f"profile run failed (exit {rc}): {err.strip()[-500:]}")
         return
+    git_time = git_commands(trace)
+    if git_time:
+        res.note("git commands the helper ran (count, total wall time): " + "; ".join(
+            f"git {name} x{n} {ms(sec)} ms" for name, (n, sec) in git_time))
+        print("   git commands of that run (count, total ms):")
+        for name, (n, sec) in git_time:
+            print(f"   {n:>7} {ms(sec):>11}  git {name}")
     stats = pstats.Stats(str(stats_file))
     rows = []
     for (filename, line, func), (cc, nc, tt, ct, _) in stats.stats.items():
@@ -141,6 +153,27 @@ def profile_helper(ctx, repo, a, b, res):
         print(f"   {ms(ct):>13} {ms(tt):>9} {nc:>7}  {where}")
 
 
+def git_commands(trace):
+    """[(git subcommand, (count, seconds))] from a GIT_TRACE2_EVENT file, costliest first."""
+    names, totals = {}, {}
+    try:
+        lines = trace.read_text(errors="replace").splitlines()
+    except OSError:
+        return []
+    for line in lines:
+        try:
+            ev = json.loads(line)
+        except ValueError:
+            continue
+        if ev.get("event") == "cmd_name":
+            names[ev.get("sid")] = ev.get("name")
+        elif ev.get("event") == "exit" and ev.get("sid") in names:
+            name = names[ev["sid"]]
+            n, sec = totals.get(name, (0, 0.0))
+            totals[name] = (n + 1, sec + float(ev.get("t_abs", 0.0)))
+    return sorted(totals.items(), key=lambda kv: kv[1][1], reverse=True)
+
+
 @benchmark("merge-apply", "Applying a 10,000-file change: autosync-merge vs git merge --ff-only")
 def merge_apply(ctx, res):
     dirs, per_dir = ctx.size((100, 100), (20, 100))
@@ -157,7 +190,8 @@ def merge_apply(ctx, res):
     ours, plain, ours_rss, plain_rss = [], [], [], []
 
     def run_plain(record=True):
-        ctx.git(plain_repo, "reset", "-q", "--hard", a)  # not timed
+        ctx.git(plain_repo, "reset", "-q", "--hard", a)  # not timed, nor its writeback:
+        os.sync()
         t, rss, _, err, rc = run_measured(["git", "merge", "--ff-only", "-q", b], plain_repo,
                                           ctx.env, wrapper, rss_file)
         if rc != 0:
@@ -167,7 +201,8 @@ def merge_apply(ctx, res):
             plain.append(t), plain_rss.append(rss)
 
     def run_ours(record=True):
-        ctx.git(ours_repo, "reset", "-q", "--hard", a)  # not timed
+        ctx.git(ours_repo, "reset", "-q", "--hard", a)  # not timed, nor its writeback:
+        os.sync()
         t, rss, out, err, rc = run_measured([helper, "-C", str(ours_repo), b], ours_repo,
                                             ctx.env, wrapper, rss_file)
         if rc != 0:
@@ -209,7 +244,7 @@ def merge_apply(ctx, res):
                              "git merge --ff-only": [ms(x) for x in plain]}
     res.note("each run starts from `git reset --hard A` (not timed) in its own clone; both "
              "timed as whole processes (autosync-merge includes python start-up); warm page "
-             "cache; " + ("both run under GNU time (same ~1 ms for each); peak RSS = its "
+             "cache, dirty pages synced before each run; " + ("both run under GNU time (same ~1 ms for each); peak RSS = its "
                           "%M, the largest single process of the tree" if wrapper else
                           "peak RSS not measured (GNU time not installed)"))
     if not ok:
