@@ -159,6 +159,8 @@ class Update:
         self.saves = set()  # paths holding a save instead of their new version
         self.index = {}  # path -> its position in the list of changes
         self.spares = 0
+        self.converts = None  # whether git may convert files on checkout (eol, filters)
+        self.todo = []
 
     def close(self):
         self.blobs.close()
@@ -177,6 +179,8 @@ class Update:
         try:
             if self.blobs.same(oid, fd, st.st_size):
                 return True
+            if not self.may_convert():
+                return False
             # not byte-equal: the same after git's filters (eol, clean) still counts
             os.lseek(fd, 0, os.SEEK_SET)
             res = subprocess.run(["git", "hash-object", "--stdin", f"--path={path}"],
@@ -186,8 +190,27 @@ class Update:
             os.close(fd)
         return res.returncode == 0 and res.stdout.decode().strip() == oid
 
-    def classify(self, root, rel, c):
-        """ABSENT, DIR, NEW (the new version), OLD (the committed one) or USER (a save)."""
+    def may_convert(self):
+        """Whether checked-out bytes can differ from the blob: eol settings, attributes."""
+        if self.converts is None:
+            repo = self.repo
+            cfg = repo.run("config", "--get-regexp", r"^core\.(autocrlf|eol)$",
+                           check=False).stdout.decode().split()
+            attrs = repo.run("ls-files", "-z", "--", ":(glob)**/.gitattributes",
+                             check=False).stdout
+            home = repo.env.get("XDG_CONFIG_HOME") or \
+                os.path.join(repo.env.get("HOME", "/"), ".config")
+            self.converts = bool(
+                attrs or any(v in ("true", "input", "crlf") for v in cfg[1::2])
+                or os.path.exists(os.path.join(repo.common_dir, "info", "attributes"))
+                or os.path.exists(os.path.join(home, "git", "attributes"))
+                or repo.ok("config", "core.attributesFile")
+                or any(c.path.rpartition("/")[2] == ".gitattributes" for c in self.todo))
+        return self.converts
+
+    def classify(self, root, rel, c, old_first=False):
+        """ABSENT, DIR, NEW (the new version), OLD (the committed one) or USER (a save).
+        old_first: what came out of the work tree is most likely the committed version."""
         try:
             st = root.lstat(rel)
         except Blocked:
@@ -199,6 +222,9 @@ class Update:
             return DIR
         if k == "other":
             return USER
+        if old_first and c.old and (not c.new or c.old[1] != c.new[1]) and \
+                self._holds(root, rel, st, c.old, c.path):
+            return OLD
         if c.new and self._holds(root, rel, st, c.new, c.path):
             if c.old and c.old[1] == c.new[1] and c.old[0] != c.new[0] and k == "file":
                 # only the mode changed: the x bit tells which one this is
@@ -269,7 +295,7 @@ class Update:
         """Journal loc holds something that left the work tree: drop it if it is committed
         content, else put it back (a save wins its path) or beside (a second save)."""
         for _ in range(6):
-            k = self.classify(self.journal, loc, c)
+            k = self.classify(self.journal, loc, c, old_first=True)
             if k == ABSENT:
                 return
             p = tree_kind or self.classify(self.tree, c.path, c)
@@ -358,6 +384,7 @@ class Update:
                 pass
 
     def apply(self, todo, staged_is_new):
+        self.todo = todo
         self.index = {c.path: i for i, c in enumerate(todo)}
         deletions = [(i, c) for i, c in enumerate(todo) if c.new is None]
         for i, c in reversed(deletions):
@@ -392,6 +419,7 @@ class Update:
 
     def drain(self, todo):
         """Anything still in the journal is committed content (dropped) or kept."""
+        self.todo = todo
         by_path = {c.path: c for c in todo}
         for top in ("new", "out"):
             for dirpath, dirnames, filenames in os.walk(os.path.join(self.journal.path, top)):
