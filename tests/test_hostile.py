@@ -114,7 +114,8 @@ def _digest(path):
         return ("link", os.readlink(path))
     if stat.S_ISDIR(st.st_mode):
         return ("dir",)
-    return ("file", stat.S_IMODE(st.st_mode), hashlib.sha256(Path(path).read_bytes()).hexdigest())
+    return ("file", stat.S_IMODE(st.st_mode),
+            hashlib.sha256(Path(path).read_bytes()).hexdigest())
 
 
 def listing(top):
@@ -388,9 +389,33 @@ def _nested_dot_git(attacker, marker):
                                          (BLOB, "ok.txt", attacker.blob("fine\n"))]))]
 
 
+def _spelled(name):
+    """`.git` as git refuses it on NTFS or HFS+ (on Linux only a look-alike), with a hook."""
+    def entries(attacker, marker):
+        hooks = attacker.tree([(EXEC, "post-commit", attacker.blob(hook_script(marker)))])
+        return [(TREE, name, attacker.tree([(TREE, "hooks", hooks)]))]
+    return entries
+
+
+def _symlink_and_dir(attacker, marker):
+    hooks = attacker.tree([(EXEC, "post-commit", attacker.blob(hook_script(marker)))])
+    return [(LINK, "x", attacker.blob(".git/hooks")), (TREE, "x", hooks)]
+
+
+def _in_existing_dir(attacker, marker):
+    """docs/ is already there: the hostile entry sits in a changed subtree, not a new one."""
+    hooks = attacker.tree([(EXEC, "post-commit", attacker.blob(hook_script(marker)))])
+    docs = attacker.entries("refs/remotes/origin/main:docs")
+    return [(TREE, b"docs", attacker.tree(docs + [(TREE, ".Git", attacker.tree([
+        (TREE, "hooks", hooks)]))]))]
+
+
 BAD = {".GIT/config2": _dot_git_upper, "..": _dotdot, "git~1": _git_short,
        ".gitattributes symlink": _gitattributes_link, "name twice": _twice,
-       "sub/.git": _nested_dot_git}
+       "sub/.git": _nested_dot_git, "docs/.Git (existing dir)": _in_existing_dir,
+       "GIT~1": _spelled("GIT~1"), ".git. (NTFS)": _spelled(".git. "),
+       ".git::$INDEX_ALLOCATION": _spelled(".git::$INDEX_ALLOCATION"),
+       ".g\u200cit (HFS+)": _spelled(".g\u200cit")}
 
 
 @pytest.mark.parametrize("bad", list(BAD))
@@ -399,14 +424,18 @@ def test_a_refused_path_refuses_the_whole_commit_then_a_clean_fix_resumes(cluste
     attacker = Attacker(cluster)
     a.write("a.txt", "a, before\n")
     a.write("b.txt", "b, before\n")
-    wait_for(lambda: {"a.txt", "b.txt"} <= committed_files(a) and a.clean(), what="a and b")
+    a.write("docs/keep.txt", "docs, before\n")
+    wait_for(lambda: {"a.txt", "b.txt", "docs/keep.txt"} <= committed_files(a) and a.clean(),
+             what="a, b and docs")
     ready(cluster, a)
     outside = Outside(cluster, a)
     base = attacker.head()
     kept_entries = [e for e in attacker.entries(base) if e[1] not in (b"a.txt", b"b.txt")]
     good = kept_entries + [(BLOB, "a.txt", attacker.blob("a, edited by the push\n"))]
     bad_entries = BAD[bad](attacker, outside.marker)
-    hostile = attacker.commit(attacker.tree(good + bad_entries), base,
+    replaced = {e[1] if isinstance(e[1], bytes) else e[1].encode() for e in bad_entries}
+    hostile = attacker.commit(attacker.tree([e for e in good if e[1] not in replaced]
+                                            + bad_entries), base,
                               "edit a.txt, delete b.txt, and something else")
     attacker.push(hostile)
 
@@ -418,9 +447,10 @@ def test_a_refused_path_refuses_the_whole_commit_then_a_clean_fix_resumes(cluste
     history = git(a.path, "log", "--format=%H", "--name-status", "HEAD", env=a.env)
     assert "D\tb.txt" not in history and "D\ta.txt" not in history
     assert not is_ancestor(a, hostile)
-    for name in (".GIT", "..", "git~1", "dup.txt", "sub"):
-        if name != "..":
-            assert not os.path.lexists(a.path / name), name
+    for mode, name, _ in bad_entries:
+        if name not in ("..", b"..", b"docs"):
+            assert not os.path.lexists(a.path / os.fsdecode(name)), name
+    assert sorted(os.listdir(a.path / "docs")) == ["keep.txt"]
     assert not os.path.lexists(a.path / ".gitattributes")
     assert not (cluster.tmp / "evil.txt").exists()
     outside.assert_untouched()
@@ -446,6 +476,61 @@ def test_a_refused_path_refuses_the_whole_commit_then_a_clean_fix_resumes(cluste
     assert not _refused_entries(after), after
 
 
+@pytest.mark.parametrize("bad", ["symlink and dir", "..", ".GIT/config2", "name twice"])
+def test_a_hostile_commit_merged_with_unpushed_local_work_is_refused_too(cluster, bad):
+    """The clone has a save of its own the server has not seen: the hostile commit is not a
+    fast-forward but goes through a real merge, and the merged tree is refused just the same."""
+    a = victim(cluster)
+    attacker = Attacker(cluster)
+    a.write("a.txt", "a, before\n")
+    a.write("b.txt", "b, before\n")
+    wait_for(lambda: {"a.txt", "b.txt"} <= committed_files(a) and a.clean(), what="a and b")
+    ready(cluster, a)
+    a.stop()
+    a.write("local.txt", "saved while the daemon was down\n")
+    outside = Outside(cluster, a)
+    base = attacker.head()
+    good = [e for e in attacker.entries(base) if e[1] not in (b"a.txt", b"b.txt")] + \
+        [(BLOB, "a.txt", attacker.blob("a, edited by the push\n"))]
+    bad_entries = {"symlink and dir": _symlink_and_dir, "..": _dotdot,
+                   ".GIT/config2": _dot_git_upper, "name twice": _twice}[bad](
+        attacker, outside.marker)
+    hostile = attacker.commit(attacker.tree(good + bad_entries), base, "hostile")
+    attacker.push(hostile)
+    a.start()  # commits local.txt first, then fetches and merges
+
+    wait_for(lambda: refusal_line(hostile) in a.log() or is_ancestor(a, hostile), timeout=30,
+             what=f"a to refuse (or merge) {hostile[:10]}")
+    wait_for(lambda: "local.txt" in committed_files(a) and a.clean(), what="local.txt")
+    assert_keeps_committing(a, "during.txt")
+    # whatever happened, nothing went through a link or outside the work tree
+    assert not os.path.islink(a.path / "x") and not os.path.lexists(a.path / ".GIT")
+    assert not (cluster.tmp / "evil.txt").exists()
+    outside.assert_untouched()
+    # and the commit was refused whole, as it is when it would fast-forward
+    assert not is_ancestor(a, hostile), (
+        f"the hostile commit was merged because the clone had local work (a fast-forward "
+        f"to it is refused): {git(a.path, 'ls-tree', 'HEAD', env=a.env)}\n{a.log()}")
+    status = wait_refused(a, hostile)
+    assert a.read("a.txt") == "a, before\n" and a.read("b.txt") == "b, before\n"
+    history = git(a.path, "log", "--format=%H", "--name-status", "HEAD", env=a.env)
+    assert "D\tb.txt" not in history
+    assert not os.path.lexists(a.path / "x") and not os.path.lexists(a.path / "dup.txt")
+
+    fix = attacker.commit(attacker.tree(good), hostile, "clean again")
+    attacker.push(fix)
+    wait_for(lambda: is_ancestor(a, fix) and a.read("a.txt") == "a, edited by the push\n",
+             timeout=30, what="the clean descendant to merge with a's own work")
+    wait_converged([a], cluster.server)
+    assert a.read("local.txt") == "saved while the daemon was down\n"
+    assert a.read("b.txt") is None
+    outside.assert_untouched()
+    assert len(refusal_warnings(a, hostile)) == 1, a.log()
+    assert_log_sane(a)
+    assert_refusal_recorded(a, hostile, status)
+    assert not _refused_entries(status_json(a))
+
+
 # -- 4. no retry loop -----------------------------------------------------------------------------
 def _cpu_seconds(pid):
     with open(f"/proc/{pid}/stat") as f:
@@ -457,6 +542,7 @@ def test_a_refusal_is_logged_once_not_retried_in_a_loop(cluster, mosquitto):  # 
     a = victim(cluster)
     attacker = Attacker(cluster)
     ready(cluster, a)
+    outside = Outside(cluster, a)
     base = attacker.head()
     evil = attacker.tree(attacker.entries(base) + _twice(attacker, None))
     hostile = attacker.commit(evil, base, "a name twice")
@@ -483,6 +569,7 @@ def test_a_refusal_is_logged_once_not_retried_in_a_loop(cluster, mosquitto):  # 
     assert len(log.splitlines()) - lines <= 3, log.splitlines()[lines:]
     assert _cpu_seconds(pid) - cpu < 0.5
     assert a.running() and a.pid == pid
+    outside.assert_untouched()
     assert_log_sane(a)
     assert_refusal_recorded(a, hostile, status)
 
@@ -526,30 +613,51 @@ def _find_kept(clone, content):
     return found
 
 
-@pytest.mark.parametrize("why", ["too large", "excluded"])
+UNCOMMITTABLE = {  # why: (path the other clone adds, a's own content there (bytes: a file;
+    # str: a file of that content inside a directory at the path))
+    "too large": ("big.bin", b"local data, never committed\n" * 200),
+    "excluded": ("secret.txt", b"my local secret\n"),
+    "excluded directory": ("cache", "my local cache\n"),
+    "nested repository": ("proj", "a file of my own nested repository\n"),
+}
+
+
+@pytest.mark.parametrize("why", list(UNCOMMITTABLE))
 def test_an_uncommittable_local_file_is_kept_aside_and_sync_goes_on(cluster, why):
     a = victim(cluster, **({"maxFileSize": "1k"} if why == "too large" else {}))
     b = cluster.clone("b")
     ready(cluster, a, b)
-    name = "big.bin" if why == "too large" else "secret.txt"
-    mine = (b"local data, never committed\n" * 200) if why == "too large" \
-        else b"my local secret\n"
-    if why == "excluded":
+    name, mine = UNCOMMITTABLE[why]
+    if why.startswith("excluded"):
         with open(a.path / ".git" / "info" / "exclude", "a") as f:
             f.write(f"/{name}\n")
-    (a.path / name).write_bytes(mine)
+    if isinstance(mine, bytes):
+        (a.path / name).write_bytes(mine)
+    else:
+        if why == "nested repository":
+            git(a.path, "init", "-q", name, env=a.env)
+        (a.path / name).mkdir(exist_ok=True)
+        (a.path / name / "inner.txt").write_text(mine)
+        mine = mine.encode()
     if why == "too large":
         wait_for(lambda: name in (status_json(a).get("skipped_large") or []), timeout=30,
                  what="a to skip the large file")
+    if why == "nested repository":
+        wait_for(lambda: name in (status_json(a).get("nested") or []), timeout=30,
+                 what="a to see the nested repository")
     a.write("own.txt", "a's own save\n")  # a's daemon is busy and well before b adds it
     wait_for(lambda: "own.txt" in committed_files(a), what="a's own save")
-    assert name not in committed_files(a)
+    assert not [f for f in committed_files(a) if f == name or f.startswith(name + "/")]
 
     b.write(name, "b's version\n")
-    wait_for(lambda: a.read(name) == "b's version\n", timeout=30,
-             what=f"b's {name} to reach a")
+    wait_for(lambda: (a.path / name).is_file() and a.read(name) == "b's version\n",
+             timeout=30, what=f"b's {name} to reach a")
     kept = _find_kept(a, mine)
     assert len(kept) == 1, listing(a.path / ".git" / "autosync" / "kept")
+    where = kept[0] if kept[0].name == name else kept[0].parent  # the file, or its directory
+    assert where.name == name
+    if why == "nested repository":
+        assert (where / ".git").is_dir()  # the repository moved whole
     wait_converged([a, b], cluster.server)
 
     b.write(name, "b's second version\n")  # later edits keep arriving
@@ -563,7 +671,7 @@ def test_an_uncommittable_local_file_is_kept_aside_and_sync_goes_on(cluster, why
     assert_log_sane(a)
     st = status_json(a)
     assert any(isinstance(k, dict) and k.get("path") == name
-               and os.path.realpath(k.get("where", "")) == os.path.realpath(kept[0])
+               and os.path.realpath(k.get("where", "")) == os.path.realpath(where)
                for k in st.get("kept") or []), (
         f"`git autosync status --json` has no 'kept' entry for {name}: "
         f"{json.dumps(st, sort_keys=True)}\n(the daemon's state.json: {state_file(a)})")
