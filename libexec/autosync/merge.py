@@ -151,6 +151,10 @@ def _rewrite_tree(repo, tree, stages, first, second, winner_is_first):
             pass
 
 
+def tree_of(repo, commit):
+    return repo.out("rev-parse", commit + "^{tree}")
+
+
 def merge_message(conflicts):
     if not conflicts:
         return "autosync: merge"
@@ -183,15 +187,18 @@ def integrate(repo, target, config):
     from .treecheck import Refused, check_update
     recover(repo)
     head = repo.rev("HEAD")
-    if head is None:  # unborn branch: take the remote's history as it is
-        merged, conflicts = target, []
-    else:
-        merged, conflicts = merge_commits(repo, head, target)
-    if merged == head:
-        return Integrated(head, [], [], [])
     try:
+        # the incoming side on its own first: merge-tree would quietly drop a duplicate
+        # entry, so a hostile tree must be refused before it is merged with local work
+        base = head and repo.run("merge-base", head, target, check=False).stdout.decode().strip()
+        check_update(repo, tree_of(repo, base) if base else None, tree_of(repo, target))
+        if head is None:  # unborn branch: take the remote's history as it is
+            merged, conflicts = target, []
+        else:
+            merged, conflicts = merge_commits(repo, head, target)
+        if merged == head:
+            return Integrated(head, [], [], [])
         if head is None:  # nothing committed here yet, so nothing of ours to protect
-            check_update(repo, None, repo.out("rev-parse", merged + "^{tree}"))
             repo.run("merge", "--ff-only", "-q", merged, env={"GIT_AUTOSYNC_COMMITTER": "1"})
             copies, kept = [], []
         else:

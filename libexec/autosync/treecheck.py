@@ -56,12 +56,14 @@ def _sort_key(name, mode):
     return name + b"/" if mode in TREE_MODES else name
 
 
+PASSED = set()  # tree ids that passed, for the life of the process (objects never change)
+
+
 class TreeChecker:
     """Checks tree objects through one `git cat-file --batch`; remembers what passed."""
 
     def __init__(self, repo):
         self.repo = repo
-        self.passed = set()
         self.proc = None
 
     def _read(self, oid):
@@ -82,7 +84,7 @@ class TreeChecker:
 
     def check(self, oid, where):
         """Check one tree object; `where` is its path, for the message."""
-        if oid in self.passed:
+        if oid in PASSED:
             return
         data = self._read(oid)
         width = len(oid) // 2
@@ -108,7 +110,9 @@ class TreeChecker:
             if last is not None and key <= last:
                 raise Refused(f"tree '{where or '/'}' is not sorted the way git writes trees")
             last = key
-        self.passed.add(oid)
+        if len(PASSED) > 100000:
+            PASSED.clear()
+        PASSED.add(oid)
 
     def close(self):
         if self.proc is not None:
