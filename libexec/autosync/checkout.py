@@ -160,6 +160,7 @@ class Update:
         self.index = {}  # path -> its position in the list of changes
         self.spares = 0
         self.converts = None  # whether git may convert files on checkout (eol, filters)
+        self.clean = {}  # path -> stat_key of its committed version, seen before the update
         self.todo = []
 
     def close(self):
@@ -222,6 +223,8 @@ class Update:
             return DIR
         if k == "other":
             return USER
+        if old_first and self.clean.get(c.path) == stat_key(st):
+            return OLD  # the very file git found unchanged, not written since
         if old_first and c.old and (not c.new or c.old[1] != c.new[1]) and \
                 self._holds(root, rel, st, c.old, c.path):
             return OLD
@@ -342,10 +345,11 @@ class Update:
 
     def put(self, c, staged_is_new):
         loc = "new/" + c.path
-        if self.journal.lstat(loc) is None:
-            return  # placed already
-        if not staged_is_new and self.classify(self.journal, loc, c) != NEW:
-            return self.resolve(loc, c)  # what an exchange took out, before a crash
+        if not staged_is_new:
+            if self.journal.lstat(loc) is None:
+                return  # placed already
+            if self.classify(self.journal, loc, c) != NEW:
+                return self.resolve(loc, c)  # what an exchange took out, before a crash
         for _ in range(6):
             try:
                 self.tree.dir(os.path.dirname(c.path), create=True)
@@ -535,12 +539,24 @@ def _first_line(stderr):
 
 
 # -- step 1: what is in the way ----------------------------------------------------------------
+def stat_key(st):
+    """What must stay the same for a file not to have been written since (ctime is left
+    out: renaming a file changes it)."""
+    return (st.st_ino, st.st_dev, st.st_mtime_ns, st.st_size, st.st_mode)
+
+
 def in_the_way(repo, todo):
-    """(dirty, obstacles): changed tracked paths holding edits not committed yet, and
-    untracked files or directories where the update puts something."""
+    """(dirty, obstacles, clean): changed tracked paths holding edits not committed yet,
+    untracked files or directories where the update puts something, and the stat data of
+    the other changed tracked files, taken before git confirmed their content."""
     tree = Root(repo.top)
     try:
         olds = [c.path for c in todo if c.old is not None]
+        clean = {}
+        for path in olds:
+            st = tree.lstat(path)
+            if st is not None:
+                clean[path] = stat_key(st)
         # status, not diff-files: a file touched but unchanged is not an edit
         args = ["status", "--porcelain=v1", "-z", "--untracked-files=no", "--no-renames"]
         if len(olds) <= 256:
@@ -567,7 +583,9 @@ def in_the_way(repo, todo):
                 if kd != "dir" or _untracked_inside(repo, prefix):
                     blocked.append(prefix)
                 break
-        return dirty, sorted(set(blocked))
+        for path in dirty:
+            clean.pop(path, None)
+        return dirty, sorted(set(blocked)), clean
     finally:
         tree.close()
 
@@ -595,7 +613,7 @@ def advance(repo, branch, old, new, names=None, uncommittable=None):
     check_update(repo, repo.out("rev-parse", old + "^{tree}"),
                  repo.out("rev-parse", new + "^{tree}"))
     todo = changes(repo, old, new)
-    dirty, blocked = in_the_way(repo, todo)
+    dirty, blocked, clean = in_the_way(repo, todo)
     if dirty or blocked:
         reasons = uncommittable(sorted(dirty | set(blocked))) if uncommittable else {}
         pending = [p for p in sorted(dirty) + blocked if p not in reasons]
@@ -609,6 +627,7 @@ def advance(repo, branch, old, new, names=None, uncommittable=None):
     plan = Plan(branch, old, new, copy_host, copy_time, local_host)
     stage(repo, plan, todo)
     update = Update(repo, plan, _journal(repo))
+    update.clean = clean
     try:
         for path in blocked:
             log.warning("'%s' is in the way of the merge (%s)", path, reasons[path])
