@@ -355,6 +355,7 @@ class Daemon:
         paths = None if batch is None or batch.full else batch.paths
         try:
             with self.repo.lock():
+                check_committable(self.repo)  # a rebase by hand (HEAD detached) says so
                 check_branch(self.repo, self.config)  # hands off another branch
                 result = commit_changes(self.repo, self.config, paths)
         except Error as e:
