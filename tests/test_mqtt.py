@@ -1,6 +1,7 @@
 """The MQTT transport, publish_once and autosync-publish against a real mosquitto."""
 
 import logging
+import re
 import socket
 import subprocess
 import time
@@ -146,7 +147,10 @@ def test_publish_once_to_a_silent_server_is_bounded(config_for, silent_port, sch
     with caplog.at_level(logging.WARNING, logger="autosync"):
         assert publish_once(config, [note()], timeout=1.5) is False
     assert time.monotonic() - start < 2.5
-    assert len(caplog.records) == 1 and "no answer from the broker" in caplog.text
+    # one line saying the broker did not answer in time; which timeout fires first (the
+    # TLS handshake's or ours) depends on the machine's load, not on the behaviour
+    assert len(caplog.records) == 1
+    assert re.search(r"no answer from the broker|timed out", caplog.text), caplog.text
 
 
 def test_publish_once_with_nothing_to_say_does_not_connect(config_for):
