@@ -15,7 +15,7 @@ from autosync.checkout import advance
 from autosync.commit import commit_changes
 from autosync.config import Config
 from autosync.git import Repo
-from autosync.util import Retry
+from autosync.util import Error, Retry
 
 FILES = 3000
 
@@ -146,3 +146,33 @@ def test_a_disk_that_fills_during_the_update_never_commits_a_deletion(repo_on_sm
     assert (r / "a.txt").read_text() == "new a\n" and not (r / "b.txt").exists()
     assert git(r, "status", "--porcelain") == "" and stray(r) == []
     assert not (r / ".git" / "autosync" / "update").exists()
+
+
+def test_a_mount_point_inside_the_work_tree_is_a_clear_error_that_changes_nothing(make_repo):
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    r = make_repo()
+    (r / "sub").mkdir()
+    (r / "sub" / "x.txt").write_text("old x\n")
+    (r / "a.txt").write_text("old a\n")
+    git(r, "add", "-A")
+    git(r, "commit", "-qm", "old")
+    old = git(r, "rev-parse", "HEAD")
+    (r / "sub" / "x.txt").write_text("new x\n")
+    (r / "a.txt").write_text("new a\n")
+    git(r, "commit", "-qam", "new")
+    new = git(r, "rev-parse", "HEAD")
+    git(r, "reset", "-q", "--hard", old)
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(r / "sub")],
+                      stderr=subprocess.DEVNULL).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        (r / "sub" / "x.txt").write_text("old x\n")
+        with pytest.raises(Error, match="on another file system"):
+            advance(Repo(r), "main", old, new)
+        assert git(r, "rev-parse", "HEAD") == old
+        assert (r / "a.txt").read_text() == "old a\n"
+        assert (r / "sub" / "x.txt").read_text() == "old x\n"
+        assert not (r / ".git" / "autosync" / "update").exists()
+    finally:
+        subprocess.run(["umount", "-l", str(r / "sub")])

@@ -553,10 +553,12 @@ def in_the_way(repo, todo):
     try:
         olds = [c.path for c in todo if c.old is not None]
         clean = {}
+        devices = {os.fstat(tree.fd).st_dev: ""}
         for path in olds:
             st = tree.lstat(path)
             if st is not None:
                 clean[path] = stat_key(st)
+                devices.setdefault(st.st_dev, path)
         # status, not diff-files: a file touched but unchanged is not an edit
         args = ["status", "--porcelain=v1", "-z", "--untracked-files=no", "--no-renames"]
         if len(olds) <= 256:
@@ -575,7 +577,10 @@ def in_the_way(repo, todo):
             parts = c.path.split("/")
             for k in range(1, len(parts) + 1):
                 prefix = "/".join(parts[:k])
-                kd = safefs.kind(tree.lstat(prefix))
+                st = tree.lstat(prefix)
+                kd = safefs.kind(st)
+                if st is not None:
+                    devices.setdefault(st.st_dev, prefix)
                 if kd is None or (prefix in deleted and kd != "dir"):
                     break  # nothing there (after the deletions)
                 if kd == "dir" and k < len(parts):
@@ -583,6 +588,13 @@ def in_the_way(repo, todo):
                 if kd != "dir" or _untracked_inside(repo, prefix):
                     blocked.append(prefix)
                 break
+        journal_dev = os.stat(repo.ensure_state_dir()).st_dev
+        for dev, path in devices.items():
+            if dev != journal_dev:  # renames cannot cross file systems
+                raise Error(f"cannot merge: '{path or repo.top}' is on another file system "
+                            f"than '{repo.git_dir}'",
+                            "keep the work tree and its .git directory on one file system "
+                            "(no mount points inside the work tree)")
         for path in dirty:
             clean.pop(path, None)
         return dirty, sorted(set(blocked)), clean
