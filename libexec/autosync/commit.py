@@ -19,6 +19,7 @@ from .checkout import recover
 from .config import Config
 from .git import Repo
 from .ignore import is_temp
+from .treecheck import name_problem
 from .util import Error, Retry, log, warn
 
 # A pathspec-limited status is cheap for a few paths; past this many, one status of the
@@ -66,6 +67,7 @@ UNMERGED = {"DD", "AU", "UD", "UA", "DU", "AA", "UU"}
 
 TEMP, NESTED, LARGE = "an editor temp file", "a nested repository", \
     "larger than autosync.maxFileSize"
+REFUSED = "a name or symlink git refuses to check out"
 
 
 def skip_reason(repo, config, path):
@@ -80,6 +82,9 @@ def skip_reason(repo, config, path):
         return None  # deleted: update-index --remove stages the removal
     if st.st_size > config["maxFileSize"] and stat.S_ISREG(st.st_mode):
         return LARGE
+    name = os.fsencode(path.rpartition("/")[2])
+    if name_problem(name, b"120000" if stat.S_ISLNK(st.st_mode) else b"100644"):
+        return REFUSED  # e.g. a symlinked .gitignore: every clone would refuse the commit
     return None
 
 
@@ -97,6 +102,9 @@ def select(repo, config, entries, result):
             result.nested.append(path.rstrip("/"))
         elif reason == LARGE:
             result.skipped_large.append(path)
+        elif reason == REFUSED:
+            warn(f"not committing '{path}': {reason}",
+                 "other clones would refuse the commit; use a plain file instead")
     return chosen
 
 

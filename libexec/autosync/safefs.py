@@ -19,7 +19,7 @@ RENAME_NOREPLACE, RENAME_EXCHANGE = 1, 2
 _SYS_RENAMEAT2 = {"x86_64": 316, "aarch64": 276, "armv7l": 382, "i686": 353, "i386": 353,
                   "ppc64le": 357, "s390x": 347, "riscv64": 276}
 _WALK = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-MAX_CACHED = 1024  # open directory descriptors kept per tree
+MAX_CACHED = 64  # open directory descriptors kept per tree (well below any RLIMIT_NOFILE)
 
 
 class Blocked(OSError):
@@ -77,29 +77,51 @@ class Root:
         fd = self.cache.get(rel_dir)
         if fd is not None:
             return fd
-        parent, _, name = rel_dir.rpartition("/")
-        pfd = self.dir(parent, create)
+        # from the deepest cached ancestor, one component at a time; only the directory
+        # asked for is kept open (no recursion and no descriptor per level: a tree may be
+        # thousands of directories deep)
+        parts = rel_dir.split("/")
+        start, base = 0, self.fd
+        for k in range(len(parts) - 1, 0, -1):
+            cached = self.cache.get("/".join(parts[:k]))
+            if cached is not None:
+                start, base = k, cached
+                break
+        pfd = base
         try:
-            fd = os.open(name, _WALK, dir_fd=pfd)
+            for k in range(start, len(parts)):
+                fd = self._enter(pfd, parts[k], "/".join(parts[:k + 1]), create)
+                if pfd != base:
+                    os.close(pfd)
+                pfd = fd
+        except BaseException:
+            if pfd != base:
+                os.close(pfd)
+            raise
+        if len(self.cache) >= MAX_CACHED:
+            self.forget("")
+        self.cache[rel_dir] = pfd
+        return pfd
+
+    @staticmethod
+    def _enter(pfd, name, rel, create):
+        try:
+            return os.open(name, _WALK, dir_fd=pfd)
         except FileNotFoundError:
             if not create:
-                raise Blocked(errno.ENOENT, "no such directory", rel_dir)
+                raise Blocked(errno.ENOENT, "no such directory", rel)
             try:
                 os.mkdir(name, 0o777, dir_fd=pfd)  # the umask applies, as for git
             except FileExistsError:
                 pass
             try:
-                fd = os.open(name, _WALK, dir_fd=pfd)
+                return os.open(name, _WALK, dir_fd=pfd)
             except OSError as e:
-                raise Blocked(e.errno, "not a directory", rel_dir)
+                raise Blocked(e.errno, "not a directory", rel)
         except OSError as e:
             if e.errno in (errno.ELOOP, errno.ENOTDIR):
-                raise Blocked(e.errno, "a symlink or file is in the way", rel_dir)
+                raise Blocked(e.errno, "a symlink or file is in the way", rel)
             raise
-        if len(self.cache) >= MAX_CACHED:
-            self.forget("")
-        self.cache[rel_dir] = fd
-        return fd
 
     def at(self, rel, create=False):
         """(directory descriptor, base name) for a path below the top."""

@@ -25,6 +25,8 @@ _HFS_IGNORED = dict.fromkeys([*range(0x200C, 0x2010), *range(0x202A, 0x202F),
 _SHORT_DOTGIT = re.compile(r"git~[0-9]+")
 _SPECIAL = {".gitmodules", ".gitattributes", ".gitignore", ".mailmap"}
 _SHORT_SPECIAL = re.compile(r"(gitmod|gi7eba|gi7d29|gi250a|maba30)~[0-9]+")
+NAME_MAX = 255  # bytes: longer names cannot be created on common file systems
+MAX_DEPTH = 256  # directories: deeper trees are refused rather than walked
 
 
 class Refused(Error):
@@ -39,6 +41,8 @@ def name_problem(name, mode):
     """Why git would refuse this tree entry name, or None."""
     if not name:
         return "an empty file name"
+    if len(name) > NAME_MAX:
+        return f"a file name longer than {NAME_MAX} bytes"
     if b"/" in name or b"\0" in name:
         return "a file name with '/' in it"
     if name in (b".", b".."):
@@ -149,6 +153,9 @@ def check_update(repo, old_tree, new_tree):
     checker = TreeChecker(repo)
     try:
         for path, oid in changed_trees(repo, old_tree, new_tree):
+            if path.count("/") >= MAX_DEPTH:
+                raise Refused(f"it is more than {MAX_DEPTH} directories deep: "
+                              f"'{path[:60]}...'")
             checker.check(oid, path)
     finally:
         checker.close()

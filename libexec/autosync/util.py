@@ -89,7 +89,8 @@ def run_main(func, argv=None):
               "private environment)", file=sys.stderr)
         code = HUMAN
     except Exception as e:  # last resort: one line, details only in the log
-        log.exception("internal error")
+        if logging.getLogger().handlers:  # the log file; never a traceback on the terminal
+            log.exception("internal error")
         print(f"{PROG}: internal error: {type(e).__name__}: {e}", file=sys.stderr)
         print("hint: run again with GIT_AUTOSYNC_DEBUG=1 for details", file=sys.stderr)
         if os.environ.get("GIT_AUTOSYNC_DEBUG"):
