@@ -46,6 +46,7 @@ JOURNAL, STAGING, KEPT = "update", "update.new", "kept"
 # git's own path checks as strict as on Windows and macOS, wherever we run
 PROTECT = ("-c", "core.protectNTFS=true", "-c", "core.protectHFS=true")
 ABSENT, DIR, NEW, OLD, USER = "absent", "dir", "new", "old", "user"
+RACY_NS = 3_000_000_000  # a file written this recently is read, not known by its stat data
 
 __all__ = ["Busy", "Refused", "advance", "recover", "changes"]
 
@@ -554,10 +555,14 @@ def in_the_way(repo, todo):
         olds = [c.path for c in todo if c.old is not None]
         clean = {}
         devices = {os.fstat(tree.fd).st_dev: ""}
+        # a save lands with an mtime of now or later, even where timestamps are coarse
+        # (1 s, 2 s on FAT): only files older than that are known by their stat data
+        settled = time.time_ns() - RACY_NS
         for path in olds:
             st = tree.lstat(path)
             if st is not None:
-                clean[path] = stat_key(st)
+                if st.st_mtime_ns < settled:
+                    clean[path] = stat_key(st)
                 devices.setdefault(st.st_dev, path)
         # status, not diff-files: a file touched but unchanged is not an edit
         args = ["status", "--porcelain=v1", "-z", "--untracked-files=no", "--no-renames"]
@@ -595,11 +600,21 @@ def in_the_way(repo, todo):
                             f"than '{repo.git_dir}'",
                             "keep the work tree and its .git directory on one file system "
                             "(no mount points inside the work tree)")
-        for path in dirty:
+        for path in dirty | _flagged(repo, olds):
             clean.pop(path, None)
         return dirty, sorted(set(blocked)), clean
     finally:
         tree.close()
+
+
+def _flagged(repo, paths):
+    """Paths marked assume-unchanged or skip-worktree: git status says nothing about them,
+    so their content is compared, never trusted."""
+    if not paths:
+        return set()
+    args = ["ls-files", "-v", "-z"] + (["--"] + paths if len(paths) <= 256 else [])
+    out = os.fsdecode(repo.run(*args, env={"GIT_LITERAL_PATHSPECS": "1"}).stdout)
+    return {e[2:] for e in out.split("\0") if e and (e[0].islower() or e[0] == "S")}
 
 
 def _untracked_inside(repo, path):
