@@ -375,6 +375,35 @@ class Update:
             return self.resolve(out, c, tree_kind=NEW if placed else None)
         self.resolve(loc, c)
 
+    def redo_preparation(self, todo):
+        """Recovery: what step 1 moved out of the way goes out of the way again, and a new
+        version a reset by hand undid is checked out into the journal again."""
+        self.todo = todo
+        by_path = {c.path: c for c in todo}
+        for path, kind in self.plan.blocked:
+            k = safefs.kind(self.tree.lstat(path))
+            c = by_path.get(path)
+            if k is not None and k == kind and \
+                    not (c and self.classify(self.tree, path, c) == NEW):
+                self.keep(self.tree, path, path)
+        missing = []
+        for c in todo:
+            loc = "new/" + c.path
+            if c.new is None:
+                continue
+            resolved = False
+            if self.journal.lstat(loc) is not None:
+                if self.classify(self.journal, loc, c) == NEW:
+                    continue  # staged: apply() places it
+                self.resolve(loc, c)  # what an exchange took out before the crash
+                resolved = True
+            p = self.classify(self.tree, c.path, c)
+            # the old version back (`git reset --hard` by hand) or nothing there: check the
+            # new one out again; a save wins the path, with the new version beside it
+            if p in (OLD, ABSENT) or (p == USER and not resolved):
+                missing.append(c)
+        checkout_into(self.repo, self.journal.path, missing)
+
     def prune(self, paths):
         """Remove the directories deletions left empty, deepest first."""
         dirs = set()
@@ -448,11 +477,12 @@ def _nth(todo, text):
 # -- the plan --------------------------------------------------------------------------------
 class Plan:
     """The journal's plan.json: the two commits, and how to name conflict copies."""
-    FIELDS = ("branch", "old", "new", "copy_host", "copy_time", "local_host")
+    FIELDS = ("branch", "old", "new", "copy_host", "copy_time", "local_host", "blocked")
 
-    def __init__(self, branch, old, new, copy_host, copy_time, local_host):
+    def __init__(self, branch, old, new, copy_host, copy_time, local_host, blocked=()):
         self.branch, self.old, self.new = branch, old, new
         self.copy_host, self.copy_time, self.local_host = copy_host, copy_time, local_host
+        self.blocked = [list(b) for b in blocked]  # [path, kind]: moved to kept/ first
 
     def copy_name(self, path, n, merged):
         """A name beside path for the merged version (named after the side it came from)
@@ -471,7 +501,7 @@ class Plan:
             d = json.load(f)
         if not isinstance(d, dict) or d.get("v") != 1:
             raise ValueError("unknown format")
-        return cls(*(d[f] for f in cls.FIELDS))
+        return cls(*(d[f] for f in cls.FIELDS[:-1]), blocked=d.get("blocked", []))
 
 
 def _journal(repo, name=JOURNAL):
@@ -502,23 +532,7 @@ def stage(repo, plan, todo):
     shutil.rmtree(tmp, ignore_errors=True)  # an unstarted update: checked-out blobs only
     os.mkdir(tmp, 0o700)
     try:
-        index = os.path.join(tmp, "index")
-        env = {"GIT_INDEX_FILE": index}
-        placed = [c for c in todo if c.new is not None]
-        if placed:
-            res = repo.run(*PROTECT, "update-index", "-z", "--index-info", env=env, check=False,
-                           input="".join(f"{c.new[0]} {c.new[1]}\t{c.path}\0" for c in placed)
-                           .encode(errors="surrogateescape"))
-            if res.returncode != 0:  # git's own verify_path() said no
-                raise Refused(_first_line(res.stderr) or "git refuses one of its paths")
-            res = repo.run("checkout-index", "-q", "-z", "--stdin",
-                           f"--prefix={tmp}/new/", env=env, check=False,
-                           input="".join(c.path + "\0" for c in placed)
-                           .encode(errors="surrogateescape"))
-            if res.returncode != 0:
-                raise Retry(f"cannot prepare the merge in '{tmp}': "
-                            + (_first_line(res.stderr) or "git checkout-index failed"))
-            os.unlink(index)
+        checkout_into(repo, tmp, [c for c in todo if c.new is not None])
         os.mkdir(os.path.join(tmp, "out"))
         os.makedirs(os.path.join(tmp, "new"), exist_ok=True)
         _write_synced(os.path.join(tmp, "plan.json"), plan.to_json())
@@ -532,6 +546,26 @@ def stage(repo, plan, todo):
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     step("staged")
+
+
+def checkout_into(repo, journal, placed):
+    """The new versions of `placed`, written by git (filters, eol, modes) to journal/new/."""
+    if not placed:
+        return
+    index = os.path.join(journal, "index")
+    env = {"GIT_INDEX_FILE": index}
+    res = repo.run(*PROTECT, "update-index", "-z", "--index-info", env=env, check=False,
+                   input="".join(f"{c.new[0]} {c.new[1]}\t{c.path}\0" for c in placed)
+                   .encode(errors="surrogateescape"))
+    if res.returncode != 0:  # git's own verify_path() said no
+        raise Refused(_first_line(res.stderr) or "git refuses one of its paths")
+    res = repo.run("checkout-index", "-q", "-z", "--stdin", f"--prefix={journal}/new/",
+                   env=env, check=False,
+                   input="".join(c.path + "\0" for c in placed).encode(errors="surrogateescape"))
+    os.unlink(index)
+    if res.returncode != 0:
+        raise Retry(f"cannot prepare the merge in '{journal}': "
+                    + (_first_line(res.stderr) or "git checkout-index failed"))
 
 
 def _first_line(stderr):
@@ -651,7 +685,12 @@ def advance(repo, branch, old, new, names=None, uncommittable=None):
         reasons = {}
     copy_host, copy_time, local_host = names or (
         "merge", int(repo.out("show", "-s", "--format=%ct", new)), "local")
-    plan = Plan(branch, old, new, copy_host, copy_time, local_host)
+    tree = Root(repo.top)
+    try:
+        kinds = [[p, safefs.kind(tree.lstat(p))] for p in blocked]
+    finally:
+        tree.close()
+    plan = Plan(branch, old, new, copy_host, copy_time, local_host, kinds)
     stage(repo, plan, todo)
     update = Update(repo, plan, _journal(repo))
     update.clean = clean
@@ -668,6 +707,17 @@ def advance(repo, branch, old, new, names=None, uncommittable=None):
     finally:
         update.close()
     return update.copies, update.kept
+
+
+def interrupted_paths(repo):
+    """The paths an interrupted update is about (its changes and what it moves out of the
+    way), or None when there is none or it cannot be read."""
+    try:
+        plan = Plan.load(os.path.join(_journal(repo), "plan.json"))
+        return {c.path for c in changes(repo, plan.old, plan.new)} | \
+            {p for p, _ in plan.blocked}
+    except (OSError, ValueError, KeyError, TypeError, Error):
+        return None
 
 
 def recover(repo):
@@ -689,6 +739,7 @@ def recover(repo):
     update = Update(repo, plan, journal)
     try:
         if head in (plan.old, plan.new):
+            update.redo_preparation(todo)
             update.apply(todo, staged_is_new=False)
             update.finish(todo, move_branch=(head == plan.old))
         else:  # the branch was moved by hand since: only rescue what the journal holds

@@ -15,7 +15,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from .checkout import recover
+from .checkout import interrupted_paths, recover
 from .config import Config
 from .git import Repo
 from .ignore import is_temp
@@ -154,6 +154,15 @@ def _short(path):
     return path if len(path) <= 60 else "..." + path[-57:]
 
 
+def _under(path, paths):
+    """Whether path or one of its directories is in paths."""
+    while path:
+        if path in paths:
+            return True
+        path = path.rpartition("/")[0]
+    return False
+
+
 def render_message(template, summary, host, count):
     return (template.replace("%(summary)", summary).replace("%(host)", host)
             .replace("%(count)", str(count)))
@@ -212,9 +221,20 @@ def commit_changes(repo, config, paths=None):
     """Stage `paths` (None: the whole tree) and commit. Caller holds repo.lock()."""
     result = Result()
     check_committable(repo)
-    recover(repo)  # an interrupted merge is completed first: never commit its half-state
+    held = set()
+    try:
+        recover(repo)  # an interrupted merge is completed first: never commit its half-state
+    except Error as e:
+        held = interrupted_paths(repo)
+        if held is None:
+            raise
+        # a merge that cannot complete (a read-only directory, a full disk) must not stop
+        # the user's other saves: everything it is about waits, the rest is committed
+        log.warning("%s; committing everything else meanwhile", e.message)
     entries = changed_entries(repo, None if paths is None or len(paths) > MAX_PATHSPECS
                               else paths)
+    if held:
+        entries = [(xy, p) for xy, p in entries if not _under(p.rstrip("/"), held)]
     chosen = select(repo, config, entries, result)
     for path in result.skipped_large:
         warn(f"not committing '{path}': larger than autosync.maxFileSize "
