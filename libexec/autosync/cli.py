@@ -189,7 +189,7 @@ def gather_status(repo):
     live = bool(pid) and state.get("pid") == pid
     for key in ("last_push", "last_pull", "push_error", "pull_error", "transport",
                 "transport_connected", "transport_error", "pending", "skipped_large",
-                "nested", "error", "refused", "kept"):
+                "nested", "error", "refused", "kept", "held"):
         info[key] = state.get(key) if live or key in ("last_push", "last_pull") else None
     in_progress = repo.operation_in_progress()
     if in_progress:
@@ -254,6 +254,9 @@ def cmd_status(repo, args):
                      "completes it")
     for p in info.get("skipped_large") or []:
         lines.append(f"  warning:       not committed (larger than autosync.maxFileSize): {p}")
+    for p in info.get("held") or []:
+        lines.append(f"  warning:       not committed (ignored until a merge changed "
+                     f".gitignore; git add it by hand to share it): {p}")
     for p in info.get("nested") or []:
         lines.append(f"  warning:       nested repository not synced: {p}")
     print("\n".join(lines))

@@ -36,6 +36,7 @@ class Result:
     message: str = ""
     skipped_large: list = field(default_factory=list)
     nested: list = field(default_factory=list)
+    held: list = field(default_factory=list)
 
 
 def check_committable(repo):
@@ -91,10 +92,14 @@ def skip_reason(repo, config, path):
 def select(repo, config, entries, result):
     """The paths to stage, leaving out temp files, nested repositories and large files."""
     chosen = []
+    held = read_held(repo)
     for xy, path in entries:
         if xy in UNMERGED:
             raise Error(f"'{path}' has unresolved merge conflicts; not committing",
                         f"resolve it, then 'git add -- {path}' (or 'git merge --abort')")
+        if xy == "??" and held and _under(path.rstrip("/"), held):
+            result.held.append(path)
+            continue
         reason = skip_reason(repo, config, path)
         if reason is None:
             chosen.append(path)
@@ -152,6 +157,34 @@ def _short(path):
     """A path for a one-line message: control characters shown as '?', long paths cut."""
     path = re.sub(r"[\x00-\x1f\x7f]", "?", path)
     return path if len(path) <= 60 else "..." + path[-57:]
+
+
+# -- files a merge un-ignored -------------------------------------------------------------
+HELD = "held"  # $GIT_DIR/autosync/held: NUL-separated paths (a directory: all below it)
+
+
+def ignored_untracked(repo):
+    """Untracked paths git ignores now (an ignored directory as one entry)."""
+    out = repo.run("ls-files", "-z", "-o", "-i", "--exclude-standard", "--directory").stdout
+    return {p.rstrip("/") for p in os.fsdecode(out).split("\0") if p}
+
+
+def read_held(repo):
+    try:
+        with open(os.path.join(repo.state_dir, HELD), "rb") as f:
+            return {p for p in os.fsdecode(f.read()).split("\0") if p}
+    except FileNotFoundError:
+        return set()
+
+
+def hold(repo, paths):
+    """Never commit these by ourselves: a merge (someone else's .gitignore edit) un-ignored
+    them. `git add` by hand still commits one; so does removing it from the file."""
+    path = os.path.join(repo.ensure_state_dir(), HELD)
+    data = "".join(p + "\0" for p in sorted(read_held(repo) | set(paths)))
+    with open(path + ".tmp", "wb") as f:
+        f.write(os.fsencode(data))
+    os.replace(path + ".tmp", path)
 
 
 def _under(path, paths):

@@ -47,7 +47,7 @@ class State:
                      "pull_error": None, "transport": None, "transport_connected": False,
                      "transport_error": None, "pending": 0, "conflicts": [],
                      "skipped_large": [], "nested": [], "error": None, "refused": None,
-                     "kept": []}
+                     "kept": [], "held": []}
         self.save()
 
     def update(self, **changes):
@@ -373,6 +373,8 @@ class Daemon:
             self.desktop("git-autosync skipped large files", ", ".join(result.skipped_large))
         if result.nested:
             self.state.add_to("nested", result.nested)
+        if result.held:
+            self.state.add_to("held", result.held)
         if result.commit:
             self.state.update(last_commit={"commit": result.commit, "time": time.time(),
                                            "message": result.message}, error=None)

@@ -198,7 +198,7 @@ def integrate(repo, target, config):
     (Busy), and never overwrites a file saved in the meantime.
     """
     from .checkout import advance, recover
-    from .commit import uncommittable
+    from .commit import hold, ignored_untracked, uncommittable
     from .treecheck import Refused, check_update
     recover(repo)
     head = repo.rev("HEAD")
@@ -218,9 +218,22 @@ def integrate(repo, target, config):
             copies, kept = [], []
         else:
             tip = describe(repo, target)
+            # someone else's .gitignore edit must not make this clone commit (and push)
+            # what it ignored until now: those files are held back
+            rules = any(p.rpartition("/")[2] == ".gitignore" for p in repo.out(
+                "diff-tree", "-r", "-z", "--name-only", head, merged).split("\0"))
+            ignored = ignored_untracked(repo) if rules else set()
             copies, kept = advance(repo, repo.current_branch(), head, merged,
                                    (tip.host, tip.time, config.host),
                                    lambda paths: uncommittable(repo, config, paths))
+            unignored = ignored - ignored_untracked(repo) if rules else set()
+            unignored = {p for p in unignored if os.path.lexists(os.path.join(repo.top, p))}
+            if unignored:
+                hold(repo, unignored)
+                log.warning("not committing %s: ignored here until %s changed .gitignore "
+                            "(git add it by hand to share it)",
+                            ", ".join(f"'{p}'" for p in sorted(unignored)[:5])
+                            + (" ..." if len(unignored) > 5 else ""), target[:10])
     except Refused as e:
         raise Refused(f"refusing commit {target[:10]}: {e.message}",
                       "nothing was changed; syncing resumes by itself once the branch moves "
