@@ -161,7 +161,8 @@ class Update:
         self.index = {}  # path -> its position in the list of changes
         self.spares = 0
         self.converts = None  # whether git may convert files on checkout (eol, filters)
-        self.clean = {}  # path -> stat_key of its committed version, seen before the update
+        self.clean = {}  # path -> full_stat_key of its committed version, before the update
+        self.unwritten = {}  # path -> stat_key of a file seen unwritten just before it moved
         self.todo = []
 
     def close(self):
@@ -224,8 +225,8 @@ class Update:
             return DIR
         if k == "other":
             return USER
-        if old_first and self.clean.get(c.path) == stat_key(st):
-            return OLD  # the very file git found unchanged, not written since
+        if old_first and self.unwritten.get(c.path) == stat_key(st):
+            return OLD  # the very file git found unchanged, not written before it moved
         if old_first and c.old and (not c.new or c.old[1] != c.new[1]) and \
                 self._holds(root, rel, st, c.old, c.path):
             return OLD
@@ -328,13 +329,21 @@ class Update:
             return self.beside(loc, c, merged=(k == NEW))  # the path holds a save, or a dir
         self.keep(self.journal, loc, c.path)
 
+    def seen_unwritten(self, c, st):
+        """Just before moving the file at c.path: if nothing has written to it since git
+        found it clean (ctime included), what comes out is known by its stat data."""
+        if st is not None and self.clean.get(c.path) == full_stat_key(st):
+            self.unwritten[c.path] = stat_key(st)
+
     def delete(self, i, c):
         loc = f"out/{i}"
         if self.journal.lstat(loc) is None:
             try:
-                k = safefs.kind(self.tree.lstat(c.path))
+                st = self.tree.lstat(c.path)
+                k = safefs.kind(st)
             except Blocked:
                 return
+            self.seen_unwritten(c, st)
             if k is None or k == "dir":
                 return  # gone already, or the user put a directory there
             try:
@@ -354,7 +363,8 @@ class Update:
         for _ in range(6):
             try:
                 self.tree.dir(os.path.dirname(c.path), create=True)
-                k = safefs.kind(self.tree.lstat(c.path))
+                st = self.tree.lstat(c.path)
+                k = safefs.kind(st)
             except Blocked:  # something that is not a directory sits on the way
                 return self.keep(self.journal, loc, c.path)
             if k == "dir":
@@ -370,6 +380,7 @@ class Update:
                     continue
                 step("placed", c.path)
                 return
+            self.seen_unwritten(c, st)
             out, placed = self._swap(loc, c)
             step("exchanged", c.path)
             return self.resolve(out, c, tree_kind=NEW if placed else None)
@@ -391,16 +402,13 @@ class Update:
             loc = "new/" + c.path
             if c.new is None:
                 continue
-            resolved = False
             if self.journal.lstat(loc) is not None:
                 if self.classify(self.journal, loc, c) == NEW:
                     continue  # staged: apply() places it
                 self.resolve(loc, c)  # what an exchange took out before the crash
-                resolved = True
-            p = self.classify(self.tree, c.path, c)
             # the old version back (`git reset --hard` by hand) or nothing there: check the
-            # new one out again; a save wins the path, with the new version beside it
-            if p in (OLD, ABSENT) or (p == USER and not resolved):
+            # new one out again (a save at the path won it; its copy is beside it already)
+            if self.classify(self.tree, c.path, c) in (OLD, ABSENT):
                 missing.append(c)
         checkout_into(self.repo, self.journal.path, missing)
 
@@ -575,9 +583,15 @@ def _first_line(stderr):
 
 # -- step 1: what is in the way ----------------------------------------------------------------
 def stat_key(st):
-    """What must stay the same for a file not to have been written since (ctime is left
-    out: renaming a file changes it)."""
+    """What stays the same when nothing wrote to a file but our own rename (which changes
+    its ctime)."""
     return (st.st_ino, st.st_dev, st.st_mtime_ns, st.st_size, st.st_mode)
+
+
+def full_stat_key(st):
+    """stat_key plus ctime, the one time no tool can set: any write, even one that puts
+    the mtime back (touch -r, rsync -t), changes it."""
+    return stat_key(st) + (st.st_ctime_ns,)
 
 
 def in_the_way(repo, todo):
@@ -596,7 +610,7 @@ def in_the_way(repo, todo):
             st = tree.lstat(path)
             if st is not None:
                 if st.st_mtime_ns < settled:
-                    clean[path] = stat_key(st)
+                    clean[path] = full_stat_key(st)
                 devices.setdefault(st.st_dev, path)
         # status, not diff-files: a file touched but unchanged is not an edit
         args = ["status", "--porcelain=v1", "-z", "--untracked-files=no", "--no-renames"]

@@ -19,7 +19,7 @@ from .checkout import interrupted_paths, recover
 from .config import Config
 from .git import Repo
 from .ignore import is_temp
-from .treecheck import name_problem
+from .treecheck import MAX_DEPTH, name_problem
 from .util import Error, Retry, log, warn
 
 # A pathspec-limited status is cheap for a few paths; past this many, one status of the
@@ -83,8 +83,10 @@ def skip_reason(repo, config, path):
         return None  # deleted: update-index --remove stages the removal
     if st.st_size > config["maxFileSize"] and stat.S_ISREG(st.st_mode):
         return LARGE
-    name = os.fsencode(path.rpartition("/")[2])
-    if name_problem(name, b"120000" if stat.S_ISLNK(st.st_mode) else b"100644"):
+    parts = path.split("/")
+    if len(parts) > MAX_DEPTH or any(
+            name_problem(os.fsencode(p), b"40000") for p in parts[:-1]) or name_problem(
+            os.fsencode(parts[-1]), b"120000" if stat.S_ISLNK(st.st_mode) else b"100644"):
         return REFUSED  # e.g. a symlinked .gitignore: every clone would refuse the commit
     return None
 
@@ -164,9 +166,10 @@ HELD = "held"  # $GIT_DIR/autosync/held: NUL-separated paths (a directory: all b
 
 
 def ignored_untracked(repo):
-    """Untracked paths git ignores now (an ignored directory as one entry)."""
-    out = repo.run("ls-files", "-z", "-o", "-i", "--exclude-standard", "--directory").stdout
-    return {p.rstrip("/") for p in os.fsdecode(out).split("\0") if p}
+    """Untracked files git ignores now, one by one (a file created later in an ignored
+    directory is not among them)."""
+    out = repo.run("ls-files", "-z", "-o", "-i", "--exclude-standard").stdout
+    return {p for p in os.fsdecode(out).split("\0") if p}
 
 
 def read_held(repo):
@@ -177,14 +180,17 @@ def read_held(repo):
         return set()
 
 
-def hold(repo, paths):
-    """Never commit these by ourselves: a merge (someone else's .gitignore edit) un-ignored
-    them. `git add` by hand still commits one; so does removing it from the file."""
+def hold(repo, add=(), drop=()):
+    """Never commit these by ourselves: a merge (someone else's .gitignore edit) may
+    un-ignore them. `git add` by hand still commits one; so does removing it from the file."""
     path = os.path.join(repo.ensure_state_dir(), HELD)
-    data = "".join(p + "\0" for p in sorted(read_held(repo) | set(paths)))
+    held = (read_held(repo) | set(add)) - set(drop)
     with open(path + ".tmp", "wb") as f:
-        f.write(os.fsencode(data))
+        f.write(os.fsencode("".join(p + "\0" for p in sorted(held))))
+        f.flush()
+        os.fsync(f.fileno())
     os.replace(path + ".tmp", path)
+    return held
 
 
 def _under(path, paths):

@@ -222,18 +222,22 @@ def integrate(repo, target, config):
             # what it ignored until now: those files are held back
             rules = any(p.rpartition("/")[2] == ".gitignore" for p in repo.out(
                 "diff-tree", "-r", "-z", "--name-only", head, merged).split("\0"))
+            # everything ignored now is held before the new rules can reach the folder (a
+            # crash or a failure half way must not let a commit take it); what the new rules
+            # still ignore is let go afterwards
             ignored = ignored_untracked(repo) if rules else set()
+            if ignored:
+                hold(repo, add=ignored)
             copies, kept = advance(repo, repo.current_branch(), head, merged,
                                    (tip.host, tip.time, config.host),
                                    lambda paths: uncommittable(repo, config, paths))
-            unignored = ignored - ignored_untracked(repo) if rules else set()
-            unignored = {p for p in unignored if os.path.lexists(os.path.join(repo.top, p))}
-            if unignored:
-                hold(repo, unignored)
-                log.warning("not committing %s: ignored here until %s changed .gitignore "
-                            "(git add it by hand to share it)",
-                            ", ".join(f"'{p}'" for p in sorted(unignored)[:5])
-                            + (" ..." if len(unignored) > 5 else ""), target[:10])
+            if ignored:
+                unignored = hold(repo, drop=ignored_untracked(repo)) & ignored
+                if unignored:
+                    log.warning("not committing %s: ignored here until %s changed "
+                                ".gitignore (git add it by hand to share it)",
+                                ", ".join(f"'{p}'" for p in sorted(unignored)[:5])
+                                + (" ..." if len(unignored) > 5 else ""), target[:10])
     except Refused as e:
         raise Refused(f"refusing commit {target[:10]}: {e.message}",
                       "nothing was changed; syncing resumes by itself once the branch moves "
