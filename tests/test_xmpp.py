@@ -2,8 +2,10 @@
 
 import base64
 import os
+import re
 import signal
 import socket
+import ssl
 import threading
 import time
 from contextlib import contextmanager
@@ -13,9 +15,9 @@ import pytest
 import autosync.xmpp
 from autosync.config import Config
 from autosync.git import Repo
-from autosync.message import Notification
-from autosync.xmpp import (MAX_STANZA, StreamError, StreamParser, XmppClient, XmppError,
-                           XmppTransport, publish_once, scram_client)
+from autosync.message import Notification, encode
+from autosync.xmpp import (MAX_STANZA, SCRAM_MAX_ITERATIONS, StreamError, StreamParser,
+                           XmppClient, XmppError, XmppTransport, publish_once, scram_client)
 from conftest import git, wait_for
 from prosody import ROOMS, prosody, prosody_plain  # noqa: F401  (fixtures)
 
@@ -98,6 +100,25 @@ def test_parser_memory_stays_bounded():
     assert len(parser.root) == 0
 
 
+def test_parser_knows_whether_anything_follows_the_last_stanza():
+    """buffered() is False exactly where a stanza (and whitespace after it) ends, wherever
+    the stream is cut: '>' and quotes in attribute values and text do not fool it."""
+    stanzas = [b"<message a='1>' b=\"x'/>\"><body>a > b / c</body><x/></message>",
+               b"<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>", b"<iq id=\"q'\"></iq>"]
+    stream = stanzas[0] + b"  " + stanzas[1] + b"\n" + stanzas[2]
+    ends = [stream.index(s) + len(s) for s in stanzas]
+    quiet = {0, ends[0], ends[0] + 1, ends[0] + 2, ends[1], ends[1] + 1, ends[2]}
+    for cut in range(len(stream) + 1):
+        for step in (1, 7, len(stream)):  # a byte at a time, small pieces, at once
+            parser = StreamParser()
+            parser.feed(HEAD)
+            got = []
+            for i in range(0, cut, step):
+                got += parser.feed(stream[i:min(i + step, cut)])
+            assert parser.buffered() is (cut not in quiet), (cut, step)
+            assert len(got) == sum(cut >= e for e in ends), (cut, step)
+
+
 # -- against prosody ------------------------------------------------------------------------------
 def test_login_with_scram_over_starttls(prosody):
     jid = prosody.register("alice", "secret")
@@ -169,31 +190,311 @@ def test_a_server_that_skips_the_scram_proof_is_refused(reply):
 
 
 @contextmanager
-def scripted_server(*replies):
-    """A real loopback peer for one connection: it answers each thing the client sends
-    with the next of `replies`, then waits for one more read and hangs up."""
+def scripted_server(*replies, connections=1, heard=None):
+    """A real loopback peer: on each of `connections` connections it answers each thing the
+    client sends with the next of `replies` (bytes, or a function of what the client sent),
+    then waits for one more read and hangs up. What the client sent goes to `heard`."""
     srv = socket.socket()
     srv.bind(("127.0.0.1", 0))
-    srv.listen(1)
+    srv.listen(connections)
+    srv.settimeout(30)
+    heard = [] if heard is None else heard
 
     def serve():
-        conn, _ = srv.accept()
-        try:
-            for reply in replies:
-                conn.recv(4096)
-                conn.sendall(reply)
-            conn.recv(4096)
-        except OSError:
-            pass
-        finally:
-            conn.close()
+        for _ in range(connections):
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                return
+            conn.settimeout(10)
+            try:
+                for reply in replies:
+                    heard.append(conn.recv(4096))
+                    conn.sendall(reply(heard[-1]) if callable(reply) else reply)
+                heard.append(conn.recv(4096))
+            except OSError:
+                pass
+            finally:
+                conn.close()
     t = threading.Thread(target=serve)
     t.start()
     try:
         yield srv.getsockname()[1]
     finally:
-        t.join(10)
+        try:
+            srv.shutdown(socket.SHUT_RDWR)  # wakes an accept() still waiting
+        except OSError:
+            pass
+        t.join(30)
         srv.close()
+        assert not t.is_alive()
+
+
+# -- a hostile server or network around STARTTLS (CVE-2011-0411) ------------------------------
+SASL = "urn:ietf:params:xml:ns:xmpp-sasl"
+PROCEED = b"<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>"
+OFFER_TLS = b"<stream:features><starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>" \
+            b"</stream:features>"
+JID = "alice@localhost"
+FORGED_FEATURES = (f"<stream:features><mechanisms xmlns='{SASL}'><mechanism>PLAIN</mechanism>"
+                   "</mechanisms></stream:features>").encode()
+# everything a client needs to believe it is logged in, then a notification from its account
+FORGED_SESSION = FORGED_FEATURES + (
+    f"<success xmlns='{SASL}'/>"
+    "<stream:features><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></stream:features>"
+    f"<iq type='result' id='bind1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>"
+    f"<jid>{JID}/autosync</jid></bind></iq>"
+    f"<message type='chat' from='{JID}/mallory' to='{JID}'><body>"
+    + encode(Notification("notes", "main", "6" * 40, "m:6", 1764032400.0)).decode()
+    + "</body></message>").encode()
+
+
+@pytest.fixture(scope="module")
+def tls_files(tmp_path_factory):
+    """(ca file, certificate, key) of a test CA and a certificate for 'localhost'."""
+    from servers import make_ca
+    return make_ca(tmp_path_factory.mktemp("xmpp-ca"), names=("localhost",))
+
+
+def read_until(conn, marker, limit=64):
+    """Read until marker has arrived (at most `limit` reads): what was read."""
+    data = b""
+    for _ in range(limit):
+        chunk = conn.recv(4096)
+        data += chunk
+        if not chunk or marker in data:
+            break
+    return data
+
+
+@contextmanager
+def starttls_server(tls_files, injected, connections=1):
+    """A server (or a network attacker in front of a real one) that offers STARTTLS, answers
+    the client's <starttls/> with <proceed/> followed, in the same send(), by `injected`,
+    then does TLS with a certificate the client trusts. Yields (port, what happened on each
+    connection: "no TLS", or the stream header the client sent over TLS)."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(tls_files[1], tls_files[2])
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(connections)
+    srv.settimeout(30)
+    log = []
+
+    def serve():
+        for _ in range(connections):
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                return
+            conn.settimeout(10)
+            try:
+                read_until(conn, b"'>")  # the client's stream header
+                conn.sendall(HEAD + OFFER_TLS)
+                read_until(conn, b"/>")  # <starttls/>
+                conn.sendall(PROCEED + injected)
+                try:
+                    tls = ctx.wrap_socket(conn, server_side=True)
+                except (ssl.SSLError, OSError):
+                    log.append("no TLS")
+                    continue
+                conn = tls
+                log.append(read_until(conn, b"'>"))  # its new stream header; then hang up
+            except OSError as e:
+                log.append(f"server: {e}")
+            finally:
+                conn.close()
+    t = threading.Thread(target=serve)
+    t.start()
+    try:
+        yield srv.getsockname()[1], log
+    finally:
+        try:
+            srv.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        t.join(30)
+        srv.close()
+        assert not t.is_alive()
+
+
+def test_the_scripted_starttls_server_does_tls(tls_files):
+    """The control for the injection tests below: with nothing injected the client gets
+    through the TLS handshake and opens its new stream over TLS."""
+    with starttls_server(tls_files, b"") as (port, log):
+        c = XmppClient(JID, "secret", server="127.0.0.1", port=port, ca_file=tls_files[0],
+                       timeout=5)
+        with pytest.raises(XmppError, match="closed the connection|closed the xmpp stream"):
+            c.connect()
+    assert len(log) == 1 and log[0].startswith(b"<?xml version='1.0'?><stream:stream")
+
+
+@pytest.mark.parametrize("injected", [
+    FORGED_FEATURES,
+    FORGED_SESSION,
+    FORGED_FEATURES[:40],  # half a stanza, still in the parser
+    b"x",  # text after <proceed/>
+    "é".encode()[:1],  # half a UTF-8 character, still in the decoder
+    b" " * 70000 + FORGED_FEATURES,  # more than one read: the rest waits in the socket
+], ids=["features", "session", "partial", "text", "half-utf8", "in-socket"])
+def test_plaintext_injected_after_starttls_is_refused(tls_files, injected):
+    """Bytes that arrive with <proceed/> came before TLS: never read as part of the TLS
+    stream (CVE-2011-0411). The client hangs up before the handshake; the forged features
+    never make it offer its password."""
+    with starttls_server(tls_files, injected) as (port, log):
+        c = XmppClient(JID, "secret", server="127.0.0.1", port=port, ca_file=tls_files[0],
+                       timeout=5)
+        with pytest.raises(XmppError) as e:
+            c.connect()
+        assert e.value.message == f"the xmpp server 127.0.0.1:{port} sent more after " \
+                                  "<proceed/> (data injected into the connection?)"
+        assert c.sock is None and c.jid is None
+    assert log == ["no TLS"]
+
+
+def test_a_transport_never_acts_on_injected_stanzas(tls_files, xmpp_config, peers, caplog):
+    """The whole forged session (login, binding, a notification from our own account)
+    injected after <proceed/>: the transport reports one line, reconnects with backoff,
+    and never hands on the forged notification."""
+    server = type("Server", (), {"ca_file": tls_files[0]})
+    with starttls_server(tls_files, FORGED_SESSION, connections=2) as (port, log):
+        server.port = port
+        a = peers(XmppTransport, xmpp_config(server, JID), "a:1")
+        wait_for(lambda: len(log) == 2, timeout=20, what="a second attempt after backoff")
+        assert a.received == [] and a.connects == 0
+        assert a.t.last_error == f"the xmpp server 127.0.0.1:{port} sent more after " \
+                                 "<proceed/> (data injected into the connection?)"
+    assert log == ["no TLS", "no TLS"]
+    assert not any(r.exc_info for r in caplog.records)
+
+
+def test_each_connection_starts_afresh(prosody):
+    """After a connection with TLS, the next one to a server without STARTTLS (an attacker
+    stripping it, plaintext allowed) is not taken for TLS: no PLAIN password in the clear."""
+    jid = prosody.register("alice", "secret")
+    c = client(prosody, jid, allow_plaintext=True).connect()
+    assert c.tls
+    c.close()
+    plain_only = HEAD + (f"<stream:features><mechanisms xmlns='{SASL}'><mechanism>PLAIN"
+                         "</mechanism></mechanisms></stream:features>").encode()
+    heard = []
+    with scripted_server(plain_only, f"<success xmlns='{SASL}'/>".encode(),
+                         heard=heard) as port:
+        c.port = port
+        with pytest.raises(XmppError, match="no usable login method"):
+            c.connect()
+    assert not c.tls and not any(b"<auth" in h for h in heard)
+
+
+# -- a hostile server during the SCRAM-SHA-1 login ---------------------------------------------
+OFFER_SCRAM = HEAD + (f"<stream:features><mechanisms xmlns='{SASL}'><mechanism>SCRAM-SHA-1"
+                      "</mechanism></mechanisms></stream:features>").encode()
+SALT = b"QSXCR+Q6sek8bf92"
+
+
+def sasl(element, payload):
+    """A SASL element carrying payload, in which {n} stands for the client's nonce."""
+    def reply(heard):
+        found = re.search(rb">([A-Za-z0-9+/=]+)</auth>", heard)
+        nonce = base64.b64decode(found.group(1)).split(b"r=")[1] if found else b""
+        data = payload.replace(b"{n}", nonce)
+        return f"<{element} xmlns='{SASL}'>{base64.b64encode(data).decode()}" \
+               f"</{element}>".encode()
+    return reply
+
+
+def first(iterations=b"4096", nonce=b"{n}srv", salt=SALT):
+    return sasl("challenge", b"r=" + nonce + b",s=" + salt + b",i=" + iterations)
+
+
+INVALID = "the xmpp server's SCRAM challenge is invalid"
+
+
+@pytest.mark.parametrize("script, error", [
+    ([sasl("challenge", b"r={n}srv\xff\xfe,s=QSXCR+Q6sek8bf92,i=4096")], INVALID + " (not UTF-8)"),
+    ([f"<challenge xmlns='{SASL}'>%%% not base64</challenge>".encode()],
+     "the xmpp server sent invalid base64 during login"),
+    ([f"<challenge xmlns='{SASL}'>cj1hYmM\u00e9</challenge>".encode()],
+     "the xmpp server sent invalid base64 during login"),
+    ([sasl("challenge", b"")], INVALID + " (malformed)"),
+    ([sasl("challenge", b"hello, world")], INVALID + " (malformed)"),
+    ([sasl("challenge", b"s=QSXCR+Q6sek8bf92,i=4096")], INVALID + " (no r=)"),
+    ([sasl("challenge", b"r={n}srv,i=4096")], INVALID + " (no s=)"),
+    ([sasl("challenge", b"r={n}srv,s=QSXCR+Q6sek8bf92")], INVALID + " (no i=)"),
+    ([sasl("challenge", b"r={n}a,r={n}b,s=QSXCR+Q6sek8bf92,i=4096")],
+     INVALID + " (r= given twice)"),
+    ([sasl("challenge", b"m=x,r={n}srv,s=QSXCR+Q6sek8bf92,i=4096")],
+     INVALID + " (it demands an extension, m=)"),
+    ([first(nonce=b"zzzz")], INVALID + " (its nonce does not extend ours)"),
+    ([first(nonce=b"{n}")], INVALID + " (its nonce does not extend ours)"),
+    ([first(nonce="{n}é".encode())], INVALID + " (a bad nonce)"),
+    ([first(salt=b"!!!!")], INVALID + " (the salt is not base64)"),
+    ([first(salt=SALT[:-1])], INVALID + " (the salt is not base64)"),
+    ([first(salt=b"")], INVALID + " (an empty salt)"),
+    ([first(b"0")], INVALID + " (the iteration count is not a positive integer)"),
+    ([first(b"-1")], INVALID + " (the iteration count is not a positive integer)"),
+    ([first(b"")], INVALID + " (the iteration count is not a positive integer)"),
+    ([first(b"4096.0")], INVALID + " (the iteration count is not a positive integer)"),
+    ([first(b"0x1000")], INVALID + " (the iteration count is not a positive integer)"),
+    ([first("²".encode())], INVALID + " (the iteration count is not a positive integer)"),
+    ([first(b"%d" % (SCRAM_MAX_ITERATIONS + 1))],
+     f"the xmpp server asks for {SCRAM_MAX_ITERATIONS + 1} SCRAM iterations; "
+     f"the limit is {SCRAM_MAX_ITERATIONS}"),
+    ([first(b"9" * 5000)], "the xmpp server asks for 999999999999... (5000 digits) SCRAM "
+                           f"iterations; the limit is {SCRAM_MAX_ITERATIONS}"),
+    ([sasl("success", b"r={n}srv,s=QSXCR+Q6sek8bf92,i=1")],
+     "the xmpp server failed to prove it knows the password (SCRAM)"),
+    ([first(), sasl("success", b"v=\xff\xfe")],
+     "the xmpp server failed to prove it knows the password (SCRAM)"),
+    ([first(), sasl("challenge", b"e=invalid-proof")],
+     "the xmpp server refused the SCRAM login (invalid-proof)"),
+    ([first(), sasl("challenge", b"e=<b>\xe2\x80\xae evil\nline")],
+     "the xmpp server refused the SCRAM login (error)"),
+    ([f"<failure xmlns='{SASL}'><bogus xmlns=''/></failure>".encode()],
+     "the xmpp server refused the login for 'a@localhost' (bogus)"),
+    ([b"<iq xmlns='' type='get'/>"], "unexpected iq during login"),
+], ids=["not-utf8", "not-base64", "non-ascii-base64", "empty", "garbage", "no-r", "no-s",
+        "no-i", "r-twice", "extension", "foreign-nonce", "no-server-nonce", "nonce-chars",
+        "salt-not-base64", "salt-padding", "salt-empty", "i-zero", "i-negative", "i-empty",
+        "i-float", "i-hex", "i-superscript", "i-over-limit", "i-5000-digits", "proof-skipped",
+        "final-not-utf8", "final-error", "final-error-garbage", "failure-no-namespace",
+        "unexpected"])
+def test_a_hostile_scram_server_is_one_clear_error(script, error):
+    """Whatever the server sends during the login ends it with the client's own one-line
+    error, fast: no traceback, no exception but XmppError, no seconds of PBKDF2."""
+    with scripted_server(OFFER_SCRAM, *script) as port:
+        c = XmppClient("a@localhost", "x", server="127.0.0.1", port=port,
+                       allow_plaintext=True, timeout=5)
+        cpu = time.thread_time()
+        with pytest.raises(XmppError) as e:
+            c.connect()
+        cpu = time.thread_time() - cpu
+    assert e.value.message == error
+    assert "\n" not in e.value.message and cpu < 0.5
+
+
+def test_scram_accepts_the_iteration_limit():
+    conv = scram_client("user", "pencil", nonce="abc")
+    next(conv)
+    start = time.thread_time()
+    final = conv.send(b"r=abcdef,s=QSXCR+Q6sek8bf92,i=%d" % SCRAM_MAX_ITERATIONS)
+    assert final.startswith(b"c=biws,r=abcdef,p=") and time.thread_time() - start < 2
+
+
+def test_a_transport_reports_a_hostile_scram_server(xmpp_config, peers, caplog):
+    """The same through XmppTransport: its own line in last_error, a reconnect with
+    backoff, no traceback in the log."""
+    server = type("Server", (), {"ca_file": ""})
+    heard = []
+    with scripted_server(OFFER_SCRAM, first(b"9" * 50), connections=2, heard=heard) as port:
+        server.port = port
+        a = peers(XmppTransport, xmpp_config(server, "a@localhost", plaintext=True), "a:1")
+        wait_for(lambda: sum(b"<stream:stream" in h for h in heard) == 2, timeout=20,
+                 what="a second attempt after backoff")
+        assert a.t.last_error == "the xmpp server asks for 999999999999... (50 digits) " \
+                                 f"SCRAM iterations; the limit is {SCRAM_MAX_ITERATIONS}"
+    assert a.connects == 0 and a.t.thread.is_alive()
+    assert not any(r.exc_info for r in caplog.records)
 
 
 def test_join_errors_are_clear(prosody):
@@ -211,7 +512,7 @@ def test_join_errors_are_clear(prosody):
 def xmpp_config(make_repo, tmp_path):
     counter = iter(range(100))
 
-    def make(server, jid, room=None, mqtt_url=None):
+    def make(server, jid, room=None, mqtt_url=None, plaintext=False):
         path = make_repo(f"x{next(counter)}")
         pw = tmp_path / f"pw{next(counter)}"
         pw.write_text("secret\n")
@@ -223,6 +524,8 @@ def xmpp_config(make_repo, tmp_path):
             settings["autosync.xmpp.room"] = room
         if mqtt_url:
             settings["autosync.mqtt.url"] = mqtt_url
+        if plaintext:
+            settings["autosync.xmpp.allowPlaintext"] = "true"
         for k, v in settings.items():
             git(path, "config", k, v)
         return Config(Repo(path))

@@ -7,6 +7,9 @@ account's own bare JID (type chat, which prosody, ejabberd and others copy to ev
 resource with non-negative priority; a MUC room is the portable choice) or to a MUC room, XEP-0199
 pings both ways. The stream is parsed incrementally; a stanza over MAX_STANZA bytes, a DTD,
 an entity declaration, a processing instruction or malformed XML ends the stream cleanly.
+Each new stream (after TLS, after the login) starts from nothing: bytes that came after
+<proceed/> or the login's success end the connection (CVE-2011-0411). Every malformed SCRAM
+message is a one-line XmppError, and a server may ask for at most SCRAM_MAX_ITERATIONS.
 
 XmppTransport has MqttTransport's interface: notifications travel as the body of messages,
 in exactly the JSON format MQTT uses (message.encode/decode).
@@ -17,6 +20,7 @@ import codecs
 import hashlib
 import hmac
 import queue
+import re
 import secrets
 import select
 import socket
@@ -43,6 +47,11 @@ MAX_STANZA = 64 * 1024
 MAX_DEPTH = 32
 PING_EVERY = 60.0  # seconds of silence before a keepalive ping
 PING_TIMEOUT = 30.0  # a ping unanswered this long: the link is dead
+# PBKDF2 rounds a SCRAM server may ask for: prosody uses 10,000 (older ones 4096), ejabberd
+# and openfire 4096. 100,000 costs the client about 0.1 s of CPU per login; a server asking
+# for more is refused ("asks for N SCRAM iterations; the limit is 100000").
+SCRAM_MAX_ITERATIONS = 100_000
+_TAG_STOP = re.compile("[>'\"]")
 
 
 class XmppError(Error):
@@ -55,6 +64,12 @@ class StreamError(XmppError):
 
 def q(tag, ns=NS_CLIENT):
     return f"{{{ns}}}{tag}"
+
+
+def localname(tag):
+    """An element's name without its namespace, short enough for a one-line message."""
+    name = tag.rpartition("}")[2]
+    return name if len(name) <= 40 else name[:40] + "..."
 
 
 class StreamParser:
@@ -70,6 +85,14 @@ class StreamParser:
         self.pending = 0  # bytes fed since the last complete stanza
         self.started = False
         self.tail = ""  # the previous chunk's last character: "<!" may straddle two chunks
+        # A small lexer beside expat (which tells no offsets) knows exactly where the last
+        # stanza ended: `buffered` says whether anything but whitespace came after it.
+        self.level = 0  # element depth as the lexer sees it
+        self.state = "text"  # text, tag, or the quote character of an attribute value
+        self.kind = None  # the character after this tag's "<" ("/" end tag, "?" declaration)
+        self.last = None  # the last character before this tag's ">" ("/" empty element)
+        self.after = False  # something other than whitespace after the last stanza
+        self.ended = self.emitted = 0  # stanzas complete as the lexer sees them; as expat does
 
     def feed(self, data):
         self.pending += len(data)
@@ -86,6 +109,7 @@ class StreamParser:
             raise StreamError("xmpp stream with a DTD, comment, processing instruction or NUL")
         self.started = self.started or bool(text.strip())
         self.tail = text[-1:]
+        self._scan(text)
         try:
             self.parser.feed(text)
             events = list(self.parser.read_events())
@@ -103,11 +127,59 @@ class StreamParser:
                 self.depth -= 1
                 if self.depth == 1:
                     stanzas.append(elem)
+                    self.emitted += 1
                     self.root.remove(elem)  # keep memory bounded: the root holds nothing
                     self.pending = 0
                 elif self.depth == 0:
                     raise StreamError("the server closed the xmpp stream")
         return stanzas
+
+    def buffered(self):
+        """True when bytes after the last complete stanza wait here (a partial stanza, text,
+        half a UTF-8 character, a stanza expat holds back): a new stream must not start
+        with them."""
+        return self.after or self.ended != self.emitted or bool(self.decoder.getstate()[0])
+
+    def _scan(self, text):
+        """Follow tags and quoted attribute values (comments, CDATA and processing
+        instructions are refused before this) to know where each stanza ends. Linear: each
+        character is looked at once, however the stream is cut into chunks."""
+        i, n = 0, len(text)
+        while i < n:
+            if self.state == "text":
+                j = text.find("<", i)
+                if text[i:n if j < 0 else j].strip() and self.level <= 1:
+                    self.after = True  # text between stanzas
+                if j < 0:
+                    return
+                self.state, self.kind, self.last, i = "tag", None, None, j + 1
+                self.after = True  # a tag has begun
+            elif self.state == "tag":
+                if self.kind is None:
+                    self.kind = text[i]
+                m = _TAG_STOP.search(text, i)
+                k = n if m is None else m.start()
+                if k > i:
+                    self.last = text[k - 1]
+                if m is None:
+                    return
+                i = k + 1
+                if text[k] != ">":
+                    self.state = self.last = text[k]  # an attribute value in quotes
+                    continue
+                self.state = "text"
+                if self.kind == "/":
+                    self.level -= 1
+                elif self.kind != "?" and self.last != "/":
+                    self.level += 1
+                self.after = self.level > 1
+                if self.level == 1 and (self.kind == "/" or self.last == "/"):
+                    self.ended += 1  # back at the stream's top level: a stanza ended
+            else:  # inside a quoted attribute value
+                j = text.find(self.state, i)
+                if j < 0:
+                    return
+                self.state, i = "tag", j + 1
 
 
 def condition(stanza):
@@ -128,19 +200,68 @@ def split_jid(jid):
     return local, domain, resource
 
 
+def scram_fields(message, which):
+    """The attributes of a SCRAM server message (RFC 5802 5.1) by letter; XmppError (one
+    line, nothing of the server's text in it) when it is not one."""
+    try:
+        text = message.decode("utf-8")
+    except UnicodeDecodeError:
+        raise XmppError(f"the xmpp server's SCRAM {which} is invalid (not UTF-8)")
+    fields = {}
+    for item in text.split(","):
+        if len(item) < 2 or item[1] != "=" or not (item[0].isascii() and item[0].isalpha()):
+            raise XmppError(f"the xmpp server's SCRAM {which} is invalid (malformed)")
+        if item[0] in fields:
+            raise XmppError(f"the xmpp server's SCRAM {which} is invalid "
+                            f"({item[0]}= given twice)")
+        fields[item[0]] = item[2:]
+    if "m" in fields:
+        raise XmppError(f"the xmpp server's SCRAM {which} is invalid "
+                        "(it demands an extension, m=)")
+    return fields
+
+
+def scram_iterations(value):
+    """The i= of a SCRAM challenge as an int within SCRAM_MAX_ITERATIONS, else XmppError."""
+    digits = value.lstrip("0") if value.isascii() and value.isdigit() else ""
+    if not digits:
+        raise XmppError("the xmpp server's SCRAM challenge is invalid "
+                        "(the iteration count is not a positive integer)")
+    count = int(digits) if len(digits) <= 12 else None  # never int() of a huge string
+    if count is None or count > SCRAM_MAX_ITERATIONS:
+        shown = count if count is not None else f"{digits[:12]}... ({len(digits)} digits)"
+        raise XmppError(f"the xmpp server asks for {shown} SCRAM iterations; the limit is "
+                        f"{SCRAM_MAX_ITERATIONS}")
+    return count
+
+
 def scram_client(user, password, nonce=None):
-    """A generator speaking SCRAM-SHA-1 (RFC 5802): yields messages, is sent the replies."""
+    """A generator speaking SCRAM-SHA-1 (RFC 5802): yields messages, is sent the replies.
+
+    Every malformed server message raises XmppError; the work a challenge can demand is
+    capped at SCRAM_MAX_ITERATIONS rounds of PBKDF2."""
     cnonce = nonce or base64.b64encode(secrets.token_bytes(18)).decode()
     name = user.replace("=", "=3D").replace(",", "=2C")
     first_bare = f"n={name},r={cnonce}"
     server_first = yield ("n,," + first_bare).encode()
-    fields = dict(item.split("=", 1) for item in server_first.decode().split(",") if "=" in item)
-    nonce, salt, iterations = fields.get("r", ""), fields.get("s", ""), fields.get("i", "0")
-    if not nonce.startswith(cnonce) or not salt or not iterations.isdigit() or \
-            not 1 <= int(iterations) <= 1_000_000:
-        raise XmppError("the xmpp server's SCRAM challenge is invalid")
-    salted = hashlib.pbkdf2_hmac("sha1", password.encode(), base64.b64decode(salt),
-                                 int(iterations))
+    fields = scram_fields(server_first, "challenge")
+    for letter in "rsi":
+        if letter not in fields:
+            raise XmppError(f"the xmpp server's SCRAM challenge is invalid (no {letter}=)")
+    nonce = fields["r"]
+    if len(nonce) <= len(cnonce) or not nonce.startswith(cnonce):
+        raise XmppError("the xmpp server's SCRAM challenge is invalid "
+                        "(its nonce does not extend ours)")
+    if not all("!" <= c <= "~" for c in nonce):  # printable ASCII; "," cannot be in it
+        raise XmppError("the xmpp server's SCRAM challenge is invalid (a bad nonce)")
+    try:
+        salt = base64.b64decode(fields["s"], validate=True)
+    except ValueError:
+        raise XmppError("the xmpp server's SCRAM challenge is invalid (the salt is not base64)")
+    if not salt:
+        raise XmppError("the xmpp server's SCRAM challenge is invalid (an empty salt)")
+    iterations = scram_iterations(fields["i"])
+    salted = hashlib.pbkdf2_hmac("sha1", password.encode(), salt, iterations)
     client_key = hmac.new(salted, b"Client Key", hashlib.sha1).digest()
     stored_key = hashlib.sha1(client_key).digest()
     without_proof = f"c=biws,r={nonce}"
@@ -148,9 +269,16 @@ def scram_client(user, password, nonce=None):
     signature = hmac.new(stored_key, auth_message, hashlib.sha1).digest()
     proof = bytes(a ^ b for a, b in zip(client_key, signature))
     server_key = hmac.new(salted, b"Server Key", hashlib.sha1).digest()
-    expected = b"v=" + base64.b64encode(hmac.new(server_key, auth_message, hashlib.sha1).digest())
+    expected = base64.b64encode(hmac.new(server_key, auth_message, hashlib.sha1).digest())
     server_final = yield f"{without_proof},p={base64.b64encode(proof).decode()}".encode()
-    if not hmac.compare_digest(server_final, expected):
+    try:
+        final = scram_fields(server_final, "final message")
+    except XmppError:
+        final = {}
+    if "e" in final and "v" not in final:
+        reason = final["e"] if re.fullmatch("[a-z-]{1,40}", final["e"]) else "error"
+        raise XmppError(f"the xmpp server refused the SCRAM login ({reason})")
+    if not hmac.compare_digest(final.get("v", "").encode(), expected):
         raise XmppError("the xmpp server failed to prove it knows the password (SCRAM)")
     yield None
 
@@ -183,13 +311,15 @@ class XmppClient:
         self.send_raw(ET.tostring(elem, encoding="unicode"))
 
     def open_stream(self):
-        self.parser = StreamParser()
+        """Start a stream (at first, after TLS, after login): from nothing, with a new parser.
+        Whatever the old stream still held was refused before (_nothing_after)."""
+        self.parser, self.inbox = StreamParser(), []
         self.send_raw(f"<?xml version='1.0'?><stream:stream to='{self.domain}' "
                       f"version='1.0' xml:lang='en' xmlns='{NS_CLIENT}' "
                       f"xmlns:stream='{NS_STREAM}'>")
-        features = self.next_stanza(self.timeout)
+        features = self.expect("stream features")
         if features.tag != q("features", NS_STREAM):
-            raise StreamError(f"expected stream features, got {features.tag}")
+            raise StreamError(f"expected stream features, got {localname(features.tag)}")
         return features
 
     def next_stanza(self, timeout, wake=None):
@@ -218,7 +348,7 @@ class XmppClient:
             self.inbox += self.parser.feed(data)
         stanza = self.inbox.pop(0)
         if stanza.tag == q("error", NS_STREAM):
-            cond = next((c.tag.split("}")[1] for c in stanza), "unknown")
+            cond = next((localname(c.tag) for c in stanza), "unknown")
             raise StreamError(f"the xmpp server ended the stream ({cond})")
         return stanza
 
@@ -232,8 +362,29 @@ class XmppClient:
     def where(self):
         return f"{self.server}:{self.port}"
 
+    def _nothing_after(self, what):
+        """The stream ends after `what` (<proceed/>, the login's success) and a new one
+        starts from nothing: bytes already here came before it and must not be read as part
+        of it (CVE-2011-0411: plaintext injected after STARTTLS). Raises when there are any."""
+        left = bool(self.inbox) or self.parser.buffered()
+        if not left and not self.tls:  # still plaintext: what waits in the socket counts too
+            if select.select([self.sock], [], [], 0)[0]:
+                try:
+                    left = self.sock.recv(1, socket.MSG_PEEK) != b""
+                except OSError:
+                    pass  # the connection failed: the TLS handshake will tell
+                if not left:
+                    raise StreamError(f"the xmpp server {self.where} closed the connection "
+                                      f"after {what}")
+        elif not left:
+            left = self.sock.pending() > 0  # decrypted, not yet read
+        if left:
+            raise StreamError(f"the xmpp server {self.where} sent more after {what} "
+                              "(data injected into the connection?)")
+
     # -- connecting -----------------------------------------------------------------------
     def connect(self, resource="autosync"):
+        self.tls, self.jid, self.inbox = False, None, []  # nothing from an earlier connection
         try:
             self.sock = socket.create_connection((self.server, self.port), self.timeout)
         except OSError as e:
@@ -276,6 +427,7 @@ class XmppClient:
         reply = self.expect("STARTTLS")
         if reply.tag != q("proceed", NS_TLS):
             raise XmppError(f"the xmpp server {self.where} refused STARTTLS")
+        self._nothing_after("<proceed/>")
         ctx = ssl.create_default_context(cafile=self.ca_file or None)
         try:
             self.sock = ctx.wrap_socket(self.sock, server_hostname=self.domain)
@@ -298,10 +450,11 @@ class XmppClient:
         self.send_raw(f"<auth xmlns='{NS_SASL}' mechanism='{mech}'>"
                       f"{base64.b64encode(message).decode() or '='}</auth>")
         proved = mech != "SCRAM-SHA-1"  # SCRAM: the server must prove it knows the password
+        rounds = 0  # challenges answered
         for _ in range(4):  # SCRAM takes two rounds; a server going on forever is broken
             reply = self.expect("login")
             if reply.tag == q("failure", NS_SASL):
-                cond = next((c.tag.split("}")[1] for c in reply), "failure")
+                cond = next((localname(c.tag) for c in reply), "failure")
                 raise XmppError(f"the xmpp server refused the login for '{self.bare}' ({cond})",
                                 "check autosync.xmpp.jid and autosync.xmpp.passwordFile")
             text = (reply.text or "").strip()
@@ -310,17 +463,33 @@ class XmppClient:
             except ValueError:
                 raise StreamError("the xmpp server sent invalid base64 during login")
             if reply.tag == q("challenge", NS_SASL) and not proved:
-                answer = conv.send(data)  # raises when the server's proof is wrong
+                answer = self._scram_step(conv, data)  # raises when the server's proof is wrong
+                rounds += 1
                 proved = answer is None
                 self.send_raw(f"<response xmlns='{NS_SASL}'>"
                               f"{base64.b64encode(answer or b'').decode()}</response>")
             elif reply.tag == q("success", NS_SASL):
-                if not proved:
-                    conv.send(data)  # the server's proof comes with success: verify it
+                # the server's SCRAM proof may come with success: it must be the final
+                # message, never the first (that would skip the proof)
+                if not proved and (rounds == 0 or self._scram_step(conv, data) is not None):
+                    raise XmppError("the xmpp server failed to prove it knows the password "
+                                    "(SCRAM)")
+                self._nothing_after("the login's success")
                 return
             else:
-                raise StreamError(f"unexpected {reply.tag.split('}')[-1]} during login")
+                raise StreamError(f"unexpected {localname(reply.tag)} during login")
         raise StreamError("the xmpp login did not finish")
+
+    @staticmethod
+    def _scram_step(conv, data):
+        """conv's answer to the server's data; any surprise in it is the server's fault."""
+        try:
+            return conv.send(data)
+        except XmppError:
+            raise
+        except (ValueError, StopIteration) as e:  # scram_client checks all; never a traceback
+            raise XmppError(f"the xmpp server's SCRAM message is invalid "
+                            f"({type(e).__name__})")
 
     def wait_for_iq(self, ident):
         deadline = time.monotonic() + self.timeout
