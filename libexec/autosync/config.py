@@ -7,8 +7,10 @@ that the two agree.
 import os
 import re
 import socket
+import stat
+import threading
 
-from .util import Error
+from .util import Error, log
 
 # key (as documented, camelCase) -> (default, kind, one-line description)
 KEYS = {
@@ -134,17 +136,42 @@ class Config:
         return bool(self.remote_url())
 
 
+_warned_secrets = set()  # password files already warned about in this process
+_warned_lock = threading.Lock()  # publish_once and the bridge read secrets in threads
+
+
 def read_secret(path, key, what):
     """The password in file `path` (autosync.<key>), without its final newline, as bytes.
 
-    `what` names the service in the one-line error ("broker", "xmpp")."""
+    `what` names the service in the one-line error ("broker", "xmpp"). A file that its
+    group or others may read is used all the same, with one warning per process (as ssh
+    does for keys, but without refusing): the fix is one chmod."""
     try:
         with open(path, "rb") as f:
-            return f.read().rstrip(b"\r\n")
+            mode = os.fstat(f.fileno()).st_mode  # the file read, whatever a symlink says
+            secret = f.read().rstrip(b"\r\n")
     except OSError as e:
         raise Error(f"cannot read the {what} password file '{path}': "
                     f"{(e.strerror or str(e)).lower()}",
                     f"git config {key} ~/.config/git-autosync/{what}-password")
+    if mode & (stat.S_IRGRP | stat.S_IROTH):
+        warn_readable_secret(path)
+    return secret
+
+
+def warn_readable_secret(path):
+    """`warning: '<file>' is readable by others; hint: chmod 600 '<file>'`, once per file.
+
+    One line (the daemon's log is one line per event), so the fix is never separated
+    from the warning whichever log it lands in."""
+    path = os.fspath(path)
+    seen = os.path.abspath(path)
+    with _warned_lock:
+        if seen in _warned_secrets:
+            return
+        _warned_secrets.add(seen)
+    quoted = "'" + path.replace("'", "'\\''") + "'"  # as typed into a shell, always quoted
+    log.warning("warning: '%s' is readable by others; hint: chmod 600 %s", path, quoted)
 
 
 def default_channel(repo, remote_url=None):

@@ -70,11 +70,15 @@ def post_commit(args, stdin):
 
 def post_receive(args, stdin):
     repo = Repo(".")
-    lines = (stdin or b"").decode(errors="replace").splitlines()
+    # decoded as autosync-publish --stdin does: a ref name that is not UTF-8 reaches the
+    # publisher byte for byte (and is dropped there), never as a look-alike name
+    lines = (stdin or b"").decode("utf-8", "surrogateescape").splitlines()
     updates = [word for pair in updates_from_lines(lines) for word in pair]
     if updates:
-        spawn(repo, [os.path.join(LIBEXEC, "autosync-publish"), "--git-dir", repo.git_dir,
-                     *updates], "publish.log")
+        # branch names are pushers' data: after `--`, so that `-h` or `--git-dir=...` is a
+        # name (the publisher drops it with one log line), never an option
+        spawn(repo, [os.path.join(LIBEXEC, "autosync-publish"), f"--git-dir={repo.git_dir}",
+                     "--", *updates], "publish.log")
 
 
 HANDLERS = {"post-commit": post_commit, "post-receive": post_receive}

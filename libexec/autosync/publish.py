@@ -1,12 +1,17 @@
 """autosync-publish: announce branch heads, as the bare server's post-receive hook does.
 
-    autosync-publish [--git-dir DIR] BRANCH COMMIT [BRANCH COMMIT ...]
-    autosync-publish [--git-dir DIR] --stdin     (post-receive lines: OLD NEW REF)
+    autosync-publish [--git-dir=DIR] [--] BRANCH COMMIT [BRANCH COMMIT ...]
+    autosync-publish [--git-dir=DIR] --stdin     (post-receive lines: OLD NEW REF)
 
 The channel is the repository's (autosync.channel, default its name). Deleted branches
 and refs outside refs/heads/ are not announced. A broker that is down or slow costs at
 most --timeout seconds and one log line: the exit status is 0 all the same, because a
 notification is an optimisation and a push must never fail over it.
+
+Everything after the first `--` is a BRANCH COMMIT pair, whatever it looks like: the hook
+passes branch names there, so that a branch called `-h` or `--git-dir=/elsewhere` is data.
+A branch name git would not accept for a branch (a leading '-' included) is not announced:
+one log line, and the other branches are announced all the same.
 """
 
 import argparse
@@ -25,6 +30,15 @@ def updates_from_lines(lines):
         parts = line.split()
         if len(parts) == 3 and parts[2].startswith("refs/heads/") and parts[1].strip("0"):
             yield parts[2][len("refs/heads/"):], parts[1]
+
+
+def split_at_double_dash(argv):
+    """(options, data): what comes after the first `--` never reaches the option parser,
+    whichever Python runs us (argparse's own handling of `--` varies between versions)."""
+    if "--" not in argv:
+        return list(argv), []
+    i = argv.index("--")
+    return list(argv[:i]), list(argv[i + 1:])
 
 
 def notes_for(config, pairs, sender):
@@ -46,13 +60,15 @@ def main(argv):
     ap.add_argument("--stdin", action="store_true", help="read post-receive lines from stdin")
     ap.add_argument("--timeout", type=float, default=5.0, help="seconds at most (default 5)")
     ap.add_argument("pairs", nargs="*", metavar="BRANCH COMMIT")
-    args = ap.parse_args(argv)
-    if len(args.pairs) % 2:
+    options, data = split_at_double_dash(argv)
+    args = ap.parse_args(options)
+    words = args.pairs + data
+    if len(words) % 2:
         ap.error("give BRANCH COMMIT pairs")
     setup_logging()
     repo = Repo(args.git_dir)
     config = Config(repo)
-    pairs = list(zip(args.pairs[::2], args.pairs[1::2]))
+    pairs = list(zip(words[::2], words[1::2]))
     if args.stdin:
         text = sys.stdin.buffer.read().decode("utf-8", "surrogateescape")
         pairs += list(updates_from_lines(text.splitlines()))
