@@ -59,7 +59,8 @@ class Remote:
 
     def fetch(self):
         """Fetch the branch into its remote-tracking ref; return its commit (None: no branch)."""
-        res = self.repo.run("fetch", "-q", "--no-tags", "--no-write-fetch-head", self.name,
+        res = self.repo.run("fetch", "-q", "--no-tags", "--no-write-fetch-head",
+                            "--end-of-options", self.name,
                             f"+refs/heads/{self.branch}:{self.tracking_ref}",
                             check=False, timeout=NETWORK_TIMEOUT)
         if res.returncode != 0:
@@ -78,7 +79,8 @@ class Remote:
 
     def head(self):
         """The remote's commit for the branch, asked cheaply (git ls-remote)."""
-        res = self.repo.run("ls-remote", "--heads", self.name, f"refs/heads/{self.branch}",
+        res = self.repo.run("ls-remote", "--heads", "--end-of-options", self.name,
+                            f"refs/heads/{self.branch}",
                             check=False, timeout=NETWORK_TIMEOUT)
         if res.returncode != 0:
             raise classify("reach", self.name, res.stderr.decode(errors="replace"))
@@ -90,7 +92,7 @@ class Remote:
         local = self.repo.rev(f"refs/heads/{self.branch}")
         if local is None or local == self.tracking():
             return None
-        res = self.repo.run("push", "--porcelain", "-q", self.name,
+        res = self.repo.run("push", "--porcelain", "-q", "--end-of-options", self.name,
                             f"refs/heads/{self.branch}:refs/heads/{self.branch}",
                             check=False, timeout=NETWORK_TIMEOUT)
         out = res.stdout.decode(errors="replace")
