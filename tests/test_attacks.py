@@ -49,6 +49,19 @@ def commit_all(r, message):
     return git(r, "rev-parse", "HEAD")
 
 
+def two_clones(tmp_path):
+    """Plain clones a and b of a bare server, in sync at one commit."""
+    server = tmp_path / "srv.git"
+    git(tmp_path, "init", "-q", "--bare", "-b", "main", str(server))
+    a, b = tmp_path / "a", tmp_path / "b"
+    git(tmp_path, "clone", "-q", str(server), str(a))
+    (a / "README").write_text("r\n")
+    commit_all(a, "init")
+    git(a, "push", "-q", "origin", "main")
+    git(tmp_path, "clone", "-q", str(server), str(b))
+    return a, b
+
+
 def journal(r):
     return Repo(r).state_dir + "/update"
 
@@ -410,14 +423,7 @@ def test_a_symlinked_gitignore_saved_on_one_clone_does_not_stop_all_syncing(tmp_
     refuses every merge too (blaming the other clone's clean commit): syncing stops for good
     on all clones. Expected: autosync never commits a tree it would refuse to merge (leave
     the link uncommitted with a warning), or merges it."""
-    server = tmp_path / "srv.git"
-    git(tmp_path, "init", "-q", "--bare", "-b", "main", str(server))
-    a, b = tmp_path / "a", tmp_path / "b"
-    git(tmp_path, "clone", "-q", str(server), str(a))
-    (a / "README").write_text("r\n")
-    commit_all(a, "init")
-    git(a, "push", "-q", "origin", "main")
-    git(tmp_path, "clone", "-q", str(server), str(b))
+    a, b = two_clones(tmp_path)
     (a / "shared-ignore").write_text("*.log\n")
     os.symlink("shared-ignore", a / ".gitignore")
     assert commit_helper(a, env).returncode == 0

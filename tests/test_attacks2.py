@@ -16,31 +16,10 @@ from autosync import checkout
 from autosync.checkout import advance
 from autosync.git import Repo
 from conftest import LIBEXEC, git
+from test_attacks import commit_all, commit_helper, merge_helper, two_clones
 
 
 # -- helpers ----------------------------------------------------------------------------------
-def helper(name, repo, *args, env, fault=None, prefix=()):
-    e = dict(env, GIT_AUTOSYNC_FAULT=fault) if fault else dict(env)
-    e.pop("GIT_AUTOSYNC_DEBUG", None)
-    return subprocess.run([*prefix, sys.executable, str(LIBEXEC / name), "-C", str(repo),
-                           *args], env=e, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          text=True, timeout=120)
-
-
-def merge_helper(repo, target, env, **kw):
-    return helper("autosync-merge", repo, target, env=env, **kw)
-
-
-def commit_helper(repo, env, **kw):
-    return helper("autosync-commit", repo, env=env, **kw)
-
-
-def commit_all(r, message):
-    git(r, "add", "-A")
-    git(r, "commit", "-q", "--allow-empty", "-m", message)
-    return git(r, "rev-parse", "HEAD")
-
-
 def unprivileged():
     """A prefix that makes a root process honour file permissions (chmod 555)."""
     if os.geteuid() != 0:
@@ -194,14 +173,7 @@ def test_a_folder_deeper_than_autosync_accepts_is_not_committed_for_others_to_re
     Observed: the other clone's merge exits 1 with 'refusing commit'. Expected: autosync
     never commits a tree it would refuse to merge (leaves the deep file out with a
     warning), or the other clone merges it."""
-    server = tmp_path / "srv.git"
-    git(tmp_path, "init", "-q", "--bare", "-b", "main", str(server))
-    a, b = tmp_path / "a", tmp_path / "b"
-    git(tmp_path, "clone", "-q", str(server), str(a))
-    (a / "README").write_text("r\n")
-    commit_all(a, "init")
-    git(a, "push", "-q", "origin", "main")
-    git(tmp_path, "clone", "-q", str(server), str(b))
+    a, b = two_clones(tmp_path)
     deep = a.joinpath(*["d"] * 260)
     deep.mkdir(parents=True)
     (deep / "deep.txt").write_text("a deep file\n")
