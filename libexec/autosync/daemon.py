@@ -75,6 +75,9 @@ class State:
             self.save_failed = False
 
 
+BURST = 2.0  # seconds after a fetch in which announcements count as one burst
+
+
 class Network(threading.Thread):
     """Runs fetch and push requests one at a time; retries failures with backoff."""
 
@@ -83,6 +86,8 @@ class Network(threading.Thread):
         self.d = daemon
         self.cond = threading.Condition()
         self.wanted = set()
+        self.announced = set()  # commits notifications named since the last batch
+        self.last_fetch = 0.0
         self.stopping = False
         self.backoff = Backoff(first=1.0, cap=300.0)
         self.retry_at = None
@@ -91,6 +96,14 @@ class Network(threading.Thread):
     def request(self, *kinds):
         with self.cond:
             self.wanted.update(kinds)
+            self.cond.notify()
+
+    def announce(self, commit):
+        """A notification named commit: fetch unless it is here (checked per batch)."""
+        with self.cond:
+            if len(self.announced) < 1000:
+                self.announced.add(commit)
+            self.wanted.add("announced")
             self.cond.notify()
 
     def stop(self):
@@ -151,10 +164,20 @@ class Network(threading.Thread):
                 pass  # notifications arrive; no need to ask the remote
             elif remote.head() not in (None, remote.tracking()):
                 wanted.add("fetch")
+        if "announced" in wanted and "fetch" not in wanted and cfg["pull"]:
+            with self.cond:
+                commits, self.announced = self.announced, set()
+            if self.d.repo.missing_commits(commits):  # one process for the whole batch
+                # the first announcement after a quiet spell is fetched at once; in a burst
+                # the remote's head is asked first (a flood of made-up ids costs that)
+                if time.monotonic() - self.last_fetch > BURST or \
+                        remote.head() not in (None, remote.tracking()):
+                    wanted.add("fetch")
         if "fetch" in wanted and cfg["pull"] and self.d.refused and \
                 remote.head() == self.d.refused:
             wanted.discard("fetch")  # what was refused is still all there is
         if "fetch" in wanted and cfg["pull"]:
+            self.last_fetch = time.monotonic()
             target = remote.fetch()
             self.d.state.update(last_pull=time.time(), pull_error=None)
             if target:
@@ -192,6 +215,7 @@ class Daemon:
         self.poll_due = None
         self.ready_hook = ready_hook
         self.seen = set()  # commits announced to us that we already handled
+        self.announce_log_due, self.announce_quiet = 0.0, 0  # one INFO line per 10 s
         self.carry = None  # a batch that could not be committed yet (busy lock, full disk)
         self.carry_due = 0.0
         self.pending_merge = None  # a fetched commit that could not be merged yet
@@ -223,16 +247,23 @@ class Daemon:
             self.poll_due = time.monotonic() + self.config["pollInterval"]
 
     def on_notification(self, note):
+        """On the transport's thread: nothing here starts a process or writes a line per
+        message, so a flood of notifications costs set operations; the network thread
+        looks at what was announced once per batch."""
         if note.commit in self.seen:
             return
         self.seen.add(note.commit)
         if len(self.seen) > 10000:
             self.seen.clear()
-        if self.repo.has_commit(note.commit):
-            log.debug("%s announced %s, which is here already", note.sender, note.commit[:10])
-            return
-        log.info("%s announced %s", note.sender, note.commit[:10])
-        self.network.request("fetch")
+        now = time.monotonic()
+        if now >= self.announce_log_due:
+            more = f" (and {self.announce_quiet} more)" if self.announce_quiet else ""
+            log.info("%s announced %s%s", note.sender, note.commit[:10], more)
+            self.announce_log_due, self.announce_quiet = now + 10.0, 0
+        else:
+            log.debug("%s announced %s", note.sender, note.commit[:10])
+            self.announce_quiet += 1
+        self.network.announce(note.commit)
 
     def on_connect(self):
         self.state.update(transport_connected=True, transport_error=None)

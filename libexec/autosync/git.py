@@ -104,6 +104,15 @@ class Repo:
     def has_commit(self, oid):
         return self.ok("cat-file", "-e", oid + "^{commit}")
 
+    def missing_commits(self, oids):
+        """Those of oids that are not commits here (one git process for all of them)."""
+        if not oids:
+            return set()
+        res = self.run("cat-file", "--batch-check", check=False,
+                       input="".join(f"{o}^{{commit}}\n" for o in oids))
+        return {line.split("^", 1)[0] for line in res.stdout.decode().splitlines()
+                if line.endswith(" missing")}
+
     def is_ancestor(self, a, b):
         return self.ok("merge-base", "--is-ancestor", a, b)
 
