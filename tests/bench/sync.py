@@ -3,12 +3,14 @@
 latency over the XMPP bridge, beside the direct MQTT path.
 """
 
+import os
 import random
 import time
 
 from cluster import Cluster, deadline_loop, wait_converged
 from conftest import git
-from harness import Skip, benchmark, ms, poll, start_mosquitto, summary, write_atomic
+from harness import (Skip, benchmark, cpu_seconds, ms, poll, start_mosquitto, summary,
+                     write_atomic)
 
 
 def mqtt_cluster(ctx, name, broker, count):
@@ -169,3 +171,84 @@ def xmpp_latency(ctx, res):
     res.series["histogram"] = {"via XMPP bridge": [ms(x) for x in via],
                                "direct MQTT": [ms(x) for x in direct]}
     res.note("bridge runs inside clone A's daemon; B has only XMPP (prosody on loopback, MUC)")
+
+
+def git_processes(trace):
+    """{command: count} of the git processes a GIT_TRACE2 file recorded so far."""
+    counts = {}
+    try:
+        with open(trace, errors="replace") as f:
+            for line in f:
+                if " cmd_name " in line:
+                    name = line.split(" cmd_name ", 1)[1].split()[0]
+                    counts[name] = counts.get(name, 0) + 1
+    except FileNotFoundError:
+        pass
+    return counts
+
+
+@benchmark("notification_flood",
+           "3,000 notifications for made-up commits at one clone, beside an idle minute")
+def notification_flood(ctx, res):
+    from autosync.message import Notification, encode
+    import paho.mqtt.client as paho
+
+    n, idle = 3000, ctx.size(60, 10)
+    broker = start_mosquitto(ctx)
+    cl = ctx.keep_cluster(Cluster(ctx.workdir("flood"), ctx.env, ctx.toolkit,
+                                  broker_url=broker.url))
+    cl.clone("a")
+    b = cl.clone("b", start=False)
+    trace = ctx.workdir("flood-trace") / "b.trace2"
+    b.env = dict(b.env, GIT_TRACE2=str(trace))
+    b.start()
+    poll(lambda: "subscribing to" in b.log(), 30, "b to reach the broker")
+    pid = b.pid
+
+    def quiet():
+        """Wait until the daemon has used no CPU for 2 s (at most 120 s)."""
+        last, since, deadline = cpu_seconds(pid), time.monotonic(), time.monotonic() + 120
+        while time.monotonic() < deadline:
+            time.sleep(0.25)
+            now = cpu_seconds(pid)
+            if now != last:
+                last, since = now, time.monotonic()
+            elif time.monotonic() - since >= 2.0:
+                return
+    quiet()
+    c0, g0 = cpu_seconds(pid), git_processes(trace)
+    time.sleep(idle)  # the idle baseline: nothing happens, by design
+    c1, g1 = cpu_seconds(pid), git_processes(trace)
+    lines0 = b.log().count("\n")
+    client = paho.Client(paho.CallbackAPIVersion.VERSION2)
+    client.connect("127.0.0.1", broker.port)
+    client.loop_start()
+    t0 = time.perf_counter()
+    try:
+        for _ in range(n):
+            note = Notification("notes", "main", os.urandom(20).hex(), "flood:00000000",
+                                time.time())
+            info = client.publish("autosync/notes/main", encode(note), qos=1)
+        info.wait_for_publish(60)
+    finally:
+        client.loop_stop()
+        client.disconnect()
+    sent = time.perf_counter() - t0
+    quiet()
+    c2, g2 = cpu_seconds(pid), git_processes(trace)
+
+    def delta(a, b, k):
+        return b.get(k, 0) - a.get(k, 0)
+    res.figure("settings", f"{n} valid notifications for random commit ids over {sent:.1f} s, "
+               "QoS 1, one clone listening; daemon process tree CPU (utime+stime of the "
+               "daemon and its waited git children)")
+    res.figure(f"idle CPU over {idle} s", round(c1 - c0, 2), "s")
+    res.figure(f"git processes over the idle {idle} s", sum(g1.values()) - sum(g0.values()))
+    res.figure("flood CPU until quiet again", round(c2 - c1, 2), "s")
+    res.figure("flood: git fetch", delta(g1, g2, "fetch"))
+    res.figure("flood: git ls-remote", delta(g1, g2, "ls-remote"))
+    res.figure("flood: git cat-file", delta(g1, g2, "cat-file"))
+    res.figure("flood: all git processes", sum(g2.values()) - sum(g1.values()))
+    res.figure("flood: daemon log lines", b.log().count("\n") - lines0)
+    res.target("git fetch for the flood", delta(g1, g2, "fetch"), "<=", 3, "")
+    res.target("daemon log lines for the flood", b.log().count("\n") - lines0, "<=", 20, "")
