@@ -147,20 +147,25 @@ def test_a_payload_can_at_most_request_one_fetch(daemon_parts, payload, topic):
     path, daemon, transport = daemon_parts
     before = refs_and_files(path)
     daemon.network.wanted.clear()
+    daemon.network.announced.clear()
     msg = paho.MQTTMessage(topic=topic.encode())
     msg.payload = payload
     transport._on_message(transport.client, None, msg)
-    assert daemon.network.wanted <= {"fetch"}
+    # at most: "this commit was announced" (the network thread fetches if it is missing)
+    assert daemon.network.wanted <= {"announced"}
+    assert len(daemon.network.announced) <= 1
     assert daemon.events.empty()
     assert refs_and_files(path) == before
 
 
 def test_a_valid_notification_from_a_peer_requests_exactly_one_fetch(daemon_parts):
+    """A notification only names a commit; the network thread fetches when it is missing."""
     path, daemon, transport = daemon_parts
     msg = paho.MQTTMessage(topic=b"autosync/notes/main")
     msg.payload = encode(Notification("notes", "main", "ab" * 20, "peer:1", 1.0))
     transport._on_message(transport.client, None, msg)
-    assert daemon.network.wanted == {"fetch"}
+    assert daemon.network.wanted == {"announced"} and daemon.network.announced == {"ab" * 20}
+    assert daemon.repo.missing_commits(daemon.network.announced) == {"ab" * 20}  # so: a fetch
     daemon.network.wanted.clear()
     transport._on_message(transport.client, None, msg)  # the same commit again: nothing
     assert daemon.network.wanted == set()
