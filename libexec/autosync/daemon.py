@@ -75,7 +75,7 @@ class State:
             self.save_failed = False
 
 
-BURST = 2.0  # seconds after a fetch in which announcements count as one burst
+BURST = 2.0  # seconds after a fetch that brought nothing in which announcements are a burst
 
 
 class Network(threading.Thread):
@@ -87,7 +87,7 @@ class Network(threading.Thread):
         self.cond = threading.Condition()
         self.wanted = set()
         self.announced = set()  # commits notifications named since the last batch
-        self.last_fetch = 0.0
+        self.last_empty_fetch = 0.0
         self.stopping = False
         self.backoff = Backoff(first=1.0, cap=300.0)
         self.retry_at = None
@@ -168,17 +168,19 @@ class Network(threading.Thread):
             with self.cond:
                 commits, self.announced = self.announced, set()
             if self.d.repo.missing_commits(commits):  # one process for the whole batch
-                # the first announcement after a quiet spell is fetched at once; in a burst
+                # fetched at once, unless the last fetch, just now, brought nothing: then
                 # the remote's head is asked first (a flood of made-up ids costs that)
-                if time.monotonic() - self.last_fetch > BURST or \
+                if time.monotonic() - self.last_empty_fetch > BURST or \
                         remote.head() not in (None, remote.tracking()):
                     wanted.add("fetch")
         if "fetch" in wanted and cfg["pull"] and self.d.refused and \
                 remote.head() == self.d.refused:
             wanted.discard("fetch")  # what was refused is still all there is
         if "fetch" in wanted and cfg["pull"]:
-            self.last_fetch = time.monotonic()
+            before = remote.tracking()
             target = remote.fetch()
+            if target == before:
+                self.last_empty_fetch = time.monotonic()
             self.d.state.update(last_pull=time.time(), pull_error=None)
             if target:
                 self.d.post("fetched", target)
