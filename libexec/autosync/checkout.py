@@ -157,7 +157,6 @@ class Update:
         self.blobs = Blobs(repo)
         self.copies = []  # (path, copy): a new version kept beside a save that won the path
         self.kept = []  # (path, where): local content moved out of the way, under kept/
-        self.saves = set()  # paths holding a save instead of their new version
         self.index = {}  # path -> its position in the list of changes
         self.spares = 0
         self.converts = None  # whether git may convert files on checkout (eol, filters)
@@ -214,10 +213,7 @@ class Update:
     def classify(self, root, rel, c, old_first=False):
         """ABSENT, DIR, NEW (the new version), OLD (the committed one) or USER (a save).
         old_first: what came out of the work tree is most likely the committed version."""
-        try:
-            st = root.lstat(rel)
-        except Blocked:
-            return DIR
+        st = root.lstat(rel)  # a leading path that is not a directory: None, like absent
         k = safefs.kind(st)
         if k is None:
             return ABSENT
@@ -315,14 +311,10 @@ class Update:
                     continue
                 except Blocked:
                     return self.keep(self.journal, loc, c.path)
-                if k == USER:
-                    self.saves.add(c.path)
                 step("put-back", c.path)
                 return
             if k != p and p in (NEW, OLD):  # loc goes to the path; what was there comes out
                 loc, placed = self._swap(loc, c)
-                if k == USER:
-                    self.saves.add(c.path)
                 step("swapped-back", c.path)
                 tree_kind = k if placed else None
                 continue
@@ -338,11 +330,8 @@ class Update:
     def delete(self, i, c):
         loc = f"out/{i}"
         if self.journal.lstat(loc) is None:
-            try:
-                st = self.tree.lstat(c.path)
-                k = safefs.kind(st)
-            except Blocked:
-                return
+            st = self.tree.lstat(c.path)
+            k = safefs.kind(st)
             self.seen_unwritten(c, st)
             if k is None or k == "dir":
                 return  # gone already, or the user put a directory there
@@ -685,8 +674,7 @@ def advance(repo, branch, old, new, names=None, uncommittable=None):
     before anything in the work tree changed.
     """
     recover(repo)
-    check_update(repo, repo.out("rev-parse", old + "^{tree}"),
-                 repo.out("rev-parse", new + "^{tree}"))
+    check_update(repo, repo.tree(old), repo.tree(new))
     todo = changes(repo, old, new)
     dirty, blocked, clean = in_the_way(repo, todo)
     if dirty or blocked:

@@ -101,8 +101,9 @@ class Repo:
                        check=False)
         return res.stdout.decode().strip() if res.returncode == 0 else None
 
-    def has_commit(self, oid):
-        return self.ok("cat-file", "-e", oid + "^{commit}")
+    def tree(self, commit):
+        """The id of commit's tree."""
+        return self.out("rev-parse", "--verify", "--end-of-options", commit + "^{tree}")
 
     def missing_commits(self, oids):
         """Those of oids that are not commits here (one git process for all of them)."""

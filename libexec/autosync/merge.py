@@ -166,10 +166,6 @@ def _rewrite_tree(repo, tree, stages, first, second, winner_is_first):
             pass
 
 
-def tree_of(repo, commit):
-    return repo.out("rev-parse", commit + "^{tree}")
-
-
 def merge_message(conflicts):
     if not conflicts:
         return "autosync: merge"
@@ -206,7 +202,7 @@ def integrate(repo, target, config):
         # the incoming side on its own first: merge-tree would quietly drop a duplicate
         # entry, so a hostile tree must be refused before it is merged with local work
         base = head and repo.run("merge-base", head, target, check=False).stdout.decode().strip()
-        check_update(repo, tree_of(repo, base) if base else None, tree_of(repo, target))
+        check_update(repo, repo.tree(base) if base else None, repo.tree(target))
         if head is None:  # unborn branch: take the remote's history as it is
             merged, conflicts = target, []
         else:
