@@ -74,6 +74,15 @@ topic readwrite autosync/other/#
 
 
 @pytest.fixture
+def cluster(tmp_path, tenv, toolkit, mosquitto):
+    """A bare server and clones with real daemons, notified through `mosquitto`."""
+    from cluster import Cluster
+    c = Cluster(tmp_path, tenv, toolkit, broker_url=mosquitto.url)
+    yield c
+    c.stop()
+
+
+@pytest.fixture
 def mosquitto_auth(tmp_path):
     broker = Mosquitto(tmp_path / "mosquitto-auth", users=USERS, acl=ACL).start()
     broker.users = USERS

@@ -166,3 +166,37 @@ def deadline_loop(seconds):
     start = time.monotonic()
     while (elapsed := time.monotonic() - start) < seconds:
         yield elapsed
+
+
+def git_processes(trace):
+    """{command: count} of the git processes a GIT_TRACE2 file has recorded so far."""
+    counts = {}
+    try:
+        with open(trace, errors="replace") as f:
+            for line in f:
+                if " cmd_name " in line:
+                    name = line.split(" cmd_name ", 1)[1].split()[0]
+                    counts[name] = counts.get(name, 0) + 1
+    except FileNotFoundError:
+        pass
+    return counts
+
+
+def publish_flood(port, count, channel="notes", branch="main"):
+    """`count` valid notifications for made-up commit ids, QoS 1, to the broker on
+    127.0.0.1:port; returns once the last is acknowledged."""
+    import paho.mqtt.client as paho
+    from autosync.message import Notification, encode
+    client = paho.Client(paho.CallbackAPIVersion.VERSION2)
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    try:
+        for _ in range(count):
+            note = Notification(channel, branch, os.urandom(20).hex(), "flood:00000000",
+                                time.time())
+            info = client.publish(f"autosync/{channel}/{branch}", encode(note), qos=1)
+        info.wait_for_publish(60)
+    finally:
+        client.loop_stop()
+        client.disconnect()
+

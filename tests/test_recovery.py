@@ -7,8 +7,8 @@ import subprocess
 
 import pytest
 
-from brokers import mosquitto  # noqa: F401  (fixture)
-from cluster import Cluster, wait_converged
+from brokers import cluster, mosquitto  # noqa: F401  (fixtures)
+from cluster import wait_converged
 from conftest import git, wait_for
 from autosync import checkout
 from autosync.checkout import advance
@@ -18,13 +18,6 @@ from autosync.git import Repo
 from autosync.util import Error, Retry
 
 FILES = 3000
-
-
-@pytest.fixture
-def cluster(tmp_path, tenv, toolkit, mosquitto):
-    c = Cluster(tmp_path, tenv, toolkit, broker_url=mosquitto.url)
-    yield c
-    c.stop()
 
 
 def stray(path):

@@ -5,18 +5,10 @@ import os
 import subprocess
 
 import paho.mqtt.client as paho
-import pytest
 
-from brokers import Mosquitto, mosquitto, mosquitto_auth  # noqa: F401  (fixtures)
+from brokers import Mosquitto, cluster, mosquitto, mosquitto_auth  # noqa: F401  (fixtures)
 from cluster import Cluster, wait_converged
 from conftest import git, wait_for
-
-
-@pytest.fixture
-def cluster(tmp_path, tenv, toolkit, mosquitto):
-    c = Cluster(tmp_path, tenv, toolkit, broker_url=mosquitto.url)
-    yield c
-    c.stop()
 
 
 def test_edit_on_one_clone_appears_on_the_others(cluster):

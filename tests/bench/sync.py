@@ -3,11 +3,10 @@
 latency over the XMPP bridge, beside the direct MQTT path.
 """
 
-import os
 import random
 import time
 
-from cluster import Cluster, deadline_loop, wait_converged
+from cluster import Cluster, deadline_loop, git_processes, publish_flood, wait_converged
 from conftest import git
 from harness import (Skip, benchmark, cpu_seconds, ms, poll, start_mosquitto, summary,
                      write_atomic)
@@ -173,26 +172,9 @@ def xmpp_latency(ctx, res):
     res.note("bridge runs inside clone A's daemon; B has only XMPP (prosody on loopback, MUC)")
 
 
-def git_processes(trace):
-    """{command: count} of the git processes a GIT_TRACE2 file recorded so far."""
-    counts = {}
-    try:
-        with open(trace, errors="replace") as f:
-            for line in f:
-                if " cmd_name " in line:
-                    name = line.split(" cmd_name ", 1)[1].split()[0]
-                    counts[name] = counts.get(name, 0) + 1
-    except FileNotFoundError:
-        pass
-    return counts
-
-
 @benchmark("notification_flood",
            "3,000 notifications for made-up commits at one clone, beside an idle minute")
 def notification_flood(ctx, res):
-    from autosync.message import Notification, encode
-    import paho.mqtt.client as paho
-
     n, idle = 3000, ctx.size(60, 10)
     broker = start_mosquitto(ctx)
     cl = ctx.keep_cluster(Cluster(ctx.workdir("flood"), ctx.env, ctx.toolkit,
@@ -220,19 +202,8 @@ def notification_flood(ctx, res):
     time.sleep(idle)  # the idle baseline: nothing happens, by design
     c1, g1 = cpu_seconds(pid), git_processes(trace)
     lines0 = b.log().count("\n")
-    client = paho.Client(paho.CallbackAPIVersion.VERSION2)
-    client.connect("127.0.0.1", broker.port)
-    client.loop_start()
     t0 = time.perf_counter()
-    try:
-        for _ in range(n):
-            note = Notification("notes", "main", os.urandom(20).hex(), "flood:00000000",
-                                time.time())
-            info = client.publish("autosync/notes/main", encode(note), qos=1)
-        info.wait_for_publish(60)
-    finally:
-        client.loop_stop()
-        client.disconnect()
+    publish_flood(broker.port, n)
     sent = time.perf_counter() - t0
     quiet()
     c2, g2 = cpu_seconds(pid), git_processes(trace)
