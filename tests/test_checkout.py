@@ -10,7 +10,7 @@ import sys
 import pytest
 from hypothesis import HealthCheck, event, given, settings, strategies as st
 
-from autosync import checkout
+from autosync import checkout, safefs
 from autosync.checkout import Busy, advance
 from autosync.git import Repo
 from conftest import LIBEXEC, git
@@ -243,6 +243,30 @@ def test_killed_with_a_save_in_the_journal_the_save_comes_back(two_commits, env)
     copies = [p for p in os.listdir(r) if p.startswith("edit.conflict-")]
     assert [(r / c).read_text() for c in copies] == ["new\n"]
     assert git(r, "rev-parse", "HEAD") == new
+
+
+def test_without_rename_exchange_a_crash_between_the_two_moves_keeps_the_save(
+        two_commits, monkeypatch):
+    """Where the file system lacks RENAME_EXCHANGE the swap is two renames; dying between
+    them leaves a save in the journal: recovery puts it back at its path."""
+    r, old, new = two_commits
+    monkeypatch.setattr(safefs, "_exchange_works", [False])
+
+    def save_then_die(name, path):
+        if name == "staged":
+            (r / "edit.txt").write_text("saved during the merge\n")
+        if name == "exchanged" and path == "edit.txt":
+            raise Crash()
+    monkeypatch.setattr(checkout, "step_hook", save_then_die)
+    with pytest.raises(Crash):
+        advance(Repo(r), "main", old, new)
+    monkeypatch.setattr(checkout, "step_hook", None)
+    checkout.recover(Repo(r))
+    assert (r / "edit.txt").read_text() == "saved during the merge\n"
+    assert [(r / p).read_text() for p in os.listdir(r) if p.startswith("edit.conflict-")] \
+        == ["new\n"]
+    assert git(r, "rev-parse", "HEAD") == new
+    assert not (r / ".git" / "autosync" / "kept").exists()
 
 
 def test_a_branch_moved_by_hand_after_a_crash_only_rescues_the_journal(two_commits, env):

@@ -242,8 +242,11 @@ class Update:
         if safefs.exchange(self.journal, loc, self.tree, c.path):
             return loc, True
         # no RENAME_EXCHANGE here (NFS, some FUSE): move out, then in (git leaves a gap too)
-        self.spares += 1
-        spare = f"out/{self.index.get(c.path, 0)}.{self.spares}"
+        while True:  # a fresh name (a recovery may find earlier ones)
+            self.spares += 1
+            spare = f"out/{self.index.get(c.path, 0)}.{self.spares}"
+            if self.journal.lstat(spare) is None:
+                break
         safefs.move_noreplace(self.tree, c.path, self.journal, spare)
         try:
             safefs.move_noreplace(self.journal, loc, self.tree, c.path)
@@ -379,6 +382,13 @@ class Update:
         """Recovery: what step 1 moved out of the way goes out of the way again, and a new
         version a reset by hand undid is checked out into the journal again."""
         self.todo = todo
+        self.index = {c.path: i for i, c in enumerate(todo)}
+        # what the no-RENAME_EXCHANGE fallback took out of the tree (out/<i>.<n>): back to
+        # its path if it is a save, like anything else that left the work tree
+        for name in sorted(os.listdir(os.path.join(self.journal.path, "out"))):
+            c = _nth(todo, name.split(".", 1)[0])
+            if "." in name and c is not None:
+                self.resolve(f"out/{name}", c)
         by_path = {c.path: c for c in todo}
         for path, kind in self.plan.blocked:
             k = safefs.kind(self.tree.lstat(path))
