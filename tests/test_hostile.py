@@ -118,13 +118,15 @@ def _digest(path):
             hashlib.sha256(Path(path).read_bytes()).hexdigest())
 
 
-def listing(top):
-    """{relative path: digest} of everything below top (nothing followed)."""
+def listing(top, skip=()):
+    """{relative path: digest} of everything below top (nothing followed), not entering
+    the directories named in skip (.git, where the daemon writes its state meanwhile)."""
     top = Path(top)
     result = {}
     if not top.exists():
         return result
     for dirpath, dirnames, filenames in os.walk(top):
+        dirnames[:] = [d for d in dirnames if d not in skip]
         for n in dirnames + filenames:
             p = os.path.join(dirpath, n)
             result[os.path.relpath(p, top)] = _digest(p)
@@ -241,8 +243,7 @@ def is_ancestor(clone, commit, rev="HEAD"):
 
 def work_tree(clone):
     """{path: digest} of the work tree, without .git."""
-    return {p: d for p, d in listing(clone.path).items()
-            if p != ".git" and not p.startswith(".git/")}
+    return listing(clone.path, skip=(".git",))
 
 
 def hook_script(marker):
