@@ -17,30 +17,33 @@ from collections import OrderedDict
 
 from .config import Config
 from .git import Repo
-from .message import encode, repo_digest
+from .message import Notification, encode, repo_digest
+from .mqtt import MqttTransport
+from .transport_base import Transport
 from .util import Error, log, setup_logging
+from .xmpp import XmppTransport
 
 REMEMBER = 4096  # fingerprints kept per side
 BACKLOG = 1000  # notifications waiting to be relayed; more are dropped (and logged)
 
 
-def fingerprint(note):
+def fingerprint(note: Notification) -> str:
     return hashlib.sha256(encode(note)).hexdigest()
 
 
 class Bridge:
-    def __init__(self, config):
-        from .mqtt import MqttTransport
-        from .xmpp import XmppTransport
+    def __init__(self, config: Config) -> None:
         if not config["mqtt.url"] or not config["xmpp.jid"]:
             raise Error("the bridge needs both autosync.mqtt.url and autosync.xmpp.jid",
                         "git config autosync.mqtt.url mqtt://HOST:1883",
                         "git config autosync.xmpp.jid user@example.org")
         ident = f"bridge:{repo_digest(config.repo)}"
         self.lock = threading.Lock()
-        self.put_into = {"mqtt": OrderedDict(), "xmpp": OrderedDict()}
-        self.backlog = queue.Queue(BACKLOG)
-        self.sides = {
+        self.put_into: dict[str, OrderedDict[str, bool]] = {
+            "mqtt": OrderedDict(), "xmpp": OrderedDict()}
+        # (note, source, target); None ends the relaying thread
+        self.backlog: queue.Queue[tuple[Notification, str, str] | None] = queue.Queue(BACKLOG)
+        self.sides: dict[str, Transport] = {
             "mqtt": MqttTransport(config, ident, lambda n: self.relay(n, "mqtt", "xmpp"),
                                   lambda: None),
             "xmpp": XmppTransport(config, ident, lambda n: self.relay(n, "xmpp", "mqtt"),
@@ -48,7 +51,7 @@ class Bridge:
         self.relayed = 0
         self.thread = threading.Thread(target=self._run, name="autosync-bridge", daemon=True)
 
-    def relay(self, note, source, target):
+    def relay(self, note: Notification, source: str, target: str) -> None:
         """Called by the source transport's thread: queue note for the target side."""
         key = fingerprint(note)
         with self.lock:
@@ -62,7 +65,7 @@ class Bridge:
         except queue.Full:
             log.warning("bridge backlog full: dropped %s from %s", note.commit[:10], source)
 
-    def _run(self):
+    def _run(self) -> None:
         while True:
             item = self.backlog.get()
             if item is None:
@@ -74,12 +77,12 @@ class Bridge:
             with self.lock:
                 self.relayed += 1
 
-    def start(self):
+    def start(self) -> None:
         self.thread.start()
         for side in self.sides.values():
             side.start()
 
-    def stop(self):
+    def stop(self) -> None:
         for side in self.sides.values():
             side.stop()
         if self.thread.is_alive():
@@ -90,11 +93,11 @@ class Bridge:
             self.thread.join(timeout=10)
 
     @property
-    def connected(self):
+    def connected(self) -> bool:
         return all(side.connected for side in self.sides.values())
 
 
-def main(argv):
+def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(
         prog="autosync-bridge",
         description="Relay git-autosync notifications between the MQTT broker "

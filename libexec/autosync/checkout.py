@@ -32,7 +32,6 @@ import os
 import shutil
 import signal
 import stat
-import subprocess
 import time
 
 from . import safefs
@@ -108,9 +107,7 @@ class Blobs:
 
     def __init__(self, repo):
         self.repo = repo
-        self.proc = subprocess.Popen(["git", "cat-file", "--batch"], cwd=repo.cwd,
-                                     env=repo.env, stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        self.proc = repo.popen("cat-file", "--batch")
 
     def _header(self, oid):
         self.proc.stdin.write(oid.encode() + b"\n")
@@ -185,9 +182,8 @@ class Update:
                 return False
             # not byte-equal: the same after git's filters (eol, clean) still counts
             os.lseek(fd, 0, os.SEEK_SET)
-            res = subprocess.run(["git", "hash-object", "--stdin", f"--path={path}"],
-                                 stdin=fd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                 cwd=self.repo.cwd, env=self.repo.env)
+            res = self.repo.run("hash-object", "--stdin", f"--path={path}", stdin=fd,
+                                check=False)
         finally:
             os.close(fd)
         return res.returncode == 0 and res.stdout.decode().strip() == oid
@@ -548,7 +544,7 @@ def stage(repo, plan, todo):
         _fsync_dir(base)
     except OSError as e:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise Retry(f"cannot prepare the merge in '{tmp}': {e.strerror}")
+        raise Retry(f"cannot prepare the merge in '{tmp}': {e.strerror}") from e
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -576,7 +572,7 @@ def checkout_into(repo, journal, placed):
 
 
 def _first_line(stderr):
-    lines = [l for l in stderr.decode(errors="replace").splitlines() if l.strip()]
+    lines = [line for line in stderr.decode(errors="replace").splitlines() if line.strip()]
     return lines[0].split(": ", 1)[-1] if lines else ""
 
 
@@ -715,7 +711,7 @@ def advance(repo, branch, old, new, names=None, uncommittable=None):
         shutil.rmtree(_journal(repo))
     except OSError as e:  # a full disk, a vanished directory: the journal completes it later
         raise Retry(f"the merge of {new[:10]} was interrupted ({e.strerror or e}); "
-                    "it is completed at the next attempt")
+                    "it is completed at the next attempt") from e
     finally:
         update.close()
     return update.copies, update.kept
@@ -744,7 +740,7 @@ def recover(repo):
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise Error(f"cannot complete the interrupted merge in '{journal}': "
                     f"{getattr(e, 'strerror', None) or e}",
-                    f"look at the files in '{journal}', then move it away")
+                    f"look at the files in '{journal}', then move it away") from e
     head = repo.rev(f"refs/heads/{plan.branch}")
     log.warning("completing a merge that was interrupted (%s..%s)", plan.old[:10], plan.new[:10])
     todo = changes(repo, plan.old, plan.new)
@@ -761,7 +757,7 @@ def recover(repo):
         shutil.rmtree(journal)
     except OSError as e:
         raise Retry(f"cannot complete the interrupted merge in '{journal}' "
-                    f"({e.strerror or e}); trying again later")
+                    f"({e.strerror or e}); trying again later") from e
     finally:
         update.close()
     return update.copies, update.kept

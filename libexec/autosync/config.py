@@ -153,7 +153,7 @@ def read_secret(path, key, what):
     except OSError as e:
         raise Error(f"cannot read the {what} password file '{path}': "
                     f"{(e.strerror or str(e)).lower()}",
-                    f"git config {key} ~/.config/git-autosync/{what}-password")
+                    f"git config {key} ~/.config/git-autosync/{what}-password") from e
     if mode & (stat.S_IRGRP | stat.S_IROTH):
         warn_readable_secret(path)
     return secret

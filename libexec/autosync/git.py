@@ -4,6 +4,7 @@ import fcntl
 import os
 import subprocess
 import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 
 from .util import Error, Retry, log
@@ -11,14 +12,17 @@ from .util import Error, Retry, log
 ZERO_OID = "0" * 40
 
 
+Env = Mapping[str, str]
+
+
 class GitFailed(Error):
-    def __init__(self, args, returncode, stderr):
+    def __init__(self, args: Sequence[str], returncode: int, stderr: str) -> None:
         first = (stderr.strip().splitlines() or [""])[-1]
         super().__init__(f"'git {' '.join(args[:2])}' failed: {first}".rstrip(": "))
         self.args_, self.returncode, self.stderr = args, returncode, stderr
 
 
-def clean_env(base=None):
+def clean_env(base: Env | None = None) -> dict[str, str]:
     """The environment without git's repository-local variables.
 
     Hooks run with GIT_DIR, GIT_INDEX_FILE and friends set for *their* repository;
@@ -43,7 +47,7 @@ LOCAL_ENV_VARS = (
 class Repo:
     """A git repository (work tree or bare) located from a directory."""
 
-    def __init__(self, path=".", env=None):
+    def __init__(self, path: str = ".", env: Env | None = None) -> None:
         self.env = clean_env(env)
         self.env.setdefault("LC_ALL", "C")
         self.env["GIT_TERMINAL_PROMPT"] = "0"  # never hang asking for a password
@@ -62,51 +66,75 @@ class Repo:
         self.common_dir = os.path.normpath(os.path.join(path, common))
         self.bare = lines[2] == "true"
         cdup = lines[3] if len(lines) > 3 else ""
-        self.top = None if self.bare else os.path.normpath(os.path.join(path, cdup))
-        self.cwd = self.top or self.git_dir
+        self.top: str | None = None if self.bare else os.path.normpath(os.path.join(path, cdup))
+        self.cwd: str = self.top or self.git_dir
         self.state_dir = os.path.join(self.git_dir, "autosync")
 
     # -- running git -------------------------------------------------------------
-    def _run_raw(self, args, cwd=None, input=None, env=None, check=True, timeout=None):
+    def _run_raw(self, args: list[str], cwd: str | None = None, input: bytes | None = None,
+                 stdin: int | None = None, env: Env | None = None, check: bool = True,
+                 timeout: float | None = None) -> subprocess.CompletedProcess[bytes]:
         full = ["git", *args]
         try:
-            res = subprocess.run(full, cwd=cwd or self.cwd, input=input, env=env or self.env,
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout)
+            res = subprocess.run(full, cwd=cwd or self.cwd, input=input, stdin=stdin,
+                                 env=env or self.env, stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, timeout=timeout)
         except FileNotFoundError:
-            raise Error("git is not installed or not on PATH")
+            raise Error("git is not installed or not on PATH") from None
         except subprocess.TimeoutExpired:
-            raise Retry(f"'git {args[0]}' took longer than {timeout}s")
+            raise Retry(f"'git {args[0]}' took longer than {timeout}s") from None
         if check and res.returncode != 0:
             raise GitFailed(args, res.returncode, res.stderr.decode(errors="replace"))
         return res
 
-    def run(self, *args, input=None, env=None, check=True, timeout=None):
-        """Run git and return the CompletedProcess (stdout/stderr are bytes)."""
+    def run(self, *args: str, input: str | bytes | None = None, stdin: int | None = None,
+            env: Env | None = None, check: bool = True,
+            timeout: float | None = None) -> subprocess.CompletedProcess[bytes]:
+        """Run git and return the CompletedProcess (stdout/stderr are bytes).
+
+        input is what git reads; or stdin, an open file descriptor it reads instead."""
         if isinstance(input, str):
             input = input.encode()
         merged = dict(self.env, **env) if env else None
-        return self._run_raw(list(args), input=input, env=merged, check=check, timeout=timeout)
+        return self._run_raw(list(args), input=input, stdin=stdin, env=merged, check=check,
+                             timeout=timeout)
 
-    def out(self, *args, **kw):
+    def out(self, *args: str, input: str | bytes | None = None, env: Env | None = None,
+            check: bool = True, timeout: float | None = None) -> str:
         """Run git and return stdout as text without the trailing newline."""
-        return self.run(*args, **kw).stdout.decode(errors="surrogateescape").rstrip("\n")
+        res = self.run(*args, input=input, env=env, check=check, timeout=timeout)
+        return res.stdout.decode(errors="surrogateescape").rstrip("\n")
 
-    def ok(self, *args, **kw):
-        return self.run(*args, check=False, **kw).returncode == 0
+    def ok(self, *args: str, input: str | bytes | None = None, env: Env | None = None,
+           timeout: float | None = None) -> bool:
+        return self.run(*args, input=input, env=env, check=False, timeout=timeout).returncode == 0
+
+    def popen(self, *args: str, env: Env | None = None,
+              cwd: str | None = None) -> subprocess.Popen[bytes]:
+        """A long-running git (cat-file --batch, check-ignore --stdin) that talks through
+        pipes on stdin and stdout; its stderr is dropped. env adds to the repository's."""
+        try:
+            return subprocess.Popen(["git", *args], cwd=cwd or self.cwd,
+                                    env=dict(self.env, **env) if env else self.env,
+                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                    stderr=subprocess.DEVNULL)
+        except FileNotFoundError:
+            raise Error("git is not installed or not on PATH") from None
 
     # -- small queries ------------------------------------------------------------
-    def rev(self, name):
+    def rev(self, name: str) -> str | None:
         """The commit id name points at, or None."""
         res = self.run("rev-parse", "-q", "--verify", "--end-of-options", name + "^{commit}",
                        check=False)
         return res.stdout.decode().strip() if res.returncode == 0 else None
 
-    def tree(self, commit):
+    def tree(self, commit: str) -> str:
         """The id of commit's tree."""
         return self.out("rev-parse", "--verify", "--end-of-options", commit + "^{tree}")
 
-    def missing_commits(self, oids):
+    def missing_commits(self, oids: Iterable[str]) -> set[str]:
         """Those of oids that are not commits here (one git process for all of them)."""
+        oids = list(oids)
         if not oids:
             return set()
         res = self.run("cat-file", "--batch-check", check=False,
@@ -114,17 +142,17 @@ class Repo:
         return {line.split("^", 1)[0] for line in res.stdout.decode().splitlines()
                 if line.endswith(" missing")}
 
-    def is_ancestor(self, a, b):
+    def is_ancestor(self, a: str, b: str) -> bool:
         return self.ok("merge-base", "--is-ancestor", a, b)
 
-    def current_branch(self):
+    def current_branch(self) -> str | None:
         res = self.run("symbolic-ref", "-q", "--short", "HEAD", check=False)
         return res.stdout.decode().strip() if res.returncode == 0 else None
 
-    def config_all(self):
+    def config_all(self) -> dict[str, list[str]]:
         """All config entries as {lowercased-key: [values]} (one git process)."""
         res = self.run("config", "-z", "--list", check=False)
-        result = {}
+        result: dict[str, list[str]] = {}
         for item in res.stdout.decode(errors="surrogateescape").split("\0"):
             if not item:
                 continue
@@ -132,10 +160,10 @@ class Repo:
             result.setdefault(_normalize_key(key), []).append(value)
         return result
 
-    def git_path(self, name):
+    def git_path(self, name: str) -> str:
         return os.path.join(self.git_dir, name)
 
-    def operation_in_progress(self):
+    def operation_in_progress(self) -> str | None:
         """The name of a merge/rebase/... the user started by hand, or None."""
         markers = (("MERGE_HEAD", "merge"), ("rebase-merge", "rebase"), ("rebase-apply", "rebase"),
                    ("CHERRY_PICK_HEAD", "cherry-pick"), ("REVERT_HEAD", "revert"),
@@ -145,12 +173,12 @@ class Repo:
                 return name
         return None
 
-    def ensure_state_dir(self):
+    def ensure_state_dir(self) -> str:
         os.makedirs(self.state_dir, exist_ok=True)
         return self.state_dir
 
     @contextmanager
-    def lock(self, name="repo", timeout=None):
+    def lock(self, name: str = "repo", timeout: float | None = None) -> Iterator[None]:
         """An flock shared by every git-autosync process acting on this repository.
 
         The watcher's commits, the listener's merges, `sync` and the push helper all
@@ -165,15 +193,15 @@ class Repo:
                     fcntl.flock(fd, fcntl.LOCK_EX | (fcntl.LOCK_NB if deadline else 0))
                     break
                 except BlockingIOError:
-                    if time.monotonic() >= deadline:
-                        raise Retry(f"another git-autosync process holds '{path}'")
+                    if deadline is None or time.monotonic() >= deadline:
+                        raise Retry(f"another git-autosync process holds '{path}'") from None
                     time.sleep(0.05)
             yield
         finally:
             os.close(fd)
 
 
-def _normalize_key(key):
+def _normalize_key(key: str) -> str:
     """git config keys: section and variable are case-insensitive, subsection is not."""
     first, dot, rest = key.partition(".")
     if "." in rest:
@@ -182,11 +210,11 @@ def _normalize_key(key):
     return f"{first.lower()}{dot}{rest.lower()}"
 
 
-def is_hex_oid(text):
+def is_hex_oid(text: str) -> bool:
     return len(text) in (40, 64) and all(c in "0123456789abcdef" for c in text)
 
 
-def valid_branch_name(name):
+def valid_branch_name(name: str) -> bool:
     """A branch name git accepts and that cannot be mistaken for an option or a path trick."""
     if not name or name.startswith("-") or len(name) > 255:
         return False
@@ -195,5 +223,5 @@ def valid_branch_name(name):
     return res.returncode == 0
 
 
-def log_git_failure(what, exc):
+def log_git_failure(what: str, exc: BaseException) -> None:
     log.warning("%s: %s", what, exc.message if isinstance(exc, Error) else exc)

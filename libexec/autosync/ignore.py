@@ -12,7 +12,6 @@ rules (and the directories holding them) are looked up once and never count as i
 
 import os
 import select
-import subprocess
 from fnmatch import fnmatchcase
 
 from .util import log
@@ -62,7 +61,8 @@ def exclude_files(repo):
 
 
 class IgnoreChecker:
-    """Which of some repo-relative paths git ignores (.gitignore, info/exclude, core.excludesFile)."""
+    """Which of some repo-relative paths git ignores (.gitignore, info/exclude,
+    core.excludesFile)."""
 
     def __init__(self, repo):
         self.repo = repo
@@ -70,11 +70,8 @@ class IgnoreChecker:
         self.tracked = None  # tracked paths that match ignore rules, with their directories
 
     def _start(self):
-        self.proc = subprocess.Popen(
-            ["git", "check-ignore", "--stdin", "--no-index", "-z", "-v", "-n"],
-            cwd=self.repo.top,
-            env=dict(self.repo.env, GIT_FLUSH="1"), stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        self.proc = self.repo.popen("check-ignore", "--stdin", "--no-index", "-z", "-v", "-n",
+                                    env={"GIT_FLUSH": "1"}, cwd=self.repo.top)
         os.set_blocking(self.proc.stdin.fileno(), False)
 
     def ignored(self, paths):

@@ -171,7 +171,7 @@ class Installer:
             os.unlink(probe)
         except OSError as e:
             raise Error(f"cannot write to the {what} '{directory}': {e.strerror.lower()}",
-                        f"ls -ld '{directory}'   (it must be writable by you)")
+                        f"ls -ld '{directory}'   (it must be writable by you)") from e
 
     # -- steps, each recording its undo ------------------------------------------------
     def write_file(self, path, text, mode):

@@ -21,7 +21,7 @@ import paho.mqtt.client as paho
 
 from .config import read_secret
 from .message import BadMessage, decode, encode, topic
-from .transport import Transport
+from .transport_base import Transport
 from .util import Backoff, Error, announce_within, log
 
 DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
@@ -60,7 +60,7 @@ def make_client(config, name):
             client.tls_set(ca_certs=ca)
         except (OSError, ssl.SSLError) as e:
             raise Error(f"cannot use the CA file '{ca}': {getattr(e, 'strerror', None) or e}",
-                        "git config autosync.mqtt.caFile /path/to/ca.crt")
+                        "git config autosync.mqtt.caFile /path/to/ca.crt") from e
     return client, host, port
 
 
@@ -103,7 +103,7 @@ class MqttTransport(Transport):
         try:
             self.topic = topic(config.channel, config.branch)
         except BadMessage as e:
-            raise Error(f"cannot announce over mqtt: {e}")
+            raise Error(f"cannot announce over mqtt: {e}") from e
         self.client, self.host, self.port = make_client(config, sender)
         self.client.on_connect = self._on_connect
         self.client.on_subscribe = self._on_subscribe

@@ -44,7 +44,7 @@ def acquire(repo):
         os.close(fd)
         pid = running_pid(repo)
         raise Error(f"already running for '{repo.cwd}' (pid {pid})",
-                    f"git -C '{repo.cwd}' autosync stop")
+                    f"git -C '{repo.cwd}' autosync stop") from None
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
     return fd

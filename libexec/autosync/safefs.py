@@ -109,7 +109,7 @@ class Root:
             return os.open(name, _WALK, dir_fd=pfd)
         except FileNotFoundError:
             if not create:
-                raise Blocked(errno.ENOENT, "no such directory", rel)
+                raise Blocked(errno.ENOENT, "no such directory", rel) from None
             try:
                 os.mkdir(name, 0o777, dir_fd=pfd)  # the umask applies, as for git
             except FileExistsError:
@@ -117,10 +117,10 @@ class Root:
             try:
                 return os.open(name, _WALK, dir_fd=pfd)
             except OSError as e:
-                raise Blocked(e.errno, "not a directory", rel)
+                raise Blocked(e.errno, "not a directory", rel) from e
         except OSError as e:
             if e.errno in (errno.ELOOP, errno.ENOTDIR):
-                raise Blocked(e.errno, "a symlink or file is in the way", rel)
+                raise Blocked(e.errno, "a symlink or file is in the way", rel) from e
             raise
 
     def at(self, rel, create=False):

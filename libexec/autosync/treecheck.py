@@ -11,7 +11,6 @@ git's own verify_path() then runs on every changed path when the scratch index i
 """
 
 import re
-import subprocess
 
 from .util import Error
 
@@ -72,9 +71,7 @@ class TreeChecker:
 
     def _read(self, oid):
         if self.proc is None:
-            self.proc = subprocess.Popen(["git", "cat-file", "--batch"], cwd=self.repo.cwd,
-                                         env=self.repo.env, stdin=subprocess.PIPE,
-                                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+            self.proc = self.repo.popen("cat-file", "--batch")
         self.proc.stdin.write(oid.encode() + b"\n")
         self.proc.stdin.flush()
         header = self.proc.stdout.readline().split()

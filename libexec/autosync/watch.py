@@ -22,7 +22,7 @@ import select
 import time
 from dataclasses import dataclass, field
 
-from inotify_simple import INotify
+from inotify_simple import Event, INotify
 from inotify_simple import flags as F
 
 from .ignore import IgnoreChecker, exclude_files, is_ignore_file, is_temp
@@ -84,9 +84,9 @@ class Watcher:
         try:
             self.inotify = INotify(nonblocking=True)
         except OSError as e:
-            raise Error(f"cannot use inotify: {e.strerror}",
-                        "sudo sysctl fs.inotify.max_user_instances=1024"
-                        if e.errno == errno.EMFILE else "check that /proc/sys/fs/inotify exists")
+            hint = ("sudo sysctl fs.inotify.max_user_instances=1024" if e.errno == errno.EMFILE
+                    else "check that /proc/sys/fs/inotify exists")
+            raise Error(f"cannot use inotify: {e.strerror}", hint) from e
         os.set_inheritable(self.inotify.fileno(), False)
         self.watch_rule_files()
         self.add_tree("", initial=True)
@@ -133,7 +133,7 @@ class Watcher:
         except OSError as e:
             if e.errno == errno.ENOSPC:
                 if initial:
-                    raise watch_limit_error(self.top, self.count_dirs())
+                    raise watch_limit_error(self.top, self.count_dirs()) from e
                 if not self.limit_hit:  # once per rescan: counting walks the whole tree
                     self.limit_hit = True
                     log.error("%s", watch_limit_error(self.top, self.count_dirs()).render())
@@ -175,7 +175,7 @@ class Watcher:
 
     def count_dirs(self):
         n = 0
-        for root, dirs, _files in os.walk(self.top):
+        for _root, dirs, _files in os.walk(self.top):
             dirs[:] = [d for d in dirs if d != ".git"]
             n += 1
         return n
@@ -243,67 +243,83 @@ class Watcher:
             self.changed.add(path)
         self.touch()
 
-    def read_events(self):
+    def read_events(self) -> None:
         """Handle everything the kernel has queued; never blocks."""
         try:
             events = self.inotify.read(timeout=0)
         except BlockingIOError:
             return
-        moved_from = {}
+        moved_from: dict[int, str] = {}  # cookie -> a directory moved away in this read
         for ev in events:
-            if ev.mask & F.Q_OVERFLOW:
-                log.warning("inotify queue overflowed: rescanning the whole tree")
-                self.want_rescan()
-                continue
-            if ev.name in self.rule_wds.get(ev.wd, ()):
-                self.want_rescan()
-            parent = self.wd_path.get(ev.wd)
-            if parent is None:
-                continue
-            if ev.mask & F.IGNORED:
-                self.wd_path.pop(ev.wd, None)
-                if self.path_wd.get(parent) == ev.wd:
-                    del self.path_wd[parent]
-                continue
-            if ev.mask & (F.DELETE_SELF | F.MOVE_SELF) or not ev.name:
-                continue
-            path = f"{parent}/{ev.name}" if parent else ev.name
-            if ev.name == ".git":
-                if parent and ev.mask & (F.CREATE | F.MOVED_TO):
-                    self.became_repo(parent)
-                continue
-            is_dir = bool(ev.mask & F.ISDIR)
-            if is_dir:
-                if ev.mask & F.MOVED_FROM:
-                    moved_from[ev.cookie] = path
-                    self.changed.add(path)
-                    self.touch()
-                elif ev.mask & F.MOVED_TO:
-                    old = moved_from.pop(ev.cookie, None)
-                    if old is not None and old in self.path_wd:
-                        self.rename_tree(old, path)
-                        if self.checker.ignored([path]):  # renamed to an ignored name
-                            self.drop_tree(path)
-                        self.changed.add(path)
-                        self.touch()
-                    else:
-                        self.new_dir(path)
-                elif ev.mask & F.CREATE:
-                    self.new_dir(path)
-                elif ev.mask & F.DELETE:
-                    self.drop_tree(path)
-                    self.changed.add(path)
-                    self.touch()
-                continue
-            if is_ignore_file(path) or path in self.rule_rel:
-                self.want_rescan()
-            if ev.mask & F.MODIFY:
-                self.writing.add(path)
-            if ev.mask & (F.CLOSE_WRITE | F.DELETE | F.MOVED_FROM | F.MOVED_TO):
-                self.writing.discard(path)
-            self.note(path)
-        for path in moved_from.values():  # moved out of the tree
+            self._event(ev, moved_from)
+        for path in moved_from.values():  # no MOVED_TO came: moved out of the tree
             self.drop_tree(path)
+
+    def _event(self, ev: Event, moved_from: dict[int, str]) -> None:
+        if ev.mask & F.Q_OVERFLOW:
+            log.warning("inotify queue overflowed: rescanning the whole tree")
+            self.want_rescan()
+            return
+        if ev.name in self.rule_wds.get(ev.wd, ()):
+            self.want_rescan()
+        parent = self.wd_path.get(ev.wd)
+        if parent is None:
+            return
+        if ev.mask & F.IGNORED:
+            self._forget_watch(ev.wd, parent)
+            return
+        if ev.mask & (F.DELETE_SELF | F.MOVE_SELF) or not ev.name:
+            return
+        path = f"{parent}/{ev.name}" if parent else ev.name
+        if ev.name == ".git":
+            if parent and ev.mask & (F.CREATE | F.MOVED_TO):
+                self.became_repo(parent)
+        elif ev.mask & F.ISDIR:
+            self._dir_event(ev, path, moved_from)
+        else:
+            self._file_event(ev.mask, path)
+
+    def _forget_watch(self, wd: int, parent: str) -> None:
+        """The kernel removed watch wd (its directory is gone)."""
+        self.wd_path.pop(wd, None)
+        if self.path_wd.get(parent) == wd:
+            del self.path_wd[parent]
+
+    def _dir_event(self, ev: Event, path: str, moved_from: dict[int, str]) -> None:
+        if ev.mask & F.MOVED_FROM:
+            moved_from[ev.cookie] = path  # the MOVED_TO with the same cookie may follow
+            self.note_dir(path)
+        elif ev.mask & F.MOVED_TO:
+            self._dir_moved_in(path, moved_from.pop(ev.cookie, None))
+        elif ev.mask & F.CREATE:
+            self.new_dir(path)
+        elif ev.mask & F.DELETE:
+            self.drop_tree(path)
+            self.note_dir(path)
+
+    def _dir_moved_in(self, path: str, old: str | None) -> None:
+        """A directory arrived at path: from old in the tree, or from outside (None)."""
+        if old is None or old not in self.path_wd:
+            self.new_dir(path)
+            return
+        self.rename_tree(old, path)  # its watches stay valid
+        if self.checker.ignored([path]):  # renamed to an ignored name
+            self.drop_tree(path)
+        self.note_dir(path)
+
+    def _file_event(self, mask: int, path: str) -> None:
+        if is_ignore_file(path) or path in self.rule_rel:
+            self.want_rescan()
+        if mask & F.MODIFY:
+            self.writing.add(path)
+        if mask & (F.CLOSE_WRITE | F.DELETE | F.MOVED_FROM | F.MOVED_TO):
+            self.writing.discard(path)
+        self.note(path)
+
+    def note_dir(self, path: str) -> None:
+        """A directory appeared, went or moved: listed even in a full batch."""
+        self.changed.add(path)
+        self.touch()
 
     def became_repo(self, rel):
         """rel just got a .git of its own (git init, git clone): stop looking inside."""
@@ -312,11 +328,10 @@ class Watcher:
         log.warning("'%s' is a git repository of its own: left alone", rel)
         self.note(rel)
 
-    def new_dir(self, path):
+    def new_dir(self, path: str) -> None:
         if self.checker.ignored([path]):
             return
-        self.changed.add(path)
-        self.touch()
+        self.note_dir(path)
         self.add_tree(path)
 
     # -- batches -------------------------------------------------------------------------------

@@ -31,7 +31,7 @@ import xml.etree.ElementTree as ET
 
 from .config import read_secret
 from .message import BadMessage, decode, encode
-from .transport import Transport
+from .transport_base import Transport
 from .util import Backoff, Error, announce_within, log
 
 NS_STREAM = "http://etherx.jabber.org/streams"
@@ -101,7 +101,7 @@ class StreamParser:
         try:
             text = self.decoder.decode(data)
         except UnicodeDecodeError:
-            raise StreamError("malformed xmpp stream (not UTF-8)")
+            raise StreamError("malformed xmpp stream (not UTF-8)") from None
         seen = self.tail + text
         declaration = 0 if self.started or not text.lstrip("\ufeff \t\r\n") \
             .startswith("<?xml ") else 1
@@ -114,7 +114,7 @@ class StreamParser:
             self.parser.feed(text)
             events = list(self.parser.read_events())
         except ET.ParseError as e:
-            raise StreamError(f"malformed xmpp stream ({e})")
+            raise StreamError(f"malformed xmpp stream ({e})") from e
         stanzas = []
         for event, elem in events:
             if event == "start":
@@ -206,7 +206,7 @@ def scram_fields(message, which):
     try:
         text = message.decode("utf-8")
     except UnicodeDecodeError:
-        raise XmppError(f"the xmpp server's SCRAM {which} is invalid (not UTF-8)")
+        raise XmppError(f"the xmpp server's SCRAM {which} is invalid (not UTF-8)") from None
     fields = {}
     for item in text.split(","):
         if len(item) < 2 or item[1] != "=" or not (item[0].isascii() and item[0].isalpha()):
@@ -257,7 +257,8 @@ def scram_client(user, password, nonce=None):
     try:
         salt = base64.b64decode(fields["s"], validate=True)
     except ValueError:
-        raise XmppError("the xmpp server's SCRAM challenge is invalid (the salt is not base64)")
+        raise XmppError("the xmpp server's SCRAM challenge is invalid "
+                        "(the salt is not base64)") from None
     if not salt:
         raise XmppError("the xmpp server's SCRAM challenge is invalid (an empty salt)")
     iterations = scram_iterations(fields["i"])
@@ -267,7 +268,7 @@ def scram_client(user, password, nonce=None):
     without_proof = f"c=biws,r={nonce}"
     auth_message = f"{first_bare},{server_first.decode()},{without_proof}".encode()
     signature = hmac.new(stored_key, auth_message, hashlib.sha1).digest()
-    proof = bytes(a ^ b for a, b in zip(client_key, signature))
+    proof = bytes(a ^ b for a, b in zip(client_key, signature, strict=True))
     server_key = hmac.new(salted, b"Server Key", hashlib.sha1).digest()
     expected = base64.b64encode(hmac.new(server_key, auth_message, hashlib.sha1).digest())
     server_final = yield f"{without_proof},p={base64.b64encode(proof).decode()}".encode()
@@ -342,7 +343,7 @@ class XmppClient:
             except ssl.SSLWantReadError:
                 continue
             except OSError as e:
-                raise StreamError(f"lost the connection to the xmpp server: {e}")
+                raise StreamError(f"lost the connection to the xmpp server: {e}") from e
             if not data:
                 raise StreamError("the xmpp server closed the connection")
             self.inbox += self.parser.feed(data)
@@ -389,7 +390,7 @@ class XmppClient:
             self.sock = socket.create_connection((self.server, self.port), self.timeout)
         except OSError as e:
             raise XmppError(f"cannot connect to the xmpp server {self.where}: "
-                            f"{e.strerror or e}".rstrip(": "))
+                            f"{e.strerror or e}".rstrip(": ")) from e
         try:
             self._negotiate(resource)
         except BaseException:
@@ -433,9 +434,9 @@ class XmppClient:
             self.sock = ctx.wrap_socket(self.sock, server_hostname=self.domain)
         except ssl.SSLCertVerificationError as e:
             raise XmppError(f"cannot verify the certificate of the xmpp server {self.where}: "
-                            f"{e.verify_message or e.reason} (check autosync.xmpp.caFile)")
+                            f"{e.verify_message or e.reason} (check autosync.xmpp.caFile)") from e
         except (ssl.SSLError, OSError) as e:
-            raise XmppError(f"TLS with the xmpp server {self.where} failed: {e}")
+            raise XmppError(f"TLS with the xmpp server {self.where} failed: {e}") from e
         self.tls = True
 
     def _authenticate(self, mechanisms):
@@ -461,7 +462,7 @@ class XmppClient:
             try:
                 data = b"" if text in ("", "=") else base64.b64decode(text, validate=True)
             except ValueError:
-                raise StreamError("the xmpp server sent invalid base64 during login")
+                raise StreamError("the xmpp server sent invalid base64 during login") from None
             if reply.tag == q("challenge", NS_SASL) and not proved:
                 answer = self._scram_step(conv, data)  # raises when the server's proof is wrong
                 rounds += 1
@@ -489,7 +490,7 @@ class XmppClient:
             raise
         except (ValueError, StopIteration) as e:  # scram_client checks all; never a traceback
             raise XmppError(f"the xmpp server's SCRAM message is invalid "
-                            f"({type(e).__name__})")
+                            f"({type(e).__name__})") from e
 
     def wait_for_iq(self, ident):
         deadline = time.monotonic() + self.timeout
@@ -579,7 +580,7 @@ def read_password(path):
     try:
         return secret.decode()
     except UnicodeDecodeError:
-        raise XmppError(f"the xmpp password file '{path}' is not UTF-8")
+        raise XmppError(f"the xmpp password file '{path}' is not UTF-8") from None
 
 
 def destination(config, client):
