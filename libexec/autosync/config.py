@@ -9,7 +9,9 @@ import re
 import socket
 import stat
 import threading
+from typing import Any
 
+from .git import Repo
 from .util import Error, log
 
 # key (as documented, camelCase) -> (default, kind, one-line description)
@@ -46,7 +48,7 @@ KEYS = {
 }
 
 
-def _parse_bool(value, key):
+def _parse_bool(value: str, key: str) -> bool:
     v = value.strip().lower()
     if v in ("true", "yes", "on", "1", ""):
         return True
@@ -56,7 +58,7 @@ def _parse_bool(value, key):
                 f"git config {key} true   (or false)")
 
 
-def _parse_int(value, key, suffixes):
+def _parse_int(value: str, key: str, suffixes: dict[str, int]) -> int:
     m = re.fullmatch(r"\s*(\d+)\s*([a-zA-Z]*)\s*", value)
     if not m or m.group(2).lower() not in suffixes:
         raise Error(f"bad numeric config value '{value}' for '{key}'",
@@ -72,15 +74,15 @@ _SECONDS = {"": 1, "s": 1, "m": 60, "min": 60, "h": 3600}
 class Config:
     """Typed view of a repository's `autosync.*` keys, with defaults."""
 
-    def __init__(self, repo, raw=None):
+    def __init__(self, repo: Repo, raw: dict[str, list[str]] | None = None) -> None:
         self.repo = repo
         self.raw = repo.config_all() if raw is None else raw
-        self.values = {}
+        self.values: dict[str, Any] = {}  # the type follows the key's kind in KEYS
         for key, (default, kind, _doc) in KEYS.items():
             found = self.raw.get(key.lower())
             self.values[key] = default if not found else self._parse(key, kind, found)
 
-    def _parse(self, key, kind, found):
+    def _parse(self, key: str, kind: str, found: list[str]) -> Any:
         last = found[-1]
         if kind == "bool":
             return _parse_bool(last, key)
@@ -98,21 +100,21 @@ class Config:
             return os.path.expanduser(last)
         return last
 
-    def __getitem__(self, short):
+    def __getitem__(self, short: str) -> Any:
         return self.values["autosync." + short]
 
-    def other(self, key, default=None):
+    def other(self, key: str, default: str | None = None) -> str | None:
         """A non-autosync key (e.g. remote.origin.url), last value wins."""
         found = self.raw.get(key.lower()) or self.raw.get(key)
         return found[-1] if found else default
 
     # -- derived values ------------------------------------------------------------
     @property
-    def host(self):
+    def host(self) -> str:
         return self["host"] or socket.gethostname().split(".")[0] or "localhost"
 
     @property
-    def branch(self):
+    def branch(self) -> str:
         b = self["branch"] or self.repo.current_branch()
         if not b:
             raise Error("HEAD is detached and autosync.branch is not set",
@@ -121,26 +123,26 @@ class Config:
         return b
 
     @property
-    def remote(self):
+    def remote(self) -> str:
         return self["remote"]
 
-    def remote_url(self):
+    def remote_url(self) -> str | None:
         return self.other(f"remote.{self.remote}.url")
 
     @property
-    def channel(self):
+    def channel(self) -> str:
         return self["channel"] or default_channel(self.repo, self.remote_url())
 
     @property
-    def has_remote(self):
+    def has_remote(self) -> bool:
         return bool(self.remote_url())
 
 
-_warned_secrets = set()  # password files already warned about in this process
+_warned_secrets: set[str] = set()  # password files already warned about in this process
 _warned_lock = threading.Lock()  # publish_once and the bridge read secrets in threads
 
 
-def read_secret(path, key, what):
+def read_secret(path: str, key: str, what: str) -> bytes:
     """The password in file `path` (autosync.<key>), without its final newline, as bytes.
 
     `what` names the service in the one-line error ("broker", "xmpp"). A file that its
@@ -159,7 +161,7 @@ def read_secret(path, key, what):
     return secret
 
 
-def warn_readable_secret(path):
+def warn_readable_secret(path: str | os.PathLike[str]) -> None:
     """`warning: '<file>' is readable by others; hint: chmod 600 '<file>'`, once per file.
 
     One line (the daemon's log is one line per event), so the fix is never separated
@@ -174,7 +176,7 @@ def warn_readable_secret(path):
     log.warning("warning: '%s' is readable by others; hint: chmod 600 %s", path, quoted)
 
 
-def default_channel(repo, remote_url=None):
+def default_channel(repo: Repo, remote_url: str | None = None) -> str:
     """The repository's name: `notes` for `/srv/notes.git` and for its clones.
 
     A clone takes the name from its remote's URL so that it matches the server's
@@ -187,11 +189,11 @@ def default_channel(repo, remote_url=None):
     elif remote_url:
         base = re.split(r"[/:\\]", remote_url.rstrip("/"))[-1]
     else:
-        base = os.path.basename(repo.top)
+        base = os.path.basename(repo.cwd)  # the work tree (top)
     base = base[:-4] if base.endswith(".git") else base
     return sanitize_channel(base) or "default"
 
 
-def sanitize_channel(name):
+def sanitize_channel(name: str) -> str:
     """Channel names are MQTT topic levels: no wildcards, no empty levels."""
     return re.sub(r"[^A-Za-z0-9._-]", "_", name).strip("_")

@@ -6,6 +6,7 @@ import subprocess
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from typing import IO
 
 from .util import Error, Retry, log
 
@@ -42,6 +43,26 @@ LOCAL_ENV_VARS = (
     "GIT_REPLACE_REF_BASE", "GIT_PREFIX", "GIT_INTERNAL_SUPER_PREFIX", "GIT_SHALLOW_FILE",
     "GIT_COMMON_DIR",
 )
+
+
+class GitProcess:
+    """A running git from Repo.popen: its stdin and stdout pipes, and the process."""
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        if proc.stdin is None or proc.stdout is None:
+            raise ValueError("GitProcess needs stdin and stdout pipes")
+        self.proc = proc
+        self.stdin: IO[bytes] = proc.stdin
+        self.stdout: IO[bytes] = proc.stdout
+
+    def poll(self) -> int | None:
+        return self.proc.poll()
+
+    def wait(self) -> int:
+        return self.proc.wait()
+
+    def kill(self) -> None:
+        self.proc.kill()
 
 
 class Repo:
@@ -109,15 +130,14 @@ class Repo:
            timeout: float | None = None) -> bool:
         return self.run(*args, input=input, env=env, check=False, timeout=timeout).returncode == 0
 
-    def popen(self, *args: str, env: Env | None = None,
-              cwd: str | None = None) -> subprocess.Popen[bytes]:
+    def popen(self, *args: str, env: Env | None = None, cwd: str | None = None) -> GitProcess:
         """A long-running git (cat-file --batch, check-ignore --stdin) that talks through
         pipes on stdin and stdout; its stderr is dropped. env adds to the repository's."""
         try:
-            return subprocess.Popen(["git", *args], cwd=cwd or self.cwd,
-                                    env=dict(self.env, **env) if env else self.env,
-                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                    stderr=subprocess.DEVNULL)
+            return GitProcess(subprocess.Popen(
+                ["git", *args], cwd=cwd or self.cwd,
+                env=dict(self.env, **env) if env else self.env,
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL))
         except FileNotFoundError:
             raise Error("git is not installed or not on PATH") from None
 

@@ -12,8 +12,10 @@ rules (and the directories holding them) are looked up once and never count as i
 
 import os
 import select
+from collections.abc import Iterable
 from fnmatch import fnmatchcase
 
+from .git import GitProcess, Repo
 from .util import log
 
 # Editor temp, swap and backup files, matched against the base name.
@@ -36,18 +38,18 @@ CHUNK = 4096  # paths per round trip (bounds memory, not needed against deadlock
 TIMEOUT = 30  # seconds git may stay silent before we give up on it
 
 
-def is_temp(path, extra=()):
+def is_temp(path: str, extra: Iterable[str] = ()) -> bool:
     name = path.rsplit("/", 1)[-1]
     return any(fnmatchcase(name, p) for p in TEMP_PATTERNS) or \
         any(fnmatchcase(name, p) or fnmatchcase(path, p) for p in extra)
 
 
-def is_ignore_file(path):
+def is_ignore_file(path: str) -> bool:
     """A change to this path can change what git ignores."""
     return path.rsplit("/", 1)[-1] == ".gitignore"
 
 
-def exclude_files(repo):
+def exclude_files(repo: Repo) -> list[str]:
     """Absolute paths of the other files git reads rules from: info/exclude, core.excludesFile."""
     files = [os.path.join(repo.common_dir, "info", "exclude")]
     res = repo.run("config", "--path", "core.excludesFile", check=False)
@@ -56,7 +58,7 @@ def exclude_files(repo):
         home = repo.env.get("HOME") or os.path.expanduser("~")
         path = os.path.join(repo.env.get("XDG_CONFIG_HOME") or os.path.join(home, ".config"),
                             "git", "ignore")
-    files.append(os.path.normpath(os.path.join(repo.top, path)))
+    files.append(os.path.normpath(os.path.join(repo.cwd, path)))
     return files
 
 
@@ -64,34 +66,37 @@ class IgnoreChecker:
     """Which of some repo-relative paths git ignores (.gitignore, info/exclude,
     core.excludesFile)."""
 
-    def __init__(self, repo):
+    def __init__(self, repo: Repo) -> None:
         self.repo = repo
-        self.proc = None
-        self.tracked = None  # tracked paths that match ignore rules, with their directories
+        self.proc: GitProcess | None = None
+        # tracked paths that match ignore rules, with their directories
+        self.tracked: set[str] | None = None
 
-    def _start(self):
+    def _start(self) -> GitProcess:
         self.proc = self.repo.popen("check-ignore", "--stdin", "--no-index", "-z", "-v", "-n",
                                     env={"GIT_FLUSH": "1"}, cwd=self.repo.top)
         os.set_blocking(self.proc.stdin.fileno(), False)
+        return self.proc
 
-    def ignored(self, paths):
+    def ignored(self, paths: Iterable[str]) -> set[str]:
         """The subset of paths that are ignored. Paths must exist for dir-only patterns."""
         found = self._ignored(paths)
         return found - self._tracked() if found else found
 
-    def _tracked(self):
+    def _tracked(self) -> set[str]:
         if self.tracked is None:
             res = self.repo.run("ls-files", "-z", "-c", "-i", "--exclude-standard", check=False)
-            self.tracked = set()
+            tracked = set()
             for path in os.fsdecode(res.stdout).split("\0"):
-                while path and path not in self.tracked:
-                    self.tracked.add(path)
+                while path and path not in tracked:
+                    tracked.add(path)
                     path = path.rpartition("/")[0]
+            self.tracked = tracked
         return self.tracked
 
-    def _ignored(self, paths):
+    def _ignored(self, paths: Iterable[str]) -> set[str]:
         paths = [p for p in paths if p and "\0" not in p]
-        found = set()
+        found: set[str] = set()
         for i in range(0, len(paths), CHUNK):
             chunk = paths[i:i + CHUNK]
             try:
@@ -106,13 +111,15 @@ class IgnoreChecker:
                     self.close()
         return found
 
-    def _ask(self, chunk):
-        if self.proc is None or self.proc.poll() is not None:
-            self._start()
+    def _ask(self, chunk: list[str]) -> set[str]:
+        proc = self.proc
+        if proc is None or proc.poll() is not None:
+            proc = self._start()
         data = memoryview(b"".join(os.fsencode(p) + b"\0" for p in chunk))
-        inp, out = self.proc.stdin.fileno(), self.proc.stdout.fileno()
+        inp, out = proc.stdin.fileno(), proc.stdout.fileno()
         want = 4 * len(chunk)  # -v -n -z: source, line, pattern, path per answer
-        blocks, nuls = [], 0
+        blocks: list[bytes] = []
+        nuls = 0
         while nuls < want:
             readable, writable, _ = select.select([out], [inp] if data else [], [], TIMEOUT)
             if not readable and not writable:
@@ -132,12 +139,12 @@ class IgnoreChecker:
         return {os.fsdecode(fields[i + 3]) for i in range(0, want, 4)
                 if fields[i] and not fields[i + 2].startswith(b"!")}
 
-    def reset(self):
+    def reset(self) -> None:
         """Forget what git has read: a .gitignore changed."""
         self.close()
         self.tracked = None
 
-    def close(self):
+    def close(self) -> None:
         if self.proc is not None:
             try:
                 self.proc.stdin.close()

@@ -16,10 +16,13 @@ if a later one fails, so an install is done completely or not at all.
 """
 
 import argparse
+import functools
 import json
 import os
 import shlex
 import stat
+from collections.abc import Callable
+from typing import Any
 
 from . import VERSION, pidfile
 from .config import default_channel
@@ -32,7 +35,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 LIBEXEC = os.path.dirname(HERE)
 
 
-def template_dir():
+def template_dir() -> str:
     """Hook templates: PREFIX/share/git-autosync/hooks when installed, hooks/ in a checkout."""
     for candidate in (os.path.join(LIBEXEC, os.pardir, os.pardir, "share", "git-autosync",
                                    "hooks"),
@@ -42,14 +45,14 @@ def template_dir():
     raise Error(f"hook templates not found next to '{LIBEXEC}'", "make install")
 
 
-def render_hook(name):
+def render_hook(name: str) -> str:
     with open(os.path.join(template_dir(), name)) as f:
         text = f.read()
     helper = shlex.quote(os.path.join(LIBEXEC, "autosync-hook"))
     return text.replace("@VERSION@", VERSION).replace("@HOOK_HELPER@", helper)
 
 
-def is_ours(path):
+def is_ours(path: str) -> bool:
     try:
         with open(path, errors="replace") as f:
             return MARKER in f.read(4096)
@@ -57,7 +60,7 @@ def is_ours(path):
         return False
 
 
-def read_text(path):
+def read_text(path: str) -> str | None:
     try:
         with open(path, errors="replace") as f:
             return f.read()
@@ -65,56 +68,56 @@ def read_text(path):
         return None
 
 
-def exists(path):
+def exists(path: str) -> bool:
     return os.path.lexists(path)
 
 
-def section_of(key):
+def section_of(key: str) -> str | None:
     """'fetch.fsckObjects' -> 'fetch' (only plain sections; a subsection is kept as is)."""
     section, dot, _ = key.partition(".")
     return section if dot and "." not in key[len(section) + 1:] else None
 
 
 class Installer:
-    def __init__(self, repo):
+    def __init__(self, repo: Repo) -> None:
         self.repo = repo
         self.manifest_path = os.path.join(repo.state_dir, "install.json")
-        self.undo = []  # callables reverting what was done so far, newest last
-        self.changes = []
+        self.undo: list[Callable[[], object]] = []  # reverting what was done so far, newest last
+        self.changes: list[str] = []
 
     # -- facts ---------------------------------------------------------------------------
     @property
-    def hooks_dir(self):
+    def hooks_dir(self) -> str:
         rel = self.repo.out("rev-parse", "--git-path", "hooks")
         return os.path.normpath(os.path.join(self.repo.cwd, rel))
 
     @property
-    def hook_names(self):
+    def hook_names(self) -> list[str]:
         return ["post-receive"] if self.repo.bare else ["post-commit"]
 
-    def alias_value(self):
+    def alias_value(self) -> str:
         return "!" + shlex.quote(os.path.join(LIBEXEC, "git-autosync"))
 
-    def config_get(self, key):
+    def config_get(self, key: str) -> str | None:
         res = self.repo.run("config", "--local", "--get", key, check=False)
         return res.stdout.decode(errors="surrogateescape").rstrip("\n") \
             if res.returncode == 0 else None
 
-    def config_set_anywhere(self, key):
+    def config_set_anywhere(self, key: str) -> bool:
         """Whether key has a value in any config scope (system, global, local, ...)."""
         return self.repo.ok("config", "--get", key)
 
-    def fsck_key(self):
+    def fsck_key(self) -> str | None:
         """The fsck key for objects this repository receives, or None if the user chose."""
         key = "receive.fsckObjects" if self.repo.bare else "fetch.fsckObjects"
         if self.config_set_anywhere(key) or self.config_set_anywhere("transfer.fsckObjects"):
             return None
         return key
 
-    def defaults(self):
+    def defaults(self) -> dict[str, str]:
         """The keys install sets when unset: where to sync and what to call the channel."""
         repo = self.repo
-        wanted = {}
+        wanted: dict[str, str] = {}
         if not repo.bare:
             remotes = repo.out("remote").split()
             remote = "origin" if "origin" in remotes else (remotes[0] if len(remotes) == 1
@@ -134,7 +137,7 @@ class Installer:
             wanted[fsck] = "true"
         return wanted
 
-    def load_manifest(self):
+    def load_manifest(self) -> dict[str, Any]:
         try:
             with open(self.manifest_path) as f:
                 data = json.load(f)
@@ -143,7 +146,7 @@ class Installer:
             return {}
 
     # -- checks before touching anything -----------------------------------------------
-    def preflight(self):
+    def preflight(self) -> None:
         hooks = self.hooks_dir
         probe_dir = hooks
         while not os.path.isdir(probe_dir):
@@ -162,7 +165,7 @@ class Installer:
             raise Error(f"cannot write '{config_file}': permission denied")
 
     @staticmethod
-    def check_writable(directory, what):
+    def check_writable(directory: str, what: str) -> None:
         """A real write test (os.access says yes to root even on immutable directories)."""
         probe = os.path.join(directory, f".autosync-probe-{os.getpid()}")
         try:
@@ -170,12 +173,13 @@ class Installer:
                 pass
             os.unlink(probe)
         except OSError as e:
-            raise Error(f"cannot write to the {what} '{directory}': {e.strerror.lower()}",
+            raise Error(f"cannot write to the {what} '{directory}': "
+                        f"{(e.strerror or str(e)).lower()}",
                         f"ls -ld '{directory}'   (it must be writable by you)") from e
 
     # -- steps, each recording its undo ------------------------------------------------
-    def write_file(self, path, text, mode):
-        old = None
+    def write_file(self, path: str, text: str, mode: int) -> None:
+        old: tuple[bytes, int] | None = None
         if exists(path):
             with open(path, "rb") as f:
                 old = (f.read(), stat.S_IMODE(os.lstat(path).st_mode))
@@ -187,7 +191,7 @@ class Installer:
         self.undo.append(lambda: self._restore(path, old))
 
     @staticmethod
-    def _restore(path, old):
+    def _restore(path: str, old: tuple[bytes, int] | None) -> None:
         if old is None:
             os.unlink(path)
         else:
@@ -195,24 +199,24 @@ class Installer:
                 f.write(old[0])
             os.chmod(path, old[1])
 
-    def rename(self, src, dst):
+    def rename(self, src: str, dst: str) -> None:
         os.rename(src, dst)
         self.undo.append(lambda: os.rename(dst, src))
 
-    def set_config(self, key, value):
+    def set_config(self, key: str, value: str) -> None:
         self.repo.run("config", "--local", key, value)
 
-        def undo():
+        def undo() -> None:
             self.repo.run("config", "--local", "--unset", key, check=False)
             self.drop_empty_section(section_of(key))
         self.undo.append(undo)
 
-    def drop_empty_section(self, section):
+    def drop_empty_section(self, section: str | None) -> None:
         """git leaves an empty [section] behind after the last --unset; tidy it."""
         if section and not self.repo.ok("config", "--local", "--get-regexp", f"^{section}\\."):
             self.repo.run("config", "--local", "--remove-section", section, check=False)
 
-    def transaction(self, steps):
+    def transaction(self, steps: Callable[[], None]) -> None:
         try:
             steps()
         except BaseException:
@@ -226,13 +230,13 @@ class Installer:
             self.undo = []
 
     # -- install / uninstall -----------------------------------------------------------
-    def install(self):
+    def install(self) -> list[str]:
         self.preflight()
         manifest = self.load_manifest()
         hooks_done = manifest.get("hooks", {})
         config_done = manifest.get("config", {})
 
-        def steps():
+        def steps() -> None:
             os.makedirs(self.hooks_dir, exist_ok=True)
             for name in self.hook_names:
                 path = os.path.join(self.hooks_dir, name)
@@ -259,7 +263,7 @@ class Installer:
         self.transaction(steps)
         return self.changes
 
-    def uninstall(self):
+    def uninstall(self) -> list[str]:
         pid = pidfile.running_pid(self.repo)
         if pid:
             raise Error(f"the daemon is running for '{self.repo.cwd}' (pid {pid})",
@@ -268,15 +272,15 @@ class Installer:
         hook_paths = {os.path.join(self.hooks_dir, n) for n in self.hook_names}
         hook_paths |= {h["path"] for h in manifest.get("hooks", {}).values()
                        if isinstance(h, dict) and isinstance(h.get("path"), str)}
-        emptied = {"autosync", "alias"}
+        emptied: set[str | None] = {"autosync", "alias"}
 
-        def steps():
+        def steps() -> None:
             for path in sorted(hook_paths):
                 if is_ours(path):
                     with open(path, "rb") as f:
                         saved = f.read()
                     os.unlink(path)
-                    self.undo.append(lambda p=path, s=saved: self._restore(p, (s, 0o755)))
+                    self.undo.append(functools.partial(self._restore, path, (saved, 0o755)))
                     self.changes.append(f"removed {path}")
                     if exists(path + CHAINED):
                         self.rename(path + CHAINED, path)
@@ -284,19 +288,19 @@ class Installer:
             for key, value in manifest.get("config", {}).items():
                 if self.config_get(key) == value:
                     self.repo.run("config", "--local", "--unset", key)
-                    self.undo.append(lambda k=key, v=value: self.repo.run("config", "--local",
-                                                                          k, v))
+                    self.undo.append(functools.partial(self.repo.run, "config", "--local",
+                                                       key, value))
                     self.changes.append(f"unset {key}")
                     emptied.add(section_of(key))
             if exists(self.manifest_path):
                 os.unlink(self.manifest_path)
         self.transaction(steps)
-        for section in sorted(emptied):
+        for section in sorted(s for s in emptied if s):
             self.drop_empty_section(section)
         return self.changes
 
 
-def main(argv):
+def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(
         prog="autosync-install",
         description="Install git-autosync into a repository (hook shims, default config, "

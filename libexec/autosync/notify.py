@@ -12,7 +12,7 @@ import subprocess
 from .util import log
 
 
-def desktop(summary, body=""):
+def desktop(summary: str, body: str = "") -> bool:
     """Show a desktop notification through notify-send when a session is there."""
     log.info("%s%s", summary, f": {body}" if body else "")
     session = any(os.environ.get(v) for v in
@@ -29,7 +29,7 @@ def desktop(summary, body=""):
         return False
 
 
-def sd_notify(state):
+def sd_notify(state: str) -> bool:
     """Send a state string ("READY=1", "STOPPING=1", "STATUS=...") to systemd.
 
     A no-op without NOTIFY_SOCKET (not started by systemd, or not Type=notify).

@@ -7,14 +7,15 @@ with SIGKILL never leaves a stale "running" behind.
 import fcntl
 import os
 
+from .git import Repo
 from .util import Error
 
 
-def path(repo):
+def path(repo: Repo) -> str:
     return os.path.join(repo.state_dir, "daemon.pid")
 
 
-def running_pid(repo):
+def running_pid(repo: Repo) -> int | None:
     """The pid of the daemon serving repo, or None."""
     try:
         fd = os.open(path(repo), os.O_RDONLY | os.O_CLOEXEC)
@@ -31,7 +32,7 @@ def running_pid(repo):
         os.close(fd)
 
 
-def acquire(repo):
+def acquire(repo: Repo) -> int:
     """Take the daemon lock for this process; raise if another daemon has it.
 
     Returns the open descriptor, which must stay open for the daemon's lifetime.

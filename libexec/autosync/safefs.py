@@ -14,6 +14,9 @@ import errno
 import os
 import platform
 import stat
+from collections.abc import Callable
+
+Renameat2 = Callable[[int, bytes, int, bytes, int], int]
 
 RENAME_NOREPLACE, RENAME_EXCHANGE = 1, 2
 _SYS_RENAMEAT2 = {"x86_64": 316, "aarch64": 276, "armv7l": 382, "i686": 353, "i386": 353,
@@ -26,7 +29,7 @@ class Blocked(OSError):
     """A leading path component is not a directory (a symlink, a file) or is missing."""
 
 
-def _load_renameat2():
+def _load_renameat2() -> Renameat2 | None:
     libc = ctypes.CDLL(None, use_errno=True)
     func = getattr(libc, "renameat2", None)
     if func is not None:
@@ -37,13 +40,13 @@ def _load_renameat2():
     if number is None:
         return None
     syscall = libc.syscall
-    return lambda a, b, c, d, e: syscall(number, a, b, c, d, ctypes.c_uint(e))
+    return lambda a, b, c, d, e: int(syscall(number, a, b, c, d, ctypes.c_uint(e)))
 
 
 _renameat2 = _load_renameat2()
 
 
-def renameat2(src_fd, src, dst_fd, dst, flags):
+def renameat2(src_fd: int, src: str, dst_fd: int, dst: str, flags: int) -> None:
     """renameat2(2); OSError(EINVAL/ENOSYS) where the kernel or file system lacks it."""
     if _renameat2 is None:
         raise OSError(errno.ENOSYS, "renameat2 is not available")
@@ -55,22 +58,22 @@ def renameat2(src_fd, src, dst_fd, dst, flags):
 class Root:
     """A directory tree that is only ever entered through directory descriptors."""
 
-    def __init__(self, path):
+    def __init__(self, path: str) -> None:
         self.path = path
         self.fd = os.open(path, _WALK & ~os.O_NOFOLLOW)  # the top itself may be a link
-        self.cache = {}
+        self.cache: dict[str, int] = {}  # directory -> its open descriptor
 
-    def close(self):
+    def close(self) -> None:
         self.forget("")
         os.close(self.fd)
 
-    def forget(self, rel_dir):
+    def forget(self, rel_dir: str) -> None:
         """Drop cached descriptors of rel_dir and everything below it (it was removed)."""
         for key in [k for k in self.cache if k == rel_dir or k.startswith(rel_dir + "/")
                     or not rel_dir]:
             os.close(self.cache.pop(key))
 
-    def dir(self, rel_dir, create=False):
+    def dir(self, rel_dir: str, create: bool = False) -> int:
         """The descriptor of directory rel_dir ('' is the top); Blocked if it cannot be."""
         if not rel_dir:
             return self.fd
@@ -104,7 +107,7 @@ class Root:
         return pfd
 
     @staticmethod
-    def _enter(pfd, name, rel, create):
+    def _enter(pfd: int, name: str, rel: str, create: bool) -> int:
         try:
             return os.open(name, _WALK, dir_fd=pfd)
         except FileNotFoundError:
@@ -123,12 +126,12 @@ class Root:
                 raise Blocked(e.errno, "a symlink or file is in the way", rel) from e
             raise
 
-    def at(self, rel, create=False):
+    def at(self, rel: str, create: bool = False) -> tuple[int, str]:
         """(directory descriptor, base name) for a path below the top."""
         parent, _, name = rel.rpartition("/")
         return self.dir(parent, create), name
 
-    def lstat(self, rel):
+    def lstat(self, rel: str) -> os.stat_result | None:
         """os.lstat of rel, or None when it (or a leading directory) is not there."""
         try:
             fd, name = self.at(rel)
@@ -136,25 +139,25 @@ class Root:
         except (Blocked, FileNotFoundError):
             return None
 
-    def open(self, rel):
+    def open(self, rel: str) -> int:
         fd, name = self.at(rel)
         return os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
 
-    def readlink(self, rel):
+    def readlink(self, rel: str) -> str:
         fd, name = self.at(rel)
         return os.readlink(name, dir_fd=fd)
 
-    def unlink(self, rel):
+    def unlink(self, rel: str) -> None:
         fd, name = self.at(rel)
         os.unlink(name, dir_fd=fd)
 
-    def rmdir(self, rel):
+    def rmdir(self, rel: str) -> None:
         fd, name = self.at(rel)
         self.forget(rel)
         os.rmdir(name, dir_fd=fd)
 
 
-def kind(st):
+def kind(st: os.stat_result | None) -> str | None:
     """'file', 'link', 'dir' or 'other' for a stat result; None for None."""
     if st is None:
         return None
@@ -170,7 +173,7 @@ def kind(st):
 _exchange_works = [True]
 
 
-def exchange(a, a_rel, b, b_rel):
+def exchange(a: Root, a_rel: str, b: Root, b_rel: str) -> bool:
     """Swap two existing names atomically. False where the file system cannot."""
     if not _exchange_works[0]:
         return False
@@ -186,7 +189,7 @@ def exchange(a, a_rel, b, b_rel):
     return True
 
 
-def move_noreplace(a, a_rel, b, b_rel):
+def move_noreplace(a: Root, a_rel: str, b: Root, b_rel: str) -> None:
     """Rename a_rel (in a) to b_rel (in b) unless something is there: FileExistsError."""
     afd, an = a.at(a_rel)
     bfd, bn = b.at(b_rel, create=True)

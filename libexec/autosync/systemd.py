@@ -25,7 +25,7 @@ SERVICE, SYNC_SERVICE, TIMER = "git-autosync@.service", "git-autosync-sync@.serv
 SAFE = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789:_.")
 
 
-def escape_path(path):
+def escape_path(path: str) -> str:
     """systemd-escape --path, in Python (systemd.unit(5), "String Escaping")."""
     parts = [p for p in os.path.normpath(path).split("/") if p]
     if not parts:
@@ -42,7 +42,7 @@ def escape_path(path):
     return "".join(out)
 
 
-def instance(path):
+def instance(path: str) -> str:
     tool = shutil.which("systemd-escape")
     if tool:
         res = subprocess.run([tool, "--path", path], stdout=subprocess.PIPE,
@@ -52,12 +52,12 @@ def instance(path):
     return escape_path(path)
 
 
-def unit_dir():
+def unit_dir() -> str:
     base = os.environ.get("XDG_CONFIG_HOME") or os.path.expanduser("~/.config")
     return os.path.join(base, "systemd", "user")
 
 
-def user_manager():
+def user_manager() -> str | None:
     """systemctl --user works here (a login session with a user manager)."""
     tool = shutil.which("systemctl")
     if not tool:
@@ -67,7 +67,7 @@ def user_manager():
     return tool if res.returncode == 0 else None
 
 
-def install_units(names):
+def install_units(names: list[str]) -> None:
     os.makedirs(unit_dir(), exist_ok=True)
     for name in names:
         src = os.path.join(SHARE, name)
@@ -76,7 +76,7 @@ def install_units(names):
         shutil.copyfile(src, os.path.join(unit_dir(), name))
 
 
-def main(argv):
+def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="autosync-systemd",
                                  description="Sync a repository at login with a systemd user "
                                              "unit (Type=notify), or stop doing so.")

@@ -12,6 +12,7 @@ git's own verify_path() then runs on every changed path when the scratch index i
 
 import re
 
+from .git import GitProcess, Repo
 from .util import Error
 
 BLOB_MODES = {b"100644": "100644", b"100755": "100755", b"100664": "100644",
@@ -31,12 +32,12 @@ MAX_DEPTH = 256  # directories: deeper trees are refused rather than walked
 class Refused(Error):
     """A commit whose tree git would not check out; nothing was changed."""
 
-    def __init__(self, message, *hints, commit=None):
+    def __init__(self, message: str, *hints: str, commit: str | None = None) -> None:
         super().__init__(message, *hints)
         self.commit = commit
 
 
-def name_problem(name, mode):
+def name_problem(name: bytes, mode: bytes) -> str | None:
     """Why git would refuse this tree entry name, or None."""
     if not name:
         return "an empty file name"
@@ -55,21 +56,23 @@ def name_problem(name, mode):
     return None
 
 
-def _sort_key(name, mode):
+def _sort_key(name: bytes, mode: bytes) -> bytes:
     return name + b"/" if mode in TREE_MODES else name
 
 
-PASSED = set()  # tree ids that passed, for the life of the process (objects never change)
+# tree ids, and (old tree, new tree) updates, that passed, for the life of the process
+# (objects never change)
+PASSED: set[str | tuple[str | None, str]] = set()
 
 
 class TreeChecker:
     """Checks tree objects through one `git cat-file --batch`; remembers what passed."""
 
-    def __init__(self, repo):
+    def __init__(self, repo: Repo) -> None:
         self.repo = repo
-        self.proc = None
+        self.proc: GitProcess | None = None
 
-    def _read(self, oid):
+    def _read(self, oid: str) -> bytes:
         if self.proc is None:
             self.proc = self.repo.popen("cat-file", "--batch")
         self.proc.stdin.write(oid.encode() + b"\n")
@@ -83,13 +86,15 @@ class TreeChecker:
             raise Refused(f"{oid[:10]} is a {header[1].decode()}, not a tree")
         return data
 
-    def check(self, oid, where):
+    def check(self, oid: str, where: str) -> None:
         """Check one tree object; `where` is its path, for the message."""
         if oid in PASSED:
             return
         data = self._read(oid)
         width = len(oid) // 2
-        seen, last, pos = set(), None, 0
+        seen: set[bytes] = set()
+        last: bytes | None = None
+        pos = 0
         while pos < len(data):
             space = data.find(b" ", pos)
             nul = data.find(b"\0", space + 1)
@@ -115,7 +120,7 @@ class TreeChecker:
             PASSED.clear()
         PASSED.add(oid)
 
-    def close(self):
+    def close(self) -> None:
         if self.proc is not None:
             self.proc.stdin.close()
             self.proc.wait()
@@ -123,7 +128,7 @@ class TreeChecker:
             self.proc = None
 
 
-def changed_trees(repo, old_tree, new_tree):
+def changed_trees(repo: Repo, old_tree: str | None, new_tree: str) -> list[tuple[str, str]]:
     """(path, oid) of the new root and of every subtree whose id differs from old's."""
     result = [("", new_tree)]
     if old_tree is None:
@@ -137,13 +142,13 @@ def changed_trees(repo, old_tree, new_tree):
     out = repo.run("diff-tree", "-r", "-t", "-z", "--no-renames", old_tree, new_tree).stdout
     fields = out.split(b"\0")
     for i in range(0, len(fields) - 1, 2):
-        meta = fields[i].decode().lstrip(":").split()
-        if len(meta) >= 4 and meta[1] in ("040000", "40000"):
-            result.append((fields[i + 1].decode(errors="surrogateescape"), meta[3]))
+        modes_oids = fields[i].decode().lstrip(":").split()
+        if len(modes_oids) >= 4 and modes_oids[1] in ("040000", "40000"):
+            result.append((fields[i + 1].decode(errors="surrogateescape"), modes_oids[3]))
     return result
 
 
-def check_update(repo, old_tree, new_tree):
+def check_update(repo: Repo, old_tree: str | None, new_tree: str) -> None:
     """Raise Refused when new_tree brings something git would not check out."""
     if (old_tree, new_tree) in PASSED:
         return

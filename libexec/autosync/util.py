@@ -3,7 +3,10 @@
 import logging
 import os
 import sys
+import threading
 import time
+from collections.abc import Callable
+from typing import NoReturn
 
 PROG = "git-autosync"
 
@@ -25,13 +28,13 @@ class Error(Exception):
     code is one of the exit codes above; hints are exact commands or short advice.
     """
 
-    def __init__(self, message, *hints, code=HUMAN):
+    def __init__(self, message: str, *hints: str, code: int = HUMAN) -> None:
         super().__init__(message)
         self.message = message
         self.hints = list(hints)
         self.code = code
 
-    def render(self):
+    def render(self) -> str:
         lines = [f"{PROG}: {self.message}"]
         lines += [f"hint: {h}" for h in self.hints]
         return "\n".join(lines)
@@ -40,11 +43,11 @@ class Error(Exception):
 class Retry(Error):
     """A failure that goes away by itself (network, broker, a busy lock)."""
 
-    def __init__(self, message, *hints):
+    def __init__(self, message: str, *hints: str) -> None:
         super().__init__(message, *hints, code=RETRY)
 
 
-def warn(message, *hints):
+def warn(message: str, *hints: str) -> None:
     """Warn the way git does; also goes to the log when one is set up."""
     log.warning(message)
     if not _logging_to_stderr():
@@ -53,13 +56,14 @@ def warn(message, *hints):
             print(f"hint: {h}", file=sys.stderr)
 
 
-def _logging_to_stderr():
+def _logging_to_stderr() -> bool:
     return any(getattr(h, "stream", None) is sys.stderr for h in logging.getLogger().handlers)
 
 
-def setup_logging(path=None, verbose=False):
+def setup_logging(path: str | None = None, verbose: bool = False) -> None:
     """Log to a file (daemon) or stderr; one timestamped line per event."""
-    handler = logging.FileHandler(path) if path else logging.StreamHandler(sys.stderr)
+    handler: logging.Handler = (logging.FileHandler(path) if path
+                                else logging.StreamHandler(sys.stderr))
     fmt = ("%(asctime)s.%(msecs)03d %(levelname)s %(message)s" if path
            else f"{PROG}: %(message)s")
     handler.setFormatter(logging.Formatter(fmt, "%Y-%m-%d %H:%M:%S"))
@@ -70,7 +74,7 @@ def setup_logging(path=None, verbose=False):
     logging.getLogger("paho").setLevel(logging.WARNING)
 
 
-def run_main(func, argv=None):
+def run_main(func: Callable[[list[str]], int | None], argv: list[str] | None = None) -> NoReturn:
     """Run an entry point: an Error becomes its message and exit code, never a traceback."""
     try:
         code = func(sys.argv[1:] if argv is None else argv)
@@ -102,27 +106,26 @@ def run_main(func, argv=None):
 class Backoff:
     """Capped exponential backoff: 1, 2, 4 ... cap seconds; reset on success."""
 
-    def __init__(self, first=1.0, cap=300.0):
+    def __init__(self, first: float = 1.0, cap: float = 300.0) -> None:
         self.first, self.cap = first, cap
         self.failures = 0
 
-    def next_delay(self):
+    def next_delay(self) -> float:
         delay = min(self.cap, self.first * (2 ** self.failures))
         self.failures += 1
         return delay
 
-    def reset(self):
+    def reset(self) -> None:
         self.failures = 0
 
 
-def announce_within(timeout, work, silence):
+def announce_within(timeout: float, work: Callable[[], str | None], silence: str) -> bool:
     """Run work() (None on success, else what went wrong) for at most timeout seconds.
 
     The work runs in a daemon thread that is abandoned at the deadline, so a name lookup,
     a TLS handshake or a server that never answers cannot hold up a hook. A problem
     (or `silence`, when the deadline passed) costs one log line. True on success."""
-    import threading
-    outcome = []
+    outcome: list[str | None] = []
     worker = threading.Thread(target=lambda: outcome.append(work()), name="autosync-announce",
                               daemon=True)
     worker.start()
@@ -133,5 +136,5 @@ def announce_within(timeout, work, silence):
     return problem is None
 
 
-def monotonic_ms():
+def monotonic_ms() -> float:
     return time.monotonic() * 1000.0

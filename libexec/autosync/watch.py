@@ -16,17 +16,22 @@
 - Idle costs nothing: wait() blocks in select() on the inotify descriptor and a wakeup pipe.
 """
 
+import argparse
 import errno
 import os
 import select
+import sys
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from inotify_simple import Event, INotify
 from inotify_simple import flags as F
 
+from .config import Config
+from .git import Repo
 from .ignore import IgnoreChecker, exclude_files, is_ignore_file, is_temp
-from .util import Error, log
+from .util import Error, log, setup_logging
 
 DIR_MASK = (F.CREATE | F.DELETE | F.MODIFY | F.CLOSE_WRITE | F.MOVED_FROM | F.MOVED_TO
             | F.ATTRIB | F.DELETE_SELF | F.MOVE_SELF | F.DONT_FOLLOW | F.EXCL_UNLINK
@@ -36,11 +41,12 @@ RULE_MASK = F.CLOSE_WRITE | F.MOVED_TO | F.MOVED_FROM | F.DELETE | F.ONLYDIR  # 
 
 @dataclass
 class Batch:
-    paths: set = field(default_factory=set)  # repo-relative, '/'-separated
+    paths: set[str] = field(default_factory=set)  # repo-relative, '/'-separated
     full: bool = False  # events were lost: the commit helper must look at the whole tree
 
 
-def watch_limit_error(top, needed):
+def watch_limit_error(top: str, needed: int) -> Error:
+    limit: int | None
     try:
         with open("/proc/sys/fs/inotify/max_user_watches") as f:
             limit = int(f.read())
@@ -55,43 +61,53 @@ def watch_limit_error(top, needed):
 
 
 class Watcher:
-    def __init__(self, repo, ignore_patterns=(), debounce_ms=1000, max_delay_ms=10000):
+    def __init__(self, repo: Repo, ignore_patterns: Iterable[str] = (), debounce_ms: int = 1000,
+                 max_delay_ms: int = 10000) -> None:
         self.repo = repo
-        self.top = repo.top
+        self.top = repo.cwd  # the work tree
         self.extra = list(ignore_patterns)
         self.debounce = debounce_ms / 1000.0
         self.max_delay = max(max_delay_ms, debounce_ms) / 1000.0
         self.checker = IgnoreChecker(repo)
-        self.inotify = None
-        self.wd_path = {}   # watch descriptor -> repo-relative directory ('' for the top)
-        self.path_wd = {}   # the reverse
-        self.nested = set()
-        self.rule_wds = {}  # watch descriptor -> names of rule files in that outside directory
-        self.rule_rel = set()  # rule files inside the work tree (core.excludesFile can be)
+        self.inotify: INotify | None = None  # from start() to close()
+        self.wd_path: dict[int, str] = {}  # watch descriptor -> repo-relative directory ('' top)
+        self.path_wd: dict[str, int] = {}  # the reverse
+        self.nested: set[str] = set()
+        # watch descriptor -> names of rule files in that outside directory
+        self.rule_wds: dict[int, set[str]] = {}
+        self.rule_rel: set[str] = set()  # rule files inside the work tree (core.excludesFile)
         self.rescan_due = False
         self.limit_hit = False
         self.reset_batch()
-        self.writing = set()  # files modified and not closed yet
+        self.writing: set[str] = set()  # files modified and not closed yet
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
 
-    def reset_batch(self):
-        self.changed = set()
+    def reset_batch(self) -> None:
+        self.changed: set[str] = set()
         self.full = False
-        self.first = self.last = None
+        self.first: float | None = None  # monotonic time of the batch's first event
+        self.last: float | None = None  # and of its latest
 
     # -- watches ---------------------------------------------------------------------------
-    def start(self):
+    def start(self) -> None:
         try:
             self.inotify = INotify(nonblocking=True)
         except OSError as e:
             hint = ("sudo sysctl fs.inotify.max_user_instances=1024" if e.errno == errno.EMFILE
                     else "check that /proc/sys/fs/inotify exists")
             raise Error(f"cannot use inotify: {e.strerror}", hint) from e
-        os.set_inheritable(self.inotify.fileno(), False)
+        os.set_inheritable(self.kernel.fileno(), False)
         self.watch_rule_files()
         self.add_tree("", initial=True)
 
-    def watch_rule_files(self):
+    @property
+    def kernel(self) -> INotify:
+        """The inotify instance; only between start() and close()."""
+        if self.inotify is None:
+            raise RuntimeError("the watcher is not started")
+        return self.inotify
+
+    def watch_rule_files(self) -> None:
         """Watch the directories of info/exclude and core.excludesFile (if they exist)."""
         for path in exclude_files(self.repo):
             rel = os.path.relpath(path, self.top)
@@ -100,19 +116,19 @@ class Watcher:
                 continue
             folder, name = os.path.split(path)
             try:
-                wd = self.inotify.add_watch(folder, RULE_MASK)
+                wd = self.kernel.add_watch(folder, RULE_MASK)
             except OSError:
                 continue  # no such directory (yet): nothing to read rules from
             self.rule_wds.setdefault(wd, set()).add(name)
 
-    def abs(self, rel):
+    def abs(self, rel: str) -> str:
         return os.path.join(self.top, rel) if rel else self.top
 
-    def add_tree(self, rel, initial=False, report=True):
+    def add_tree(self, rel: str, initial: bool = False, report: bool = True) -> None:
         """Watch rel and every directory below it (watch first, then scan); report files."""
         level = [rel]
         while level:
-            subdirs = []
+            subdirs: list[str] = []
             for d in level:
                 if not self._watch(d, initial):
                     continue
@@ -120,7 +136,7 @@ class Watcher:
             ignored = self.checker.ignored(subdirs) if subdirs else set()
             level = [d for d in subdirs if d not in ignored]
 
-    def _watch(self, rel, initial):
+    def _watch(self, rel: str, initial: bool) -> bool:
         if os.path.lexists(os.path.join(self.abs(rel), ".git")) and rel:
             if rel not in self.nested:
                 self.nested.add(rel)
@@ -129,7 +145,7 @@ class Watcher:
                 self.note(rel)
             return False
         try:
-            wd = self.inotify.add_watch(self.abs(rel), DIR_MASK)
+            wd = self.kernel.add_watch(self.abs(rel), DIR_MASK)
         except OSError as e:
             if e.errno == errno.ENOSPC:
                 if initial:
@@ -150,7 +166,7 @@ class Watcher:
         self.path_wd[rel] = wd
         return True
 
-    def _scan(self, rel, report=True):
+    def _scan(self, rel: str, report: bool = True) -> list[str]:
         """Report what is in rel now (it may have filled before its watch existed)."""
         subdirs = []
         try:
@@ -173,14 +189,14 @@ class Watcher:
             pass
         return subdirs
 
-    def count_dirs(self):
+    def count_dirs(self) -> int:
         n = 0
         for _root, dirs, _files in os.walk(self.top):
             dirs[:] = [d for d in dirs if d != ".git"]
             n += 1
         return n
 
-    def drop_tree(self, rel):
+    def drop_tree(self, rel: str) -> None:
         """Forget the watches for rel and below (moved out of the tree or deleted)."""
         prefix = rel + "/"
         for path in [p for p in self.path_wd if p == rel or p.startswith(prefix)]:
@@ -189,15 +205,15 @@ class Watcher:
             self._unwatch(wd)
         self.nested = {n for n in self.nested if n != rel and not n.startswith(prefix)}
 
-    def _unwatch(self, wd):
+    def _unwatch(self, wd: int) -> None:
         if wd in self.rule_wds:
             return  # a rule file's directory moved with the tree: keep watching it
         try:
-            self.inotify.rm_watch(wd)
+            self.kernel.rm_watch(wd)
         except OSError:
             pass  # the kernel dropped it already
 
-    def rename_tree(self, old, new):
+    def rename_tree(self, old: str, new: str) -> None:
         prefix = old + "/"
         for path in [p for p in self.path_wd if p == old or p.startswith(prefix)]:
             wd = self.path_wd.pop(path)
@@ -205,7 +221,7 @@ class Watcher:
             self.path_wd[moved] = wd
             self.wd_path[wd] = moved
 
-    def rescan(self):
+    def rescan(self) -> None:
         """After lost events or an ignore-rule change: rebuild watches, commit everything.
 
         Watching a directory again keeps its descriptor, so no event is lost on the way;
@@ -224,19 +240,19 @@ class Watcher:
         for wd in old - set(self.wd_path):
             self._unwatch(wd)
 
-    def want_rescan(self):
+    def want_rescan(self) -> None:
         self.rescan_due = True
         self.full = True
         self.touch()
 
     # -- events ------------------------------------------------------------------------------
-    def touch(self):
+    def touch(self) -> None:
         now = time.monotonic()
         if self.first is None:
             self.first = now
         self.last = now
 
-    def note(self, path):
+    def note(self, path: str) -> None:
         if is_temp(path, self.extra):
             return
         if not self.full:  # a full batch commits the whole tree: no need to list paths
@@ -246,7 +262,7 @@ class Watcher:
     def read_events(self) -> None:
         """Handle everything the kernel has queued; never blocks."""
         try:
-            events = self.inotify.read(timeout=0)
+            events = self.kernel.read(timeout=0)
         except BlockingIOError:
             return
         moved_from: dict[int, str] = {}  # cookie -> a directory moved away in this read
@@ -321,7 +337,7 @@ class Watcher:
         self.changed.add(path)
         self.touch()
 
-    def became_repo(self, rel):
+    def became_repo(self, rel: str) -> None:
         """rel just got a .git of its own (git init, git clone): stop looking inside."""
         self.drop_tree(rel)
         self.nested.add(rel)
@@ -335,9 +351,9 @@ class Watcher:
         self.add_tree(path)
 
     # -- batches -------------------------------------------------------------------------------
-    def ready_at(self):
+    def ready_at(self) -> float | None:
         """When the pending batch is due (monotonic), or None when nothing is pending."""
-        if self.first is None:
+        if self.first is None or self.last is None:
             return None
         cap = self.first + self.max_delay
         quiet = self.last + self.debounce
@@ -345,7 +361,7 @@ class Watcher:
             return cap  # a file is still being written: wait for it (up to the cap)
         return min(quiet, cap)
 
-    def take(self):
+    def take(self) -> Batch | None:
         if self.rescan_due:
             self.rescan()
         paths = self.changed
@@ -356,7 +372,7 @@ class Watcher:
         self.reset_batch()
         return batch
 
-    def wait(self, timeout=None):
+    def wait(self, timeout: float | None = None) -> Batch | None:
         """The next batch, or None when timeout (seconds) passed or wakeup() was called."""
         end = None if timeout is None else time.monotonic() + timeout
         while True:
@@ -372,41 +388,41 @@ class Watcher:
             wait = max(0.0, min(limits) - now) if limits else None
             if end is not None and now >= end:
                 return None
-            ready, _, _ = select.select([self.inotify.fileno(), self.wake_r], [], [], wait)
+            ready, _, _ = select.select([self.kernel.fileno(), self.wake_r], [], [], wait)
             if self.wake_r in ready:
                 self._drain_wakeups()
                 return None
 
-    def flush(self):
+    def flush(self) -> Batch | None:
         """Whatever is pending now, without waiting for quiet."""
         self.read_events()
         return self.take()
 
-    def wakeup(self):
+    def wakeup(self) -> None:
         """Make wait() return; safe from other threads and signal handlers."""
         try:
             os.write(self.wake_w, b"!")
         except BlockingIOError:
             pass  # a wakeup is pending already
 
-    def _drain_wakeups(self):
+    def _drain_wakeups(self) -> None:
         try:
             while os.read(self.wake_r, 512):
                 pass
         except BlockingIOError:
             pass
 
-    def pending(self):
+    def pending(self) -> int:
         """How many paths wait in the current batch."""
         return len(self.changed)
 
-    def watch_count(self):
+    def watch_count(self) -> int:
         return len(self.wd_path)
 
-    def nested_repos(self):
+    def nested_repos(self) -> list[str]:
         return sorted(self.nested)
 
-    def close(self):
+    def close(self) -> None:
         self.checker.close()
         if self.inotify is not None:
             self.inotify.close()
@@ -419,13 +435,7 @@ class Watcher:
                 pass
 
 
-def main(argv):
-    import argparse
-    import sys
-
-    from .config import Config
-    from .git import Repo
-    from .util import setup_logging
+def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(
         prog="autosync-watch",
         description="Watch a work tree (as the daemon does, without committing) and print "
