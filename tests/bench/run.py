@@ -30,6 +30,7 @@ import harness  # noqa: E402  (sets up sys.path for tests/)
 import local  # noqa: E402,F401  (registers benchmarks)
 import sync  # noqa: E402,F401
 import apply  # noqa: E402,F401
+import scale  # noqa: E402,F401
 import report  # noqa: E402
 from harness import BENCHMARKS, ROOT, Context, Result, Skip  # noqa: E402
 
