@@ -7,7 +7,6 @@ commit); this file parses arguments, starts and stops the daemon, and formats st
 import argparse
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -15,10 +14,12 @@ import time
 
 from . import VERSION, pidfile
 from .config import Config
+from .copies import is_conflict_copy
+from .daemon import Daemon, State
 from .git import Repo
+from .sync import Engine, sync_once
 from .util import NOT_RUNNING, OK, RETRY, Error, setup_logging
 
-CONFLICT_COPY = re.compile(r"\.conflict-[A-Za-z0-9._-]+-\d{8}-\d{6}(-\d+)?(\.[^/]*)?$")
 
 DESCRIPTION = """\
 Keep a git work tree in sync like a Dropbox folder: every saved file is committed,
@@ -95,7 +96,6 @@ def cmd_run(repo, args):
         raise Error(f"'{repo.cwd}' is a bare repository; its post-receive hook does the work",
                     "run 'git autosync run' in a clone with a work tree")
     setup_logging(args.log, verbose=args.verbose)
-    from .daemon import Daemon
     ready_fd = os.environ.pop("GIT_AUTOSYNC_READY_FD", None)
 
     def ready():
@@ -161,12 +161,7 @@ def cmd_stop(repo, args):
 def gather_status(repo):
     config = Config(repo)
     pid = pidfile.running_pid(repo)
-    state = {}
-    try:
-        with open(os.path.join(repo.state_dir, "state.json")) as f:
-            state = json.load(f)
-    except (OSError, ValueError):
-        pass
+    state = State.read(repo)
     info = {"repository": repo.cwd, "running": bool(pid), "pid": pid or None,
             "branch": config["branch"] or repo.current_branch(), "remote": config.remote,
             "channel": config.channel}
@@ -176,16 +171,11 @@ def gather_status(repo):
         info["last_commit"] = {"commit": oid, "time": int(ts), "message": subject}
     branch = info["branch"]
     unpushed = None
-    if branch and config.has_remote:
-        tracking = f"refs/remotes/{config.remote}/{branch}"
-        res = repo.run("rev-list", "--count", f"{tracking}..refs/heads/{branch}", check=False)
-        if res.returncode == 0:
-            unpushed = int(res.stdout.decode().strip() or 0)
-        elif repo.rev(f"refs/heads/{branch}"):
-            unpushed = int(repo.out("rev-list", "--count", f"refs/heads/{branch}"))
+    if branch and config.has_remote and repo.rev(f"refs/heads/{branch}"):
+        unpushed = Engine(repo, config).remote.unpushed()
     info["unpushed"] = unpushed
     files = repo.out("ls-files", "-z").split("\0") if not repo.bare else []
-    info["conflict_copies"] = [f for f in files if CONFLICT_COPY.search(f)]
+    info["conflict_copies"] = [f for f in files if is_conflict_copy(f)]
     live = bool(pid) and state.get("pid") == pid
     for key in ("last_push", "last_pull", "push_error", "pull_error", "transport",
                 "transport_connected", "transport_error", "pending", "skipped_large",
@@ -268,14 +258,15 @@ def cmd_sync(repo, args):
     if repo.bare:
         raise Error(f"'{repo.cwd}' is a bare repository; nothing to sync")
     setup_logging()
-    from .push import publisher
-    from .sync import sync_once
-    config = Config(repo)
-    pushed, conflicts = sync_once(repo, config, commit=True, publish=publisher(repo, config))
-    for c in conflicts:
+    engine = Engine.one_shot(repo)
+    outcome = sync_once(engine)
+    for c in outcome.conflicts:
         print(f"conflict: {c.path}" + (f": other version kept as {c.copy}" if c.copy else
                                        ": modified version kept"))
-    print(f"pushed {pushed[:10]} to {config.remote}" if pushed else "up to date")
+    for e in outcome.refused:
+        print(f"warning: {e.message}")
+    print(f"pushed {outcome.pushed[:10]} to {engine.config.remote}" if outcome.pushed
+          else "up to date")
     return OK
 
 

@@ -256,8 +256,10 @@ def git_running_in(repo):
     return False
 
 
-def commit_changes(repo, config, paths=None):
-    """Stage `paths` (None: the whole tree) and commit. Caller holds repo.lock()."""
+def commit_changes(repo, config, paths=None, hook_pushes=False):
+    """Stage `paths` (None: the whole tree) and commit. Caller holds repo.lock().
+    hook_pushes: the post-commit hook pushes it, as for any commit made by hand (the
+    commit helper run alone); False when the caller pushes it itself (the sync engine)."""
     result = Result()
     check_committable(repo)
     held = set()
@@ -292,7 +294,7 @@ def commit_changes(repo, config, paths=None):
     summary, count = summarize(names)
     result.message = render_message(config["commitMessage"], summary, config.host, count)
     res = repo.run("commit", "-q", "--no-verify", "--allow-empty-message", "-m", result.message,
-                   env={"GIT_AUTOSYNC_COMMITTER": "1"}, check=False)
+                   env=None if hook_pushes else {"GIT_AUTOSYNC_COMMITTER": "1"}, check=False)
     if res.returncode != 0:
         err = res.stderr.decode(errors="replace").strip()
         if "index.lock" in err:
@@ -321,7 +323,7 @@ def main(argv):
         data = sys.stdin.buffer.read().decode(errors="surrogateescape")
         paths += [p for p in data.split("\0" if args.z else "\n") if p]
     with repo.lock():
-        result = commit_changes(repo, config, paths or None)
+        result = commit_changes(repo, config, paths or None, hook_pushes=True)
     if result.commit:
         print(f"[{result.commit[:10]}] {result.message}")
     return 0

@@ -1,13 +1,20 @@
-"""`git autosync run`: watch, commit, push, listen, fetch, merge - until SIGINT/SIGTERM.
+"""`git autosync run`: watch, commit, push, listen, fetch, integrate - until SIGINT/SIGTERM.
 
-Threads and who does what:
-- main thread: the watcher, every commit and every merge (all work-tree changes happen
-  here, one at a time, under the repository lock shared with other autosync processes);
-- network thread: fetch and push, with capped exponential backoff while the remote is away;
-- the notification transport's own thread: validated notifications only *request* a fetch.
-They talk through small request sets and an event queue, and wake the main thread through
-the watcher's wakeup pipe. Nothing polls while idle, except the remote itself every
-autosync.pollInterval seconds when no notification transport is connected.
+The steps are the sync engine's (sync.py); this file decides when each one runs.
+
+    notification transport thread     network thread                main thread
+    (MQTT or XMPP)                    (owns the remote's schedule)  (owns all state)
+      valid note --announce(commit)-->  fetch ------- "fetched" -->  integrate, then
+                                        push  ------- "pushed"  -->    request push
+                                        failures ---- "failed"  -->  status, log
+                                          ^                           watcher -> commit
+                                          +------- request("push") ------+
+
+Only the main thread changes the work tree, the branch and the daemon's state (state.json);
+the network thread runs the requests it is given, one at a time, and posts each result as
+an event, waking the main thread through the watcher's wakeup pipe. Nothing polls while
+idle, except the remote itself every autosync.pollInterval seconds while no notification
+transport is connected.
 """
 
 import json
@@ -16,16 +23,19 @@ import queue
 import signal
 import threading
 import time
+from dataclasses import dataclass
 
 from . import pidfile
-from .commit import check_committable, commit_changes
-from .config import Config
-from .merge import integrate
-from .treecheck import Refused
+from .bridge import Bridge
 from .notify import desktop, sd_notify
-from .sync import Rejected, check_branch, remote_for
-from .util import Backoff, Error, Retry, log
+from .sync import Engine, Rejected, check_branch, retry_policy
+from .transport import make_transport
+from .util import Error, Retry, log
 from .watch import Batch, Watcher
+
+EVERYTHING = Batch(set(), True)  # a batch standing for every change in the work tree
+BURST = 2.0  # seconds after a fetch that brought nothing in which announcements are a burst
+LEADER_GRACE = 5.0  # seconds the clone that leads has to move the branch before others do
 
 
 def join(a, b):
@@ -36,30 +46,40 @@ def join(a, b):
 
 
 class State:
-    """What `git autosync status` shows, kept in $GIT_DIR/autosync/state.json."""
+    """What `git autosync status` shows: $GIT_DIR/autosync/state.json, written by the
+    main thread only, and only when something in it changed. `read` is its one reader."""
+
+    DEFAULTS = {"pid": None, "started": None, "last_commit": None, "last_push": None,
+                "last_pull": None, "push_error": None, "pull_error": None, "transport": None,
+                "transport_connected": False, "transport_error": None, "pending": 0,
+                "conflicts": [], "skipped_large": [], "nested": [], "error": None,
+                "refused": None, "kept": [], "held": []}
 
     def __init__(self, repo):
-        self.path = os.path.join(repo.ensure_state_dir(), "state.json")
-        self.lock = threading.Lock()
+        self.path = os.path.join(repo.state_dir, "state.json")
         self.save_failed = False
-        self.data = {"pid": os.getpid(), "started": time.time(), "last_commit": None,
-                     "last_push": None, "last_pull": None, "push_error": None,
-                     "pull_error": None, "transport": None, "transport_connected": False,
-                     "transport_error": None, "pending": 0, "conflicts": [],
-                     "skipped_large": [], "nested": [], "error": None, "refused": None,
-                     "kept": [], "held": []}
-        self.save()
+        self.data = dict(self.DEFAULTS)
+
+    @classmethod
+    def read(cls, repo):
+        """The state a daemon wrote last (the defaults where there is none)."""
+        data = dict(cls.DEFAULTS)
+        try:
+            with open(os.path.join(repo.state_dir, "state.json")) as f:
+                found = json.load(f)
+            data.update({k: v for k, v in found.items() if k in cls.DEFAULTS})
+        except (OSError, ValueError, AttributeError):
+            pass
+        return data
 
     def update(self, **changes):
-        with self.lock:
+        if any(self.data.get(k) != v for k, v in changes.items()):
             self.data.update(changes)
             self.save()
 
     def add_to(self, key, items, limit=50):
-        with self.lock:
-            merged = self.data[key] + [i for i in items if i not in self.data[key]]
-            self.data[key] = merged[-limit:]
-            self.save()
+        merged = self.data[key] + [i for i in items if i not in self.data[key]]
+        self.update(**{key: merged[-limit:]})
 
     def save(self):
         tmp = self.path + ".tmp"
@@ -75,23 +95,39 @@ class State:
             self.save_failed = False
 
 
-BURST = 2.0  # seconds after a fetch that brought nothing in which announcements are a burst
+@dataclass
+class Failure:
+    step: str  # "fetch" or "push"
+    error: Error
+    attempts: int
+    delay: float
 
 
 class Network(threading.Thread):
-    """Runs fetch and push requests one at a time; retries failures with backoff."""
+    """Runs the engine's fetch and push, one at a time, on request; posts what happened.
 
-    def __init__(self, daemon):
+    Requests: "fetch" (catch up), "push" (a new commit; "branch" also moves the branch
+    when the clone that leads did not, see sync.Remote.leads), and announced commits (a
+    notification: fetched unless already here, checked once per batch, with the remote's
+    refs asked first during a burst of announcements that brought nothing). It owns the
+    remote's schedule: polling while no transport is connected, and the retry policy."""
+
+    def __init__(self, engine, post, transport_connected):
         super().__init__(name="autosync-network", daemon=True)
-        self.d = daemon
+        self.engine = engine
+        self.post = post
+        self.transport_connected = transport_connected
         self.cond = threading.Condition()
         self.wanted = set()
         self.announced = set()  # commits notifications named since the last batch
         self.last_empty_fetch = 0.0
         self.stopping = False
-        self.backoff = Backoff(first=1.0, cap=300.0)
+        self.backoff = retry_policy()
         self.retry_at = None
         self.failures = 0
+        self.interval = engine.config["pollInterval"]
+        self.poll_due = time.monotonic() + self.interval if engine.pulls else None
+        self.branch_due = None  # when to move the branch if the clone that leads did not
 
     def request(self, *kinds):
         with self.cond:
@@ -99,7 +135,7 @@ class Network(threading.Thread):
             self.cond.notify()
 
     def announce(self, commit):
-        """A notification named commit: fetch unless it is here (checked per batch)."""
+        """A notification named commit (a set operation: a flood costs no process)."""
         with self.cond:
             if len(self.announced) < 1000:
                 self.announced.add(commit)
@@ -111,152 +147,128 @@ class Network(threading.Thread):
             self.stopping = True
             self.cond.notify()
 
-    def _next_wait(self, now):
-        deadlines = [t for t in (self.retry_at, self.d.poll_due) if t is not None]
-        return max(0.0, min(deadlines) - now) if deadlines else None
-
     def _take(self):
         """Block until there is work and no backoff is running; None when stopping."""
         with self.cond:
             while not self.stopping:
                 now = time.monotonic()
-                if self.d.poll_due is not None and now >= self.d.poll_due:
-                    self.wanted.add("poll")
-                    self.d.schedule_poll()
+                if self.poll_due is not None and now >= self.poll_due:
+                    self.poll_due = now + self.interval
+                    if not self.transport_connected():
+                        self.wanted.add("poll")
+                if self.branch_due is not None and now >= self.branch_due:
+                    self.branch_due = None
+                    self.wanted.add("branch")
                 if self.wanted and (self.retry_at is None or now >= self.retry_at):
                     wanted, self.wanted = self.wanted, set()
                     return wanted
-                self.cond.wait(self._next_wait(now))
+                deadlines = [t for t in (self.retry_at if self.wanted else None, self.poll_due,
+                                         self.branch_due) if t is not None]
+                self.cond.wait(max(0.0, min(deadlines) - now) if deadlines else None)
             return None
 
     def run(self):
         while (wanted := self._take()) is not None:
             try:
                 self.work(wanted)
+            except (Retry, Error) as e:
+                delay = self.backoff.next_delay()
+                self.failures += 1
+                self.retry_at = time.monotonic() + delay
+                with self.cond:
+                    self.wanted.update(wanted)
+                self.post("failed", Failure("push" if "push" in wanted else "fetch", e,
+                                            self.failures, delay))
+            else:
                 self.backoff.reset()
                 self.retry_at = None
                 self.failures = 0
-            except Refused as e:  # the remote's objects fail git's checks: wait for a change
-                self.backoff.reset()
-                self.retry_at = None
-                self.d.post("refused", (e.commit, e))
-            except (Retry, Error) as e:
-                self.failed(wanted, e)
-
-    def failed(self, wanted, e):
-        delay = self.backoff.next_delay()
-        self.failures += 1
-        self.retry_at = time.monotonic() + delay
-        with self.cond:
-            self.wanted.update(wanted)
-        key = "push_error" if "push" in wanted else "pull_error"
-        self.d.state.update(**{key: e.message})
-        log.warning("%s (attempt %d; retrying in %.0fs)", e.message, self.failures, delay)
-        if self.failures == 3:
-            self.d.desktop("git-autosync cannot sync", e.message)
 
     def work(self, wanted):
-        remote = self.d.remote
-        cfg = self.d.config
-        if "poll" in wanted and "fetch" not in wanted and cfg["pull"]:
-            transport = self.d.transport
-            if transport is not None and transport.connected:
-                pass  # notifications arrive; no need to ask the remote
-            elif remote.head() not in (None, remote.tracking()):
-                wanted.add("fetch")
-        if "announced" in wanted and "fetch" not in wanted and cfg["pull"]:
+        engine, remote = self.engine, self.engine.remote
+        fetch = engine.pulls and self._should_fetch(wanted)
+        if fetch:
+            before = remote.tips()
+            fetched = remote.fetch()
+            if remote.tips() == before:
+                self.last_empty_fetch = time.monotonic()
+            self.post("fetched", fetched)
+        if wanted & {"push", "branch"} and engine.pushes:
+            try:
+                pushed = remote.push(branch_anyway="branch" in wanted)
+            except Rejected:
+                log.info("push rejected: '%s' has commits of this clone's it does not have; "
+                         "fetching first", remote.name)
+                self.request("fetch", "push")
+                return
+            engine.announce(pushed)
+            self.post("pushed", pushed)
+            self.branch_due = time.monotonic() + LEADER_GRACE if pushed.waiting else None
+            if pushed.lost_race:
+                self.request("fetch")
+
+    def _should_fetch(self, wanted):
+        if "fetch" in wanted:
+            return True
+        remote = self.engine.remote
+        if "announced" in wanted:
             with self.cond:
                 commits, self.announced = self.announced, set()
-            if self.d.repo.missing_commits(commits):  # one process for the whole batch
+            if self.engine.repo.missing_commits(commits):  # one process for the batch
                 # fetched at once, unless the last fetch, just now, brought nothing: then
-                # the remote's head is asked first (a flood of made-up ids costs that)
-                if time.monotonic() - self.last_empty_fetch > BURST or \
-                        remote.head() not in (None, remote.tracking()):
-                    wanted.add("fetch")
-        if "fetch" in wanted and cfg["pull"] and self.d.refused and \
-                remote.head() == self.d.refused:
-            wanted.discard("fetch")  # what was refused is still all there is
-        if "fetch" in wanted and cfg["pull"]:
-            before = remote.tracking()
-            target = remote.fetch()
-            if target == before:
-                self.last_empty_fetch = time.monotonic()
-            self.d.state.update(last_pull=time.time(), pull_error=None)
-            if target:
-                self.d.post("fetched", target)
-        if "push" in wanted and cfg["push"] and self.d.refused and \
-                remote.tracking() == self.d.refused:
-            log.debug("not pushing: '%s' has a commit this clone refused", remote.name)
-            wanted.discard("push")
-        if "push" in wanted and cfg["push"]:
-            try:
-                pushed = remote.push()
-            except Rejected:
-                log.info("push rejected: '%s' moved on; fetching and merging first", remote.name)
-                if cfg["pull"]:
-                    self.request("fetch")
-                return
-            self.d.state.update(push_error=None)
-            if pushed:
-                self.d.seen.add(pushed)  # the server's echo of our own push
-                self.d.state.update(last_push={"commit": pushed, "time": time.time()})
-                log.info("pushed %s to %s", pushed[:10], remote.name)
-                self.d.publish(pushed)
+                # the remote's refs are asked first (a flood of made-up ids costs that)
+                return time.monotonic() - self.last_empty_fetch > BURST or remote.moved()
+        if "poll" in wanted:
+            return remote.moved()
+        return False
 
 
 class Daemon:
     def __init__(self, repo, ready_hook=None):
         self.repo = repo
-        self.config = Config(repo)
-        check_branch(repo, self.config)
-        self.remote = remote_for(repo, self.config)
-        self.events = queue.SimpleQueue()
-        self.stopping = False
-        self.transport = None
-        self.bridge = None
-        self.poll_due = None
+        self.engine = Engine(repo)
+        self.config = cfg = self.engine.config
+        check_branch(repo, cfg)
         self.ready_hook = ready_hook
-        self.seen = set()  # commits announced to us that we already handled
+        self.stopping = False
+        self.events = queue.SimpleQueue()
+        self.state = State(repo)
+        self.watcher = Watcher(repo, cfg["ignore"], cfg["debounce"], cfg["maxDelay"])
+        self.transport = self._transport()
+        self.bridge = None
+        self.network = Network(self.engine, self.post,
+                               lambda: self.transport is not None and self.transport.connected)
         self.announce_log_due, self.announce_quiet = 0.0, 0  # one INFO line per 10 s
+        self.backoff = retry_policy()  # for commits and merges that could not be done yet
+        self.retry_due = 0.0
         self.carry = None  # a batch that could not be committed yet (busy lock, full disk)
-        self.carry_due = 0.0
-        self.pending_merge = None  # a fetched commit that could not be merged yet
-        self.refused = None  # a fetched commit that is unsafe to check out
-        self.carry_backoff = Backoff(first=0.5, cap=30.0)
+        self.pending_tips = None  # fetched tips that could not be integrated yet
 
-    # -- wiring -----------------------------------------------------------------------
-    def desktop(self, summary, body):
-        if self.config["notify"]:
-            desktop(summary, body)
+    def _transport(self):
+        if self.engine.remote is None:
+            return None
+        try:
+            transport = make_transport(self.config, self.engine.sender, self.on_notification,
+                                       lambda: self.network.request("fetch"))
+        except Error as e:  # e.g. an unreadable password file: keep syncing by polling
+            log.warning("%s; polling every %ss instead", e.message, self.config["pollInterval"])
+            self.state.data["transport_error"] = e.message
+            return None
+        if transport is not None:
+            transport.on_change = self.watcher.wakeup  # status follows at once
+            self.engine.publish = transport.publish
+        return transport
 
+    # -- the other threads' side ------------------------------------------------------------
     def post(self, kind, value=None):
         """Hand an event to the main thread and wake it."""
         self.events.put((kind, value))
         self.watcher.wakeup()
 
-    def publish(self, commit):
-        if self.transport is not None:
-            from .message import Notification
-            note = Notification(self.config.channel, self.config.branch, commit, self.sender,
-                                time.time())
-            self.transport.publish(note)
-
-    def schedule_poll(self):
-        """The next poll of the remote; it is skipped while a transport is connected."""
-        if self.remote is None or not self.config["pull"]:
-            self.poll_due = None
-        else:
-            self.poll_due = time.monotonic() + self.config["pollInterval"]
-
     def on_notification(self, note):
         """On the transport's thread: nothing here starts a process or writes a line per
         message, so a flood of notifications costs set operations; the network thread
         looks at what was announced once per batch."""
-        if note.commit in self.seen:
-            return
-        self.seen.add(note.commit)
-        if len(self.seen) > 10000:
-            self.seen.clear()
         now = time.monotonic()
         if now >= self.announce_log_due:
             more = f" (and {self.announce_quiet} more)" if self.announce_quiet else ""
@@ -267,36 +279,11 @@ class Daemon:
             self.announce_quiet += 1
         self.network.announce(note.commit)
 
-    def on_connect(self):
-        self.state.update(transport_connected=True, transport_error=None)
-        self.network.request("fetch")  # catch up on what was missed while away
+    # -- main loop ----------------------------------------------------------------------------
+    def desktop(self, summary, body):
+        if self.config["notify"]:
+            desktop(summary, body)
 
-    def start_transport(self):
-        from .message import sender_id
-        from .transport import make_transport
-        self.sender = sender_id(self.repo, self.config)
-        if self.config["xmpp.bridge"]:
-            from .bridge import Bridge
-            try:
-                self.bridge = Bridge(self.config)
-                self.bridge.start()
-            except Error as e:  # a bad bridge setup must not stop the syncing
-                log.warning("%s; not bridging", e.message)
-                self.bridge = None
-        if self.remote is None:
-            return
-        try:
-            self.transport = make_transport(self.config, self.sender, self.on_notification,
-                                            self.on_connect)
-        except Error as e:  # e.g. an unreadable password file: keep syncing by polling
-            log.warning("%s; polling every %ss instead", e.message, self.config["pollInterval"])
-            self.state.update(transport_error=e.message)
-        if self.transport is not None:
-            self.transport.on_change = self.watcher.wakeup  # status follows at once
-            self.state.update(transport=self.transport.describe())
-            self.transport.start()
-
-    # -- main loop ----------------------------------------------------------------------
     def run(self):
         lockfd = pidfile.acquire(self.repo)
         try:
@@ -314,62 +301,82 @@ class Daemon:
         signal.signal(signal.SIGINT, stop)
         signal.signal(signal.SIGUSR1, lambda s, f: self.network.request("push"))
 
-    def _run(self):
-        cfg = self.config
-        self.state = State(self.repo)
-        self.watcher = Watcher(self.repo, cfg["ignore"], cfg["debounce"], cfg["maxDelay"])
-        self.network = Network(self)
+    def _start(self):
+        cfg, remote = self.config, self.engine.remote
+        self.repo.ensure_state_dir()
+        self.state.update(pid=os.getpid(), started=time.time(),
+                          transport=self.transport.describe() if self.transport else None)
         self._signals()
         self.watcher.start()  # watch first, then catch up: nothing falls in between
-        self.commit(None)
-        self.start_transport()
-        self.schedule_poll()
-        if self.remote is not None:
+        self.commit(EVERYTHING)
+        if cfg["xmpp.bridge"]:
+            try:
+                self.bridge = Bridge(cfg)
+                self.bridge.start()
+            except Error as e:  # a bad bridge setup must not stop the syncing
+                log.warning("%s; not bridging", e.message)
+                self.bridge = None
+        if self.transport is not None:
+            self.transport.start()
+        if remote is not None:
             self.network.request("fetch", "push")
         self.network.start()
         sd_notify("READY=1\nSTATUS=watching " + self.repo.cwd)
         log.info("watching %s (branch %s, remote %s, %s)", self.repo.cwd, cfg.branch,
-                 cfg.remote if self.remote else "none",
+                 cfg.remote if remote else "none",
                  self.transport.describe() if self.transport else
-                 f"polling every {cfg['pollInterval']}s" if self.remote else "local only")
+                 f"polling every {cfg['pollInterval']}s" if remote else "local only")
         if self.ready_hook:
             self.ready_hook()
+
+    def _run(self):
+        self._start()
         try:
             while not self.stopping:
                 batch = self.watcher.wait(timeout=self._wait_interval())
                 if self.carry is not None and (batch is not None
-                                               or time.monotonic() >= self.carry_due):
+                                               or time.monotonic() >= self.retry_due):
                     batch, self.carry = join(self.carry, batch), None
                 if batch is not None:
                     self.commit(batch)
                 self.handle_events()
-                if self.pending_merge is not None and time.monotonic() >= self.carry_due:
-                    self.merge(self.pending_merge)
+                if self.pending_tips is not None and time.monotonic() >= self.retry_due:
+                    self.integrate(self.pending_tips)
                 self.watch_transport()
                 self.state.update(pending=self.watcher.pending())
         finally:
-            sd_notify("STOPPING=1")
-            log.info("stopping: committing pending changes")
-            batch = self.watcher.flush()
+            self._stop()
+
+    def _stop(self):
+        sd_notify("STOPPING=1")
+        log.info("stopping: committing pending changes")
+        batch = self.watcher.flush()
+        if batch is not None:
             try:
-                self.commit(batch if batch is not None else False)
+                self.commit(batch)
             except Error as e:
                 log.warning("%s", e.message)
-            self.network.stop()
-            if self.transport is not None:
-                self.transport.stop()
-            if self.bridge is not None:
-                self.bridge.stop()
-            self.watcher.close()
-            self.state.update(pending=0, pid=None)
+        self.network.stop()
+        if self.transport is not None:
+            self.transport.stop()
+        if self.bridge is not None:
+            self.bridge.stop()
+        self.watcher.close()
+        self.state.update(pending=0, pid=None)
 
     def _wait_interval(self):
-        if self.carry is not None or self.pending_merge is not None:
-            return max(0.0, self.carry_due - time.monotonic())  # retry when backoff ends
+        if self.carry is not None or self.pending_tips is not None:
+            return max(0.0, self.retry_due - time.monotonic())  # retry when backoff ends
         return None  # nothing to do until a file changes or a thread wakes us
 
+    def _retry_later(self, message):
+        if message != self.state.data["error"]:
+            log.warning("%s", message)
+        self.state.update(error=message)
+        self.retry_due = time.monotonic() + self.backoff.next_delay()
+
     def watch_transport(self):
-        """Start or stop polling when the transport connects or goes away."""
+        """Say in status when the transport connects or goes away."""
         if self.transport is None:
             return
         connected, error = self.transport.connected, self.transport.last_error
@@ -378,29 +385,19 @@ class Daemon:
             self.state.update(transport_connected=connected, transport_error=error)
             if was and not connected:
                 log.warning("lost the notification transport (%s); polling every %ss meanwhile",
-                            self.transport.last_error or "disconnected",
-                            self.config["pollInterval"])
+                            error or "disconnected", self.config["pollInterval"])
 
     def commit(self, batch):
-        """Commit a batch (None: the whole tree; False: nothing pending). Never raises Retry."""
-        if batch is False:
-            return None
-        paths = None if batch is None or batch.full else batch.paths
+        """Commit a batch; when that cannot be done now, keep it and retry with backoff."""
         try:
-            with self.repo.lock():
-                check_committable(self.repo)  # a rebase by hand (HEAD detached) says so
-                check_branch(self.repo, self.config)  # hands off another branch
-                result = commit_changes(self.repo, self.config, paths)
+            result = self.engine.commit(None if batch.full else batch.paths)
         except Error as e:
-            # busy lock, a rebase the user started, a full disk: keep the batch and retry
-            # with backoff; the files are safe in the work tree meanwhile
-            if e.message != self.state.data["error"]:
-                log.warning("%s", e.message)
-            self.state.update(error=e.message)
-            self.carry = join(self.carry, batch if batch is not None else Batch(set(), True))
-            self.carry_due = time.monotonic() + self.carry_backoff.next_delay()
-            return None
-        self.carry_backoff.reset()
+            # busy lock, a rebase the user started, a full disk: the files are safe in
+            # the work tree meanwhile
+            self.carry = join(self.carry, batch)
+            self._retry_later(e.message)
+            return
+        self.backoff.reset()
         if result.skipped_large:
             self.state.add_to("skipped_large", result.skipped_large)
             self.desktop("git-autosync skipped large files", ", ".join(result.skipped_large))
@@ -411,9 +408,8 @@ class Daemon:
         if result.commit:
             self.state.update(last_commit={"commit": result.commit, "time": time.time(),
                                            "message": result.message}, error=None)
-            if self.remote is not None and self.config["push"]:
+            if self.engine.pushes:
                 self.network.request("push")
-        return result.commit
 
     def handle_events(self):
         while True:
@@ -422,48 +418,61 @@ class Daemon:
             except queue.Empty:
                 return
             if kind == "fetched":
-                self.merge(value)
-            elif kind == "refused":
-                self.refuse(*value)
+                self.state.update(last_pull=time.time(), pull_error=None)
+                self.engine.note_refused(value.refused)
+                self.integrate(value.tips)
+            elif kind == "pushed":
+                self.pushed(value)
+            elif kind == "failed":
+                self.failed(value)
 
-    def merge(self, target):
-        """Merge a fetched commit: commit local changes first, then integrate, then push."""
-        if target == self.refused:
-            return  # refused once: nothing changes until the remote branch moves on
-        if self.repo.is_ancestor(target, "HEAD"):
-            self.pending_merge = None
-            if self.repo.rev("HEAD") != target:
-                self.network.request("push")
-            return
+    def pushed(self, pushed):
+        self.state.update(push_error=None)
+        if pushed.commit:
+            log.info("pushed %s to %s%s", pushed.commit[:10], self.engine.remote.name,
+                     "" if pushed.branch or pushed.lost_race else " (clone ref)")
+            self.state.update(last_push={"commit": pushed.commit, "time": time.time()})
+        if pushed.lost_race:
+            log.info("push rejected: '%s' moved on meanwhile; bringing it in first",
+                     self.config.branch)
+
+    def failed(self, failure):
+        key = "push_error" if failure.step == "push" else "pull_error"
+        self.state.update(**{key: failure.error.message})
+        log.warning("%s (attempt %d; retrying in %.0fs)", failure.error.message,
+                    failure.attempts, failure.delay)
+        if failure.attempts == 3:
+            self.desktop("git-autosync cannot sync", failure.error.message)
+
+    def integrate(self, tips):
+        """Bring fetched tips in: commit local changes first, then integrate, then push."""
         batch = self.watcher.flush()
         if batch is not None:
             self.commit(batch)
         for attempt in (1, 2):
             try:
-                with self.repo.lock():
-                    check_committable(self.repo)
-                    check_branch(self.repo, self.config)
-                    result = integrate(self.repo, target, self.config)
+                result = self.engine.integrate(tips)
                 break
-            except Refused as e:
-                return self.refuse(target, e)
             except Error as e:
                 if attempt == 2 or isinstance(e, Retry):
-                    if target != self.pending_merge:
-                        log.warning("not merging %s yet: %s", target[:10], e.message)
-                    self.state.update(error=e.message)
-                    # a rebase by hand, a busy lock: merge it later, with the carried batch
-                    self.pending_merge = target
-                    self.carry_due = time.monotonic() + self.carry_backoff.next_delay()
+                    # a rebase by hand, a busy lock: integrate later, with the carried batch
+                    self.pending_tips = tips
+                    self._retry_later(f"not merging yet: {e.message}")
                     return
                 # an edit the watcher has not reported yet is in the way: commit everything
-                self.commit(None)
-        self.carry_backoff.reset()
-        self.pending_merge = None
-        self.refused = None
-        head = result.head
-        log.info("merged %s%s", target[:10], "" if head == target else f" as {head[:10]}")
-        self.state.update(last_pull=time.time(), error=None, refused=None)
+                self.commit(EVERYTHING)
+        self.backoff.reset()
+        self.pending_tips = None
+        self.show_refused()
+        if result is None:
+            self.state.update(error=None)
+            return
+        more = f" (and {len(result.tips) - 1} more)" if len(result.tips) > 1 else ""
+        if result.head in result.tips:
+            log.info("merged %s%s", result.head[:10], more)
+        else:
+            log.info("merged %s as %s%s", result.tips[0][:10], result.head[:10], more)
+        self.state.update(last_pull=time.time(), error=None)
         copies = [{"path": c.path, "copy": c.copy} for c in result.conflicts] + \
             [{"path": p, "copy": c} for p, c in result.copies]
         if copies:
@@ -475,15 +484,17 @@ class Daemon:
             self.state.add_to("kept", [{"path": p, "where": w} for p, w in result.kept])
             self.desktop("git-autosync moved local files out of the way",
                          "\n".join(f"{p} -> {w}" for p, w in result.kept))
-        if head != target:
+        if self.engine.pushes:
             self.network.request("push")
 
-    def refuse(self, target, e):
-        """A commit git would not check out: say so once, keep committing locally, and wait
-        for the remote branch to move to something acceptable."""
-        self.pending_merge = None
-        if self.refused != target:
-            log.warning("%s", e.message)
-            self.desktop("git-autosync refused a commit", e.message)
-        self.refused = target
-        self.state.update(refused={"commit": target, "reason": e.message, "time": time.time()})
+    def show_refused(self):
+        """A commit git would not check out: in status and on the desktop, once; local
+        commits and the other clones' commits go on meanwhile."""
+        refused = self.engine.refused_now()
+        shown = self.state.data["refused"]
+        if refused is None:
+            self.state.update(refused=None)
+        elif shown is None or shown["commit"] != refused.commit:
+            self.desktop("git-autosync refused a commit", refused.message)
+            self.state.update(refused={"commit": refused.commit, "reason": refused.message,
+                                       "time": time.time()})

@@ -17,7 +17,9 @@ from . import pidfile
 from .config import Config
 from .git import Repo, clean_env
 from .install import CHAINED
+from .message import ANNOUNCED_BY_SERVER
 from .publish import updates_from_lines
+from .transport import kind
 from .util import Error, log, setup_logging, warn
 
 LIBEXEC = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -74,7 +76,9 @@ def post_receive(args, stdin):
     # publisher byte for byte (and is dropped there), never as a look-alike name
     lines = (stdin or b"").decode("utf-8", "surrogateescape").splitlines()
     updates = [word for pair in updates_from_lines(lines) for word in pair]
-    if updates:
+    if updates and kind(Config(repo)) is not None:
+        # the pusher reads this (as "remote: ...") and leaves the announcing to us
+        print(f"{ANNOUNCED_BY_SERVER} {len(updates) // 2} update(s)", flush=True)
         # branch names are pushers' data: after `--`, so that `-h` or `--git-dir=...` is a
         # name (the publisher drops it with one log line), never an option
         spawn(repo, [os.path.join(LIBEXEC, "autosync-publish"), f"--git-dir={repo.git_dir}",

@@ -1,22 +1,27 @@
-"""Deterministic merge: the same two commits give the same merge commit on every clone.
+"""Deterministic merge: the same tips give the same merge commit on every clone.
 
-The two tips are put in a fixed order (by commit id) before `git merge-tree --write-tree`,
-so the merged tree does not depend on which clone is merging. Every conflicted path is
-then resolved without markers: the version from the newer tip (committer time, then commit
-id) stays at the path, the other one is kept beside it as
-`NAME.conflict-<host>-<YYYYmmdd-HHMMSS>.EXT` (host and time of the tip that lost). A path
-deleted on one side and modified on the other keeps the modified file. The merge commit has
-a fixed author, date (the newer tip's) and message, so two clones merging the same pair at
-the same moment create the very same commit id and nothing ping-pongs.
+Tips are put in a fixed order (by commit id) before `git merge-tree --write-tree`, so the
+merged tree does not depend on which clone is merging; more than two tips are folded in
+that order, two at a time. Every conflicted path is then resolved without markers: the
+version from the newer tip (committer time, then commit id) stays at the path, the other
+one is kept beside it as a conflict copy (`copy_name`, the one place that format is made
+and recognised). A path deleted on one side and modified on the other keeps the modified
+file; a file where the other side has a directory goes to a conflict copy. The merge commit
+has a fixed author, date (the newer tip's) and message, so two clones merging the same tips
+at the same moment create the very same commit id and nothing ping-pongs.
 """
 
 import argparse
 import os
 import re
-import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from .checkout import advance, recover
+from .commit import check_committable, hold, ignored_untracked, uncommittable
+from .config import Config
+from .copies import copy_name
 from .git import Repo
+from .treecheck import Refused, check_update
 from .util import Error, log
 
 MERGE_IDENT = {"GIT_AUTHOR_NAME": "git-autosync", "GIT_AUTHOR_EMAIL": "git-autosync@localhost",
@@ -40,46 +45,29 @@ class Tip:
 @dataclass(frozen=True)
 class Conflict:
     path: str
-    kind: str  # "both-changed" (a copy was made) or "modify-delete" (the modified file kept)
+    kind: str  # "both-changed" or "file-directory" (a copy was made), "modify-delete" (kept)
     copy: str | None = None
 
 
-def describe(repo, oid):
+def describe(repo, oid, path=None):
+    """The Tip for commit oid; with path: for the last commit up to oid, other than a merge,
+    that changed path (the host and time a conflict copy of that path is named after)."""
     # log, not show: show sets up a diff it then skips (60 ms on a large tree)
-    fields = repo.out("log", "-1", "--no-walk", "--format=%H%x00%ct%x00%s", oid,
-                      "--").split("\0")
+    args = ["log", "-1", "--format=%H%x00%ct%x00%s", oid]
+    args += ["--no-merges", "--", ":(literal)" + path] if path else ["--no-walk", "--"]
+    fields = repo.out(*args).split("\0")
+    if len(fields) < 3:  # the path's history is all merges: name it after the tip
+        return describe(repo, oid)
     return Tip(fields[0], int(fields[1]), fields[2])
 
 
-NAME_MAX = 255  # bytes in one file name on every common file system
-
-
-def copy_name(path, host, when, n=1):
-    """notes.md -> notes.conflict-laptop-20261124-101530.md (-2, -3 ... for n > 1).
-    A long stem is shortened so that the name still fits in NAME_MAX bytes."""
-    head, _, name = path.rpartition("/")
-    stem, dot, ext = name.rpartition(".")
-    if not stem or len(os.fsencode(ext)) > 32:  # no extension, a dot file, or no real one
-        stem, dot, ext = name, "", ""
-    when = min(max(int(when), 0), 253402300799)  # a pushed date may be anything: 0..9999
-    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(when))
-    suffix = f".conflict-{host}-{stamp}" + (f"-{n}" if n > 1 else "")
-    room = NAME_MAX - len(os.fsencode(suffix + dot + ext))
-    raw = os.fsencode(stem)
-    if len(raw) > room:
-        try:  # cut on a character boundary where the name is UTF-8
-            raw.decode("utf-8")
-            stem = raw[:room].decode("utf-8", "ignore")
-        except UnicodeDecodeError:
-            stem = os.fsdecode(raw[:room])
-    return (head + "/" if head else "") + stem + suffix + dot + ext
-
-
-def conflict_copy_name(path, tip, taken):
-    """The copy name for the side that lost, unique within `taken`."""
+def conflict_copy_name(repo, path, tip, taken):
+    """The copy name for path as it is on the side that lost, unique within `taken`."""
+    origin = describe(repo, tip.oid, path)
     for n in range(1, 1000):
-        candidate = copy_name(path, tip.host, tip.time, n)
+        candidate = copy_name(path, origin.host, origin.time, n)
         if candidate not in taken:
+            taken.add(candidate)
             return candidate
     raise Error(f"too many conflict copies of '{path}'")
 
@@ -98,16 +86,24 @@ def parse_merge_tree(output):
     return tree, stages
 
 
-def resolve(stages, first, second, winner_is_first, taken):
+def resolve(repo, stages, first, second, winner_is_first, taken):
     """Index lines and Conflicts that replace every conflicted path by clean versions."""
     lines, conflicts = [], []
     win, lose = (2, 3) if winner_is_first else (3, 2)
     loser_tip = second if winner_is_first else first
     for path in sorted(stages):
         s = stages[path]
-        if win in s and lose in s:
-            copy = conflict_copy_name(path, loser_tip, taken)
-            taken.add(copy)
+        moved = next((t for t in (first, second) if path.endswith("~" + t.oid)), None)
+        if moved is not None and len(s) == 1:
+            # git moved a file aside as PATH~<commit> because the other side has a
+            # directory there: the directory stays, the file becomes a conflict copy
+            lines.append(_index_line("0", "0" * len(moved.oid), path))
+            real = path[:-len(moved.oid) - 1]
+            copy = conflict_copy_name(repo, real, moved, taken)
+            lines.append(_index_line(*next(iter(s.values())), copy))
+            conflicts.append(Conflict(real, "file-directory", copy))
+        elif win in s and lose in s:
+            copy = conflict_copy_name(repo, path, loser_tip, taken)
             lines.append(_index_line(*s[win], path))
             lines.append(_index_line(*s[lose], copy))
             conflicts.append(Conflict(path, "both-changed", copy))
@@ -149,9 +145,20 @@ def merge_commits(repo, a, b):
     return commit, conflicts
 
 
+def fold(repo, tips):
+    """The merge of every tip in tips (commit ids none of which contains another), folded
+    two at a time in commit-id order: the same set gives the same commit everywhere."""
+    tips = sorted(tips)
+    merged, conflicts = tips[0], []
+    for tip in tips[1:]:
+        merged, more = merge_commits(repo, merged, tip)
+        conflicts += more
+    return merged, conflicts
+
+
 def _rewrite_tree(repo, tree, stages, first, second, winner_is_first):
     taken = set(repo.out("ls-tree", "-r", "-z", "--name-only", tree).split("\0"))
-    lines, conflicts = resolve(stages, first, second, winner_is_first, taken)
+    lines, conflicts = resolve(repo, stages, first, second, winner_is_first, taken)
     index = os.path.join(repo.ensure_state_dir(), f"merge-index.{os.getpid()}")
     env = {"GIT_INDEX_FILE": index}
     try:
@@ -180,68 +187,87 @@ def merge_message(conflicts):
 
 @dataclass
 class Integrated:
-    head: str  # the branch's new commit
-    conflicts: list  # Conflicts the merge resolved
-    copies: list  # (path, copy): a save landed during the update; the new version is beside
-    kept: list  # (path, where): local files autosync does not commit, moved out of the way
+    head: str | None  # the branch's new commit
+    conflicts: list = field(default_factory=list)  # Conflicts the merge resolved
+    copies: list = field(default_factory=list)  # (path, copy): a save landed during the update
+    kept: list = field(default_factory=list)  # (path, where): local files moved out of the way
+    refused: list = field(default_factory=list)  # Refused: tips git would not check out
+    tips: list = field(default_factory=list)  # the tips brought in
 
 
-def integrate(repo, target, config):
-    """Bring the checked-out branch to include `target`, updating the work tree.
+REFUSED_HINT = ("nothing was changed; syncing resumes by itself once the branch moves on "
+                "to a commit without it")
 
-    The caller has committed local changes and holds repo.lock(). checkout.advance refuses
-    an unsafe tree (Refused), asks for a commit first when local edits are in the way
-    (Busy), and never overwrites a file saved in the meantime.
+
+def integrate(repo, tips, config):
+    """Bring the checked-out branch to include every acceptable commit of tips (one commit
+    id or several), updating the work tree: a fast-forward when one tip contains all the
+    others and HEAD, else the fold of them all (`fold`).
+
+    The caller has committed local changes and holds repo.lock(). A tip whose tree git
+    would not check out is left out (in .refused) and the others are brought in.
+    checkout.advance asks for a commit first when local edits are in the way (Busy), and
+    never overwrites a file saved in the meantime.
     """
-    from .checkout import advance, recover
-    from .commit import hold, ignored_untracked, uncommittable
-    from .treecheck import Refused, check_update
     recover(repo)
     head = repo.rev("HEAD")
-    try:
-        # the incoming side on its own first: merge-tree would quietly drop a duplicate
+    tips = [tips] if isinstance(tips, str) else list(dict.fromkeys(tips))
+    new = repo.out("merge-base", "--independent", *([head] if head else []), *tips).split()
+    result = Integrated(head)
+    incoming = []
+    for tip in new:
+        if tip == head:
+            continue
+        # each incoming side on its own first: merge-tree would quietly drop a duplicate
         # entry, so a hostile tree must be refused before it is merged with local work
-        base = head and repo.run("merge-base", head, target, check=False).stdout.decode().strip()
-        check_update(repo, repo.tree(base) if base else None, repo.tree(target))
-        if head is None:  # unborn branch: take the remote's history as it is
-            merged, conflicts = target, []
-        else:
-            merged, conflicts = merge_commits(repo, head, target)
-        if merged == head:
-            return Integrated(head, [], [], [])
-        if head is None:  # nothing committed here yet, so nothing of ours to protect
-            repo.run("merge", "--ff-only", "-q", merged, env={"GIT_AUTOSYNC_COMMITTER": "1"})
-            copies, kept = [], []
-        else:
-            tip = describe(repo, target)
-            # someone else's .gitignore edit must not make this clone commit (and push)
-            # what it ignored until now: those files are held back
-            rules = any(p.rpartition("/")[2] == ".gitignore" for p in repo.out(
-                "diff-tree", "-r", "-z", "--name-only", head, merged).split("\0"))
-            # everything ignored now is held before the new rules can reach the folder (a
-            # crash or a failure half way must not let a commit take it); what the new rules
-            # still ignore is let go afterwards
-            ignored = ignored_untracked(repo) if rules else set()
-            if ignored:
-                hold(repo, add=ignored)
-            copies, kept = advance(repo, repo.current_branch(), head, merged,
-                                   (tip.host, tip.time, config.host),
-                                   lambda paths: uncommittable(repo, config, paths))
-            if ignored:
-                unignored = hold(repo, drop=ignored_untracked(repo)) & ignored
-                if unignored:
-                    log.warning("not committing %s: ignored here until %s changed "
-                                ".gitignore (git add it by hand to share it)",
-                                ", ".join(f"'{p}'" for p in sorted(unignored)[:5])
-                                + (" ..." if len(unignored) > 5 else ""), target[:10])
-    except Refused as e:
-        raise Refused(f"refusing commit {target[:10]}: {e.message}",
-                      "nothing was changed; syncing resumes by itself once the branch moves "
-                      "on to a commit without it", commit=target)
-    for c in conflicts:
+        base = head and repo.run("merge-base", head, tip, check=False).stdout.decode().strip()
+        try:
+            check_update(repo, repo.tree(base) if base else None, repo.tree(tip))
+            incoming.append(tip)
+        except Refused as e:
+            result.refused.append(Refused(f"refusing commit {tip[:10]}: {e.message}",
+                                          REFUSED_HINT, commit=tip))
+    if not incoming:
+        return result
+    result.tips = incoming
+    try:
+        _bring_in(repo, config, head, incoming, [t for t in new if t == head], result)
+    except Refused as e:  # each tip is fine on its own, their merge is not
+        result.refused += [Refused(f"refusing commit {tip[:10]}: {e.message}", REFUSED_HINT,
+                                   commit=tip) for tip in incoming]
+        return Integrated(head, refused=result.refused)
+    for c in result.conflicts:
         log.warning("conflict in '%s': %s", c.path,
                     f"other version kept as '{c.copy}'" if c.copy else "modified version kept")
-    return Integrated(merged, conflicts, copies, kept)
+    return result
+
+
+def _bring_in(repo, config, head, incoming, ours, result):
+    merged, result.conflicts = fold(repo, incoming + ours)
+    result.head = merged
+    if head is None:  # unborn branch: nothing committed here yet, so nothing to protect
+        repo.run("merge", "--ff-only", "-q", merged, env={"GIT_AUTOSYNC_COMMITTER": "1"})
+        return
+    newest = max((describe(repo, t) for t in incoming), key=lambda t: (t.time, t.oid))
+    # someone else's .gitignore edit must not make this clone commit (and push) what it
+    # ignored until now: everything ignored now is held before the new rules can reach
+    # the folder (a crash or a failure half way must not let a commit take it); what the
+    # new rules still ignore is let go afterwards
+    rules = any(p.rpartition("/")[2] == ".gitignore" for p in repo.out(
+        "diff-tree", "-r", "-z", "--name-only", head, merged).split("\0"))
+    ignored = ignored_untracked(repo) if rules else set()
+    if ignored:
+        hold(repo, add=ignored)
+    result.copies, result.kept = advance(
+        repo, repo.current_branch(), head, merged, (newest.host, newest.time, config.host),
+        lambda paths: uncommittable(repo, config, paths))
+    if ignored:
+        unignored = hold(repo, drop=ignored_untracked(repo)) & ignored
+        if unignored:
+            log.warning("not committing %s: ignored here until %s changed .gitignore (git "
+                        "add it by hand to share it)", ", ".join(
+                            f"'{p}'" for p in sorted(unignored)[:5])
+                        + (" ..." if len(unignored) > 5 else ""), newest.oid[:10])
 
 
 def main(argv):
@@ -261,8 +287,6 @@ def main(argv):
     if args.print_only:
         print(merge_commits(repo, repo.rev("HEAD"), target)[0])
         return 0
-    from .commit import check_committable
-    from .config import Config
     with repo.lock():
         check_committable(repo)
         result = integrate(repo, target, Config(repo))

@@ -24,6 +24,9 @@ MAX_SIZE = 1024
 MAX_BRANCH = 200  # bytes of UTF-8; with the other bounded fields a payload stays < 1024
 KEYS = {"v", "channel", "branch", "commit", "sender", "time"}
 PREFIX = "autosync"
+# what a server's post-receive hook tells the pusher (git shows it as "remote: ..."): the
+# hook announces this push, so the pusher does not (one announcement per push)
+ANNOUNCED_BY_SERVER = "autosync: announcing"
 
 _CHANNEL = re.compile(r"[A-Za-z0-9._-]{1,128}")
 _COMMIT = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
@@ -41,6 +44,11 @@ class Notification:
     commit: str
     sender: str
     time: float
+
+    @classmethod
+    def now(cls, channel, branch, commit, sender):
+        """The notification for commit, sent now: the one place one is made."""
+        return cls(channel, branch, commit, sender, time.time())
 
 
 def branch_ok(name):
@@ -140,7 +148,7 @@ def _no_constant(name):
     raise BadMessage(f"not JSON ({name})")
 
 
-def _host(config):
+def host_label(config):
     return re.sub(r"[^A-Za-z0-9._-]", "_", config.host)[:80] or "host"
 
 
@@ -151,12 +159,12 @@ def repo_digest(repo):
 
 def sender_id(repo, config):
     """`<host>:<8 hex>`: this clone, stable across restarts, distinct per repository."""
-    return f"{_host(config)}:{repo_digest(repo)}"
+    return f"{host_label(config)}:{repo_digest(repo)}"
 
 
 def server_sender_id(config):
     """`<host>:server`: a bare server's post-receive hook."""
-    return f"{_host(config)}:server"
+    return f"{host_label(config)}:server"
 
 
 class DropLog:

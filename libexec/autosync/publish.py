@@ -16,20 +16,30 @@ one log line, and the other branches are announced all the same.
 
 import argparse
 import sys
-import time
 
 from .config import Config
 from .git import Repo
 from .message import BadMessage, Notification, check, server_sender_id
+from .transport import kind, publish_once
 from .util import log, setup_logging
 
 
 def updates_from_lines(lines):
-    """(branch, commit) pairs from post-receive input: branches created or moved."""
+    """(branch, commit) pairs from post-receive input: branches created or moved, and the
+    clones' own refs for them (`refs/autosync/BRANCH/CLONE`, see sync.py); each pair once."""
+    seen = set()
     for line in lines:
         parts = line.split()
-        if len(parts) == 3 and parts[2].startswith("refs/heads/") and parts[1].strip("0"):
-            yield parts[2][len("refs/heads/"):], parts[1]
+        if len(parts) != 3 or not parts[1].strip("0"):
+            continue
+        ref, branch = parts[2], None
+        if ref.startswith("refs/heads/"):
+            branch = ref[len("refs/heads/"):]
+        elif ref.startswith("refs/autosync/"):
+            branch = ref[len("refs/autosync/"):].rpartition("/")[0]
+        if branch and (branch, parts[1]) not in seen:
+            seen.add((branch, parts[1]))
+            yield branch, parts[1]
 
 
 def split_at_double_dash(argv):
@@ -44,7 +54,7 @@ def split_at_double_dash(argv):
 def notes_for(config, pairs, sender):
     notes = []
     for branch, commit in pairs:
-        note = Notification(config.channel, branch, commit, sender, time.time())
+        note = Notification.now(config.channel, branch, commit, sender)
         try:
             check(note)
         except BadMessage as e:
@@ -72,7 +82,6 @@ def main(argv):
     if args.stdin:
         text = sys.stdin.buffer.read().decode("utf-8", "surrogateescape")
         pairs += list(updates_from_lines(text.splitlines()))
-    from .transport import kind, publish_once
     if kind(config) is None or not pairs:
         return 0
     notes = notes_for(config, pairs, server_sender_id(config))

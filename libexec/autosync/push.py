@@ -1,32 +1,17 @@
-"""The push helper: push (merging first when the remote moved on), then notify.
+"""The push helper: bring in what the remote has, push, announce - with the engine's retries.
 
 Started in the background by the post-commit hook when no daemon runs (a manual
-`git commit`, or autosync installed without a daemon). One helper pushes at a time; a
-helper that finds the remote away retries with backoff a bounded number of times and then
-leaves the commits for the next commit, the next `git autosync sync` or the daemon.
+`git commit`, the commit helper run alone, or autosync installed without a daemon). One
+helper pushes at a time; a helper that finds the remote away retries a bounded number of
+times and then leaves the commits for the next commit, the next `git autosync sync` or the
+daemon.
 """
 
 import argparse
-import time
 
-from .config import Config
 from .git import Repo
-from .sync import sync_once
-from .util import Backoff, Retry, log, setup_logging
-
-
-def publisher(repo, config):
-    """publish(commit) announcing a push once, or None when no transport is configured."""
-    from .transport import kind, publish_once
-    if kind(config) is None:
-        return None
-    from .message import Notification, sender_id
-
-    def publish(commit):
-        note = Notification(config.channel, config.branch, commit, sender_id(repo, config),
-                            time.time())
-        publish_once(config, [note])
-    return publish
+from .sync import Engine, sync_once
+from .util import Retry, log, setup_logging
 
 
 def main(argv):
@@ -40,21 +25,13 @@ def main(argv):
     args = ap.parse_args(argv)
     setup_logging()
     repo = Repo(args.dir)
-    config = Config(repo)
-    backoff = Backoff(first=1.0, cap=60.0)
+    engine = Engine.one_shot(repo)
     with repo.lock("push"):  # one push helper at a time; the next one finds little to do
-        for attempt in range(1, args.attempts + 1):
-            try:
-                pushed, _ = sync_once(repo, config, commit=False,
-                                      publish=publisher(repo, config))
-                if pushed:
-                    log.info("pushed %s to %s", pushed[:10], config.remote)
-                return 0
-            except Retry as e:
-                if attempt == args.attempts:
-                    raise Retry(e.message, "the commits stay here; the next commit, "
-                                "'git autosync sync' or the daemon pushes them")
-                delay = backoff.next_delay()
-                log.warning("%s; retrying in %.0fs", e.message, delay)
-                time.sleep(delay)
+        try:
+            outcome = sync_once(engine, commit=False, attempts=args.attempts)
+        except Retry as e:
+            raise Retry(e.message, "the commits stay here; the next commit, "
+                        "'git autosync sync' or the daemon pushes them") from None
+    if outcome.pushed:
+        log.info("pushed %s to %s", outcome.pushed[:10], engine.config.remote)
     return 0

@@ -1,19 +1,46 @@
-"""Talking to the remote: fetch, push, and the one-shot sync cycle.
+"""The sync engine: commit -> fetch -> integrate -> push -> announce, one retry policy.
 
-Failures are sorted in two kinds: `Retry` (the network, a server that is away, a push that
-lost a race) and `Error` (authentication, a hook on the server that refuses, bad config):
-callers retry the first kind with backoff and show the second to a human.
+How clones share a branch B without fighting over it: each clone pushes its own commits
+to a ref of its own on the remote, `refs/autosync/B/<clone>`, which only it writes, so a
+push is never rejected because another clone got there first. Every clone fetches all of
+those refs and B itself (the "tips") and brings them in with `merge.integrate`: a
+fast-forward when one tip holds all the others, otherwise the deterministic fold of the
+tips - the same set of tips gives the very same merge commit on every clone, so there is
+nothing to push back and no merge of merges. B itself is moved forward by whichever clone
+holds a commit that contains it, in the same push as its own ref; losing that race costs
+nothing (the next fetch brings the winner's tips). Any plain bare repository works, with or
+without the post-receive hook; a user pushing B with plain git is folded in like a clone.
+
+`Engine` holds the steps; `sync_once` runs them in order for `git autosync sync` and the
+push helper, the daemon runs the same steps from two threads (daemon.py). Failures are of
+two kinds: `Retry` (the network, a server that is away, a busy lock) and `Error` (access
+denied, a hook that refuses, bad config): the first is retried with `retry_policy()`, the
+second is shown to a human.
 """
 
-from dataclasses import dataclass
+import re
+import time
+from dataclasses import dataclass, field
 
 from .commit import check_committable, commit_changes
+from .config import Config
 from .git import Repo
-from .merge import integrate
+from .merge import Integrated, integrate
+from .message import ANNOUNCED_BY_SERVER, Notification, host_label, repo_digest, sender_id
+from .transport import kind, publish_once
 from .treecheck import Refused
-from .util import Error, Retry, log
+from .util import Backoff, Error, Retry, log
 
 NETWORK_TIMEOUT = 120  # seconds for one fetch or push; a hung ssh must not hang autosync
+MAX_TIPS = 256  # clone refs looked at; more is someone flooding the namespace
+# how `git push --porcelain` says a ref moved on meanwhile (the last: two pushes at once)
+LOST = ("fetch first", "non-fast-forward", "stale info", "failed to update ref")
+
+
+def retry_policy():
+    """The one retry policy: 1, 2, 4 ... 60 s between attempts, reset by a success."""
+    return Backoff(first=1.0, cap=60.0)
+
 
 _TRANSIENT = ("could not read from remote repository", "does not appear to be a git repository",
               "unable to access", "connection refused", "could not resolve", "timed out",
@@ -27,9 +54,9 @@ _HUMAN = ("authentication failed", "permission denied", "remote rejected", "pre-
 def classify(what, remote, stderr):
     """An exception for a failed fetch/push, sorted into retry-later or needs-a-human."""
     text = stderr.strip()
-    lines = [l.strip() for l in text.splitlines() if l.strip()]
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
     # git's own diagnosis is its first fatal:/error: line; the lines after it are advice
-    first = next((l for l in lines if l.startswith(("fatal:", "error:"))), None)
+    first = next((line for line in lines if line.startswith(("fatal:", "error:"))), None)
     last = (first.split(":", 1)[1].strip() if first else lines[-1] if lines else "failed")
     low = text.lower()
     if any(s in low for s in _HUMAN):
@@ -41,7 +68,30 @@ def classify(what, remote, stderr):
 
 
 class Rejected(Exception):
-    """The remote has commits we do not have yet: fetch, merge, push again."""
+    """This clone's own ref on the remote has commits this clone does not have (another
+    clone with the same name, or history rewritten by hand): fetch, integrate, push again."""
+
+
+def clone_name(repo, config):
+    """This clone's name in `refs/autosync/B/<name>`: `<host>-<8 hex>`, stable across
+    restarts and distinct per repository; always a valid ref name component."""
+    host = re.sub(r"\.+", ".", host_label(config)).strip(".").removesuffix(".lock") or "host"
+    return f"{host}-{repo_digest(repo)}"
+
+
+@dataclass
+class Fetched:
+    tips: list  # commit ids of B and of every clone's ref, as the remote has them now
+    refused: list = field(default_factory=list)  # Refused: objects fsck would not take
+
+
+@dataclass
+class Pushed:
+    commit: str | None = None  # this clone's commit now on the remote (None: nothing new)
+    branch: bool = False  # B itself was moved to it
+    lost_race: bool = False  # B had moved on meanwhile: fetch, integrate, push again
+    announced: bool = False  # the remote's post-receive hook announces it: we need not
+    waiting: bool = False  # B lacks this clone's commit and another clone leads (`leads`)
 
 
 @dataclass
@@ -49,67 +99,170 @@ class Remote:
     repo: Repo
     name: str
     branch: str
+    me: str  # clone_name()
+    skip: dict = field(default_factory=dict)  # local ref -> Refused: not fetched until it moves
 
     @property
     def tracking_ref(self):
         return f"refs/remotes/{self.name}/{self.branch}"
 
+    @property
+    def clones_ref(self):
+        """Where the remote keeps every clone's ref for the branch."""
+        return f"refs/autosync/{self.branch}/"
+
+    @property
+    def copies_ref(self):
+        """Where this clone keeps its copies of them."""
+        return f"refs/autosync/remotes/{self.name}/{self.branch}/"
+
+    def _local(self, remote_ref):
+        if remote_ref == f"refs/heads/{self.branch}":
+            return self.tracking_ref
+        if remote_ref.startswith(self.clones_ref):
+            return self.copies_ref + remote_ref[len(self.clones_ref):]
+        return None
+
     def tracking(self):
         return self.repo.rev(self.tracking_ref)
 
-    def fetch(self):
-        """Fetch the branch into its remote-tracking ref; return its commit (None: no branch)."""
-        res = self.repo.run("fetch", "-q", "--no-tags", "--no-write-fetch-head",
-                            "--end-of-options", self.name,
-                            f"+refs/heads/{self.branch}:{self.tracking_ref}",
-                            check=False, timeout=NETWORK_TIMEOUT)
-        if res.returncode != 0:
-            err = res.stderr.decode(errors="replace")
-            if "couldn't find remote ref" in err:
-                return None  # an empty server: the first push creates the branch
-            if "fsck error" in err:  # fetch.fsckObjects: an object git considers unsafe
-                reason = next((l.split(": ", 2)[-1] for l in err.splitlines()
-                               if l.startswith("error: object ")), "an object fails git fsck")
-                head = self.head()
-                raise Refused(f"refusing commit {(head or '?')[:10]} from '{self.name}': "
-                              f"{reason}", "nothing was fetched; syncing resumes by itself "
-                              "once the branch moves on to a commit without it", commit=head)
-            raise classify("fetch from", self.name, err)
-        return self.tracking()
+    def tips(self):
+        """{local ref: commit} for B and every clone's ref, as of the last fetch."""
+        out = self.repo.out("for-each-ref", f"--count={MAX_TIPS}",
+                            "--format=%(refname)%00%(objectname)", self.tracking_ref,
+                            self.copies_ref)
+        return dict(line.split("\0", 1) for line in out.splitlines() if "\0" in line)
 
-    def head(self):
-        """The remote's commit for the branch, asked cheaply (git ls-remote)."""
-        res = self.repo.run("ls-remote", "--heads", "--end-of-options", self.name,
-                            f"refs/heads/{self.branch}",
+    def unpushed(self):
+        """How many commits of the branch the remote has in none of its refs."""
+        return int(self.repo.out("rev-list", "--count", f"refs/heads/{self.branch}", "--not",
+                                 *self.tips()))
+
+    def probe(self):
+        """{local ref: commit} for the same refs as the remote has them (git ls-remote):
+        a cheap way to learn whether a fetch would bring anything."""
+        res = self.repo.run("ls-remote", "--end-of-options", self.name,
+                            f"refs/heads/{self.branch}", self.clones_ref + "*",
                             check=False, timeout=NETWORK_TIMEOUT)
         if res.returncode != 0:
             raise classify("reach", self.name, res.stderr.decode(errors="replace"))
-        out = res.stdout.decode().split()
-        return out[0] if out else None
+        found = {}
+        for line in res.stdout.decode(errors="replace").splitlines()[:MAX_TIPS + 1]:
+            oid, _, ref = line.partition("\t")
+            local = self._local(ref)
+            if local:
+                found[local] = oid
+        return found
 
-    def push(self):
-        """Push the branch. Returns the pushed commit, or None when already up to date."""
-        local = self.repo.rev(f"refs/heads/{self.branch}")
-        if local is None or local == self.tracking():
-            return None
-        res = self.repo.run("push", "--porcelain", "-q", "--end-of-options", self.name,
-                            f"refs/heads/{self.branch}:refs/heads/{self.branch}",
+    def moved(self):
+        """Whether the remote has something this clone has not fetched."""
+        return self.probe() != self.tips()
+
+    def _remote(self, local):
+        if local == self.tracking_ref:
+            return f"refs/heads/{self.branch}"
+        return self.clones_ref + local[len(self.copies_ref):]
+
+    def fetch(self):
+        """Fetch B and every clone's ref. A ref whose objects git's fsck refuses is left
+        out (in .refused, and of every fetch until it moves) and the others are fetched."""
+        if self.skip:
+            now = self.probe()
+            self.skip = {ref: e for ref, e in self.skip.items() if now.get(ref) == e.commit}
+        skip = [f"^{self._remote(ref)}" for ref in self.skip]
+        err = self._fetch([f"+refs/heads/{self.branch}:{self.tracking_ref}",
+                           f"+{self.clones_ref}*:{self.copies_ref}*", *skip])
+        if err and "couldn't find remote ref" in err:  # no B yet: the first push makes it
+            err = self._fetch([f"+{self.clones_ref}*:{self.copies_ref}*", *skip])
+        if err and "fsck error" in err:
+            self._fetch_one_by_one()
+        elif err:
+            raise classify("fetch from", self.name, err)
+        return Fetched(list(dict.fromkeys(self.tips().values())), list(self.skip.values()))
+
+    def _fetch(self, refspecs):
+        res = self.repo.run("fetch", "-q", "--no-tags", "--no-write-fetch-head", "--prune",
+                            "--end-of-options", self.name, *refspecs,
                             check=False, timeout=NETWORK_TIMEOUT)
-        out = res.stdout.decode(errors="replace")
-        if res.returncode == 0:
-            # keep the remote-tracking ref right even when no fetch refspec is configured
-            self.repo.run("update-ref", "-m", "autosync: pushed", self.tracking_ref, local)
-            return local
-        if "[rejected]" in out and ("fetch first" in out or "non-fast-forward" in out):
+        return res.stderr.decode(errors="replace") if res.returncode else None
+
+    def _fetch_one_by_one(self):
+        """After fetch.fsckObjects refused something: find whose ref it was."""
+        for local, oid in self.probe().items():
+            if local in self.skip:
+                continue
+            err = self._fetch([f"+{self._remote(local)}:{local}"])
+            if err and "fsck error" in err:
+                reason = next((line.split(": ", 2)[-1] for line in err.splitlines()
+                               if line.startswith("error: object ")), "an object fails git fsck")
+                self.skip[local] = Refused(
+                    f"refusing commit {oid[:10]} from '{self.name}': {reason}",
+                    "nothing of it was fetched; syncing resumes by itself once that ref "
+                    "moves on to a commit without it", commit=oid)
+            elif err:
+                raise classify("fetch from", self.name, err)
+
+    def push(self, branch_anyway=False):
+        """Push this clone's own commits to its ref, and B when that is a fast-forward and
+        this clone has commits of its own in it or leads (`leads`); branch_anyway: B
+        whoever leads (a one-shot sync, or the leader did not do it in time)."""
+        local = self.repo.rev(f"refs/heads/{self.branch}")
+        if local is None:
+            return Pushed()
+        tips = self.tips()
+        mine = self.copies_ref + self.me
+        own = int(self.repo.out("rev-list", "--count", "--no-merges", local, "--not",
+                                *tips)) > 0
+        targets = {}
+        if own and local != tips.get(mine):
+            targets[self.clones_ref + self.me] = mine
+        main = tips.get(self.tracking_ref)
+        if local != main and (main is None or self.repo.is_ancestor(main, local)) and (
+                own or branch_anyway or self.leads(local, main)):
+            targets[f"refs/heads/{self.branch}"] = self.tracking_ref
+        if not targets:
+            return Pushed(waiting=local != main)
+        res = self.repo.run("push", "--porcelain", "--end-of-options", self.name,
+                            *(f"{local}:{ref}" for ref in targets),
+                            check=False, timeout=NETWORK_TIMEOUT)
+        out, err = res.stdout.decode(errors="replace"), res.stderr.decode(errors="replace")
+        done, lost = set(), set()
+        for line in out.splitlines():
+            flag, _, rest = line.partition("\t")
+            ref = rest.partition("\t")[0].rpartition(":")[2]
+            if ref not in targets:
+                continue
+            if flag in (" ", "*", "+", "="):
+                done.add(ref)
+            elif flag == "!" and any(why in rest for why in LOST):
+                lost.add(ref)
+        if not done and not lost:
+            raise classify("push to", self.name, err + out)
+        if done:
+            self.repo.run("update-ref", "--stdin", input="".join(
+                f"update {targets[ref]} {local}\n" for ref in done))
+        if self.clones_ref + self.me in lost:
+            if "failed to update ref" in out:  # only we write it: not a race, retry later
+                raise Retry(f"cannot push to '{self.name}': {self.clones_ref + self.me} "
+                            "could not be updated")
             raise Rejected()
-        raise classify("push to", self.name, res.stderr.decode(errors="replace") + out)
+        failed = set(targets) - done - lost
+        if failed:  # e.g. B protected on the server: a human must look
+            raise classify("push to", self.name, err + out)
+        branch = f"refs/heads/{self.branch}"
+        return Pushed(local, branch in done, branch in lost,
+                      any(ANNOUNCED_BY_SERVER in line for line in err.splitlines()
+                          if line.startswith("remote:")),
+                      waiting=branch not in targets and local != main)
 
-
-def remote_for(repo, config):
-    """The configured Remote, or None when sync over the network is not set up."""
-    if not config.has_remote:
-        return None
-    return Remote(repo, config.remote, config.branch)
+    def leads(self, local, main):
+        """Whether this clone moves B to local, a merge of other clones' commits: the one
+        with the first name among those whose commits it brings to B does (every clone
+        computes the same merge; one push of it is enough)."""
+        names = self.repo.out("for-each-ref", "--format=%(refname)", f"--merged={local}",
+                              *([f"--no-merged={main}"] if main else []), self.copies_ref)
+        names = [n[len(self.copies_ref):] for n in names.splitlines()]
+        return not names or min(names) == self.me
 
 
 def check_branch(repo, config):
@@ -121,42 +274,134 @@ def check_branch(repo, config):
                     f"git -C '{repo.cwd}' switch {config.branch}")
 
 
-def sync_once(repo, config, commit=True, publish=None, attempts=5):
-    """Commit (optionally), fetch, merge, push, publish. Returns (pushed commit, conflicts).
+class Engine:
+    """The steps of a sync, for one repository. commit and integrate change the work
+    tree (under the repository lock); fetch, push and announce talk to the network."""
 
-    Used by `git autosync sync` and by the push helper that runs after a commit made
-    while no daemon is running. publish(commit) announces a successful push.
-    """
-    check_branch(repo, config)
+    def __init__(self, repo, config=None):
+        self.repo = repo
+        self.config = config or Config(repo)
+        self.remote = (Remote(repo, self.config.remote, self.config.branch,
+                              clone_name(repo, self.config))
+                       if self.config.has_remote else None)
+        self.sender = sender_id(repo, self.config)
+        self.publish = None  # publish(Notification), set by who owns a transport
+        self.refused = {}  # commit -> Refused: a tip integrate left out, while it is a tip
+        self.fetch_refused = []  # Refused: what the last fetch left out
+
+    @classmethod
+    def one_shot(cls, repo):
+        """The engine of a command that runs once (sync, the push helper): it announces
+        a push over a connection of its own, made for that."""
+        engine = cls(repo)
+        if kind(engine.config) is not None:
+            engine.publish = lambda note: publish_once(engine.config, [note])
+        return engine
+
+    @property
+    def pulls(self):
+        return self.remote is not None and self.config["pull"]
+
+    @property
+    def pushes(self):
+        return self.remote is not None and self.config["push"]
+
+    def commit(self, paths=None):
+        """Commit paths (None: every change); the engine pushes it, not the hook."""
+        with self.repo.lock():
+            check_committable(self.repo)  # a rebase by hand (HEAD detached) says so
+            check_branch(self.repo, self.config)  # hands off another branch
+            return commit_changes(self.repo, self.config, paths)
+
+    def note_refused(self, refused):
+        """What the last fetch refused (fsck): logged when new, shown until it moves."""
+        known = {e.commit for e in self.fetch_refused}
+        for e in refused:
+            if e.commit not in known:
+                log.warning("%s", e.message)
+        self.fetch_refused = list(refused)
+
+    def refused_now(self):
+        """A Refused naming a commit this clone is leaving out now, or None."""
+        return next(iter(self.fetch_refused + list(self.refused.values())), None)
+
+    def integrate(self, tips=None):
+        """Bring in the fetched tips (default: as of the last fetch), leaving out refused
+        ones. None when there is nothing to bring in."""
+        if tips is None:
+            tips = list(self.remote.tips().values())
+        self.refused = {c: e for c, e in self.refused.items() if c in tips}
+        tips = [t for t in tips if t not in self.refused]
+        head = self.repo.rev("HEAD")
+        if not tips or tips == [head]:
+            return None
+        with self.repo.lock():
+            check_committable(self.repo)
+            check_branch(self.repo, self.config)
+            result = integrate(self.repo, tips, self.config)
+        for e in result.refused:
+            log.warning("%s", e.message)
+            self.refused[e.commit] = e
+        return result if result.head != head else None
+
+    def announce(self, pushed):
+        """Tell the other clones, unless the remote's hook does (one announcement a push)."""
+        if pushed.commit and not pushed.announced and self.publish is not None:
+            self.publish(Notification.now(self.config.channel, self.config.branch,
+                                          pushed.commit, self.sender))
+
+
+@dataclass
+class Outcome:
+    pushed: str | None = None
+    conflicts: list = field(default_factory=list)
+    refused: list = field(default_factory=list)
+
+
+def sync_once(engine, commit=True, attempts=5, sleep=time.sleep):
+    """Commit (optionally), fetch, integrate, push, announce; the engine's retry policy
+    between attempts. Returns an Outcome; raises Retry when the remote stayed away."""
+    repo, remote = engine.repo, engine.remote
+    check_branch(repo, engine.config)
+    outcome = Outcome()
     if commit:
-        with repo.lock():
-            commit_changes(repo, config)
-    remote = remote_for(repo, config)
+        engine.commit()
     if remote is None:
-        log.info("no remote '%s' configured; committed locally only", config.remote)
-        return None, []
-    conflicts = []
-    for _ in range(attempts):
-        if config["pull"]:
-            target = remote.fetch()
-            if target and not repo.is_ancestor(target, "HEAD"):
-                with repo.lock():
-                    check_committable(repo)
-                    if commit:
-                        commit_changes(repo, config)
-                    conflicts += integrate(repo, target, config).conflicts
-        if not config["push"]:
-            return None, conflicts
+        log.info("no remote '%s' configured; committed locally only", engine.config.remote)
+        return outcome
+    backoff = retry_policy()
+    for attempt in range(1, attempts + 1):
         try:
-            pushed = remote.push()
-        except Rejected:
-            if not config["pull"]:
-                raise Error(f"cannot push to '{remote.name}': it has commits this clone "
-                            "does not have, and autosync.pull is false",
+            if engine.pulls:
+                engine.note_refused(remote.fetch().refused)
+                if commit:
+                    engine.commit()
+                result = engine.integrate() or Integrated(None)
+                outcome.conflicts += result.conflicts
+            if not engine.pushes:
+                break
+            pushed = remote.push(branch_anyway=True)
+            engine.announce(pushed)
+            outcome.pushed = pushed.commit or outcome.pushed
+            if not pushed.lost_race:
+                break
+            log.info("'%s' moved on meanwhile; bringing it in first", remote.name)
+            if not engine.pulls:
+                raise Error(f"cannot push to '{remote.name}': it has commits this clone does "
+                            "not have, and autosync.pull is false",
                             "git config autosync.pull true")
-            log.info("push to '%s' rejected: the remote moved on; merging first", remote.name)
-            continue
-        if pushed and publish:
-            publish(pushed)
-        return pushed, conflicts
-    raise Retry(f"cannot push to '{remote.name}': it keeps moving; will try again")
+        except Rejected:
+            if not engine.pulls:
+                raise Error(f"cannot push to '{remote.name}': this clone's ref there has "
+                            "commits it does not have, and autosync.pull is false",
+                            "git config autosync.pull true") from None
+            log.info("'%s' has commits of this clone's that it does not have; bringing them in",
+                     remote.name)
+        except Retry as e:
+            if attempt == attempts:
+                raise
+            delay = backoff.next_delay()
+            log.warning("%s; retrying in %.0fs", e.message, delay)
+            sleep(delay)
+    outcome.refused = list(engine.refused.values())
+    return outcome
