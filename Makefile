@@ -1,7 +1,8 @@
 # git-autosync - a Dropbox-like folder made of git.
 #
 #   make demo                     watch it work in a sandbox (nothing installed for good)
-#   make test                     run the test suite (creates .venv, installs test servers)
+#   make test                     lint, then the test suite (creates .venv, installs test servers)
+#   make lint                     ruff and mypy on the product code (fast, no network)
 #   make install [REPO=DIR]       install the toolkit under PREFIX, then into repository DIR
 #   make uninstall REPO=DIR       remove from DIR exactly what install added
 #   make uninstall                remove the toolkit from PREFIX
@@ -27,7 +28,7 @@ TEST_DEBS := mosquitto mosquitto-clients prosody openssl
 
 requires = $(shell $(PYTHON) share/requirements.py $(1))
 
-.PHONY: all install install-toolkit install-repo uninstall install-systemd test deps \
+.PHONY: all install install-toolkit install-repo uninstall install-systemd test lint deps \
         bench soak demo clean check-python check-repo
 
 all:
@@ -122,7 +123,15 @@ $(DEVVENV)/.deps-ok: setup.cfg
 	$(DEVVENV)/bin/python -m pip install -q $(call requires,runtime test)
 	touch $@
 
-test: deps
+# The product code: the autosync package and the entry points in libexec/. ruff's rules are
+# in share/ruff.toml, mypy's in setup.cfg's [mypy] section. Neither keeps a cache.
+LINTED := libexec/autosync $(filter libexec/autosync-% libexec/git-autosync,$(PROGRAMS))
+
+lint: deps
+	$(DEVVENV)/bin/ruff check --no-cache --quiet --config share/ruff.toml $(LINTED)
+	$(DEVVENV)/bin/mypy --config-file setup.cfg $(LINTED)
+
+test: lint
 	$(DEVVENV)/bin/python -m pytest $(PYTEST_ARGS)
 
 bench: deps

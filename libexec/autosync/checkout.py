@@ -33,8 +33,12 @@ import shutil
 import signal
 import stat
 import time
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from . import safefs
+from .copies import copy_name
+from .git import GitProcess, Repo
 from .safefs import Blocked, Root
 from .treecheck import Refused, check_update
 from .util import Error, Retry, log
@@ -47,6 +51,10 @@ PROTECT = ("-c", "core.protectNTFS=true", "-c", "core.protectHFS=true")
 ABSENT, DIR, NEW, OLD, USER = "absent", "dir", "new", "old", "user"
 RACY_NS = 3_000_000_000  # a file written this recently is read, not known by its stat data
 
+Entry = tuple[str, str]  # (mode, blob id) of a path in a commit
+StatKey = tuple[int, ...]  # stat_key(), full_stat_key()
+Moved = list[tuple[str, str]]  # (path, where its other version went)
+
 __all__ = ["Busy", "Refused", "advance", "recover", "changes"]
 
 
@@ -55,11 +63,12 @@ class Busy(Error):
 
 
 # -- the fault-injection seam ---------------------------------------------------------------
-step_hook = None  # tests: called as step_hook(name, path) at every step of an update
-_fault_counts = {}
+# tests: called as step_hook(name, path) at every step of an update
+step_hook: Callable[[str, str], object] | None = None
+_fault_counts: dict[str, int] = {}
 
 
-def step(name, path=""):
+def step(name: str, path: str = "") -> None:
     """A point an update can die at. GIT_AUTOSYNC_FAULT=NAME[:N] kills the process (SIGKILL)
     the Nth time (default: first) it reaches step NAME; only the test suite sets it."""
     if step_hook is not None:
@@ -77,14 +86,14 @@ def step(name, path=""):
 class Change:
     __slots__ = ("path", "old", "new")
 
-    def __init__(self, path, old, new):
+    def __init__(self, path: str, old: Entry | None, new: Entry | None) -> None:
         self.path, self.old, self.new = path, old, new  # (mode, oid) or None
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"Change({self.path!r}, {self.old}, {self.new})"
 
 
-def changes(repo, old, new):
+def changes(repo: Repo, old: str, new: str) -> list[Change]:
     """What differs between two commits, without submodules (never checked out here)."""
     out = repo.run("diff-tree", "-r", "-z", "--no-renames", "--raw", old, new).stdout
     fields = out.split(b"\0")
@@ -95,8 +104,8 @@ def changes(repo, old, new):
             continue
         om, nm, oo, no = meta[:4]
         path = os.fsdecode(fields[i + 1])
-        old_side = None if om == "000000" or om == GITLINK else (om, oo)
-        new_side = None if nm == "000000" or nm == GITLINK else (nm, no)
+        old_side: Entry | None = None if om == "000000" or om == GITLINK else (om, oo)
+        new_side: Entry | None = None if nm == "000000" or nm == GITLINK else (nm, no)
         if old_side or new_side:
             result.append(Change(path, old_side, new_side))
     return result
@@ -105,17 +114,17 @@ def changes(repo, old, new):
 class Blobs:
     """Committed blobs streamed from one `git cat-file --batch`, compared with files."""
 
-    def __init__(self, repo):
+    def __init__(self, repo: Repo) -> None:
         self.repo = repo
-        self.proc = repo.popen("cat-file", "--batch")
+        self.proc: GitProcess = repo.popen("cat-file", "--batch")
 
-    def _header(self, oid):
+    def _header(self, oid: str) -> int:
         self.proc.stdin.write(oid.encode() + b"\n")
         self.proc.stdin.flush()
         header = self.proc.stdout.readline().split()
         return int(header[2]) if len(header) == 3 else -1
 
-    def content(self, oid):
+    def content(self, oid: str) -> bytes | None:
         size = self._header(oid)
         if size < 0:
             return None
@@ -123,7 +132,7 @@ class Blobs:
         self.proc.stdout.read(1)
         return data
 
-    def same(self, oid, fd, size):
+    def same(self, oid: str, fd: int, size: int) -> bool:
         """Whether the open file holds exactly blob oid (bytes, before any filter)."""
         blob_size = self._header(oid)
         equal = blob_size >= 0 and blob_size == size
@@ -137,7 +146,7 @@ class Blobs:
             self.proc.stdout.read(1)
         return equal
 
-    def close(self):
+    def close(self) -> None:
         self.proc.stdin.close()
         self.proc.wait()
         self.proc.stdout.close()
@@ -147,27 +156,29 @@ class Blobs:
 class Update:
     """Steps 3 and 4 for one plan; every step looks at the files before it acts."""
 
-    def __init__(self, repo, plan, journal_dir):
+    def __init__(self, repo: Repo, plan: "Plan", journal_dir: str) -> None:
         self.repo, self.plan = repo, plan
-        self.tree = Root(repo.top)
+        self.tree = Root(repo.work_tree)
         self.journal = Root(journal_dir)
         self.blobs = Blobs(repo)
-        self.copies = []  # (path, copy): a new version kept beside a save that won the path
-        self.kept = []  # (path, where): local content moved out of the way, under kept/
-        self.index = {}  # path -> its position in the list of changes
+        self.copies: Moved = []  # (path, copy): a new version kept beside a save that won
+        self.kept: Moved = []  # (path, where): local content moved out of the way, under kept/
+        self.index: dict[str, int] = {}  # path -> its position in the list of changes
         self.spares = 0
-        self.converts = None  # whether git may convert files on checkout (eol, filters)
-        self.clean = {}  # path -> full_stat_key of its committed version, before the update
-        self.unwritten = {}  # path -> stat_key of a file seen unwritten just before it moved
-        self.todo = []
+        self.converts: bool | None = None  # whether git may convert files on checkout
+        # path -> full_stat_key of its committed version, before the update
+        self.clean: dict[str, StatKey] = {}
+        # path -> stat_key of a file seen unwritten just before it moved
+        self.unwritten: dict[str, StatKey] = {}
+        self.todo: list[Change] = []
 
-    def close(self):
+    def close(self) -> None:
         self.blobs.close()
         self.tree.close()
         self.journal.close()
 
     # -- looking at files ---------------------------------------------------------------
-    def _holds(self, root, rel, st, entry, path):
+    def _holds(self, root: Root, rel: str, st: os.stat_result, entry: Entry, path: str) -> bool:
         mode, oid = entry
         if mode == SYMLINK:
             return stat.S_ISLNK(st.st_mode) and \
@@ -188,7 +199,7 @@ class Update:
             os.close(fd)
         return res.returncode == 0 and res.stdout.decode().strip() == oid
 
-    def may_convert(self):
+    def may_convert(self) -> bool:
         """Whether checked-out bytes can differ from the blob: eol settings, attributes."""
         if self.converts is None:
             repo = self.repo
@@ -206,12 +217,12 @@ class Update:
                 or any(c.path.rpartition("/")[2] == ".gitattributes" for c in self.todo))
         return self.converts
 
-    def classify(self, root, rel, c, old_first=False):
+    def classify(self, root: Root, rel: str, c: Change, old_first: bool = False) -> str:
         """ABSENT, DIR, NEW (the new version), OLD (the committed one) or USER (a save).
         old_first: what came out of the work tree is most likely the committed version."""
         st = root.lstat(rel)  # a leading path that is not a directory: None, like absent
         k = safefs.kind(st)
-        if k is None:
+        if st is None or k is None:
             return ABSENT
         if k == "dir":
             return DIR
@@ -232,7 +243,7 @@ class Update:
         return USER
 
     # -- moving things ----------------------------------------------------------------------
-    def _swap(self, loc, c):
+    def _swap(self, loc: str, c: Change) -> tuple[str, bool]:
         """Exchange journal loc with the work-tree path. Returns the journal name that now
         holds what was at the path, and whether loc's content is at the path for sure."""
         if safefs.exchange(self.journal, loc, self.tree, c.path):
@@ -251,7 +262,7 @@ class Update:
             return spare, False
         return spare, True
 
-    def keep(self, root, rel, path):
+    def keep(self, root: Root, rel: str, path: str) -> None:
         """Move root/rel to $GIT_DIR/autosync/kept/<time>/<path>: out of the way, not lost."""
         stamp = time.strftime("%Y%m%d-%H%M%S")
         base = os.path.join(self.repo.state_dir, KEPT)
@@ -272,7 +283,7 @@ class Update:
         self.kept.append((path, where))
         step("kept", path)
 
-    def beside(self, loc, c, merged):
+    def beside(self, loc: str, c: Change, merged: bool) -> None:
         """Keep journal loc as a conflict copy next to its path (or under kept/)."""
         namer = self.plan.copy_name
         for n in range(1, 100):
@@ -291,7 +302,7 @@ class Update:
         self.keep(self.journal, loc, c.path)
 
     # -- one path -------------------------------------------------------------------------------
-    def resolve(self, loc, c, tree_kind=None):
+    def resolve(self, loc: str, c: Change, tree_kind: str | None = None) -> None:
         """Journal loc holds something that left the work tree: drop it if it is committed
         content, else put it back (a save wins its path) or beside (a second save)."""
         for _ in range(6):
@@ -320,13 +331,13 @@ class Update:
             return self.beside(loc, c, merged=(k == NEW))  # the path holds a save, or a dir
         self.keep(self.journal, loc, c.path)
 
-    def seen_unwritten(self, c, st):
+    def seen_unwritten(self, c: Change, st: os.stat_result | None) -> None:
         """Just before moving the file at c.path: if nothing has written to it since git
         found it clean (ctime included), what comes out is known by its stat data."""
         if st is not None and self.clean.get(c.path) == full_stat_key(st):
             self.unwritten[c.path] = stat_key(st)
 
-    def delete(self, i, c):
+    def delete(self, i: int, c: Change) -> None:
         loc = f"out/{i}"
         if self.journal.lstat(loc) is None:
             st = self.tree.lstat(c.path)
@@ -341,7 +352,7 @@ class Update:
             step("moved-out", c.path)
         self.resolve(loc, c)
 
-    def put(self, c, staged_is_new):
+    def put(self, c: Change, staged_is_new: bool) -> None:
         loc = "new/" + c.path
         if not staged_is_new:
             if self.journal.lstat(loc) is None:
@@ -374,7 +385,7 @@ class Update:
             return self.resolve(out, c, tree_kind=NEW if placed else None)
         self.resolve(loc, c)
 
-    def redo_preparation(self, todo):
+    def redo_preparation(self, todo: list[Change]) -> None:
         """Recovery: what step 1 moved out of the way goes out of the way again, and a new
         version a reset by hand undid is checked out into the journal again."""
         self.todo = todo
@@ -407,7 +418,7 @@ class Update:
                 missing.append(c)
         checkout_into(self.repo, self.journal.path, missing)
 
-    def prune(self, paths):
+    def prune(self, paths: list[str]) -> None:
         """Remove the directories deletions left empty, deepest first."""
         dirs = set()
         for p in paths:
@@ -420,7 +431,7 @@ class Update:
             except (OSError, Blocked):
                 pass
 
-    def apply(self, todo, staged_is_new):
+    def apply(self, todo: list[Change], staged_is_new: bool) -> None:
         self.todo = todo
         self.index = {c.path: i for i, c in enumerate(todo)}
         deletions = [(i, c) for i, c in enumerate(todo) if c.new is None]
@@ -432,7 +443,7 @@ class Update:
                 self.put(c, staged_is_new)
 
     # -- step 4 --------------------------------------------------------------------------------
-    def finish(self, todo, move_branch=True):
+    def finish(self, todo: list[Change], move_branch: bool = True) -> None:
         repo, plan = self.repo, self.plan
         zero = "0" * len(plan.new)
         lines = [f"0 {zero}\t{c.path}\0" for c in todo if c.new is None] + \
@@ -454,7 +465,7 @@ class Update:
         step("ref")
         self.drain(todo)
 
-    def drain(self, todo):
+    def drain(self, todo: list[Change]) -> None:
         """Anything still in the journal is committed content (dropped) or kept."""
         self.todo = todo
         by_path = {c.path: c for c in todo}
@@ -473,7 +484,7 @@ class Update:
                         self.keep(self.journal, rel, c.path if c else inner)
 
 
-def _nth(todo, text):
+def _nth(todo: list[Change], text: str) -> Change | None:
     return todo[int(text)] if text.isdigit() and int(text) < len(todo) else None
 
 
@@ -482,36 +493,37 @@ class Plan:
     """The journal's plan.json: the two commits, and how to name conflict copies."""
     FIELDS = ("branch", "old", "new", "copy_host", "copy_time", "local_host", "blocked")
 
-    def __init__(self, branch, old, new, copy_host, copy_time, local_host, blocked=()):
+    def __init__(self, branch: str, old: str, new: str, copy_host: str, copy_time: int,
+                 local_host: str, blocked: Iterable[Iterable[Any]] = ()) -> None:
         self.branch, self.old, self.new = branch, old, new
         self.copy_host, self.copy_time, self.local_host = copy_host, copy_time, local_host
-        self.blocked = [list(b) for b in blocked]  # [path, kind]: moved to kept/ first
+        # [path, kind]: moved to kept/ first (as plan.json holds it)
+        self.blocked = [list(b) for b in blocked]
 
-    def copy_name(self, path, n, merged):
+    def copy_name(self, path: str, n: int, merged: bool) -> str:
         """A name beside path for the merged version (named after the side it came from)
         or for an older save (named after this machine)."""
-        from .merge import copy_name
         if merged:
             return copy_name(path, self.copy_host, self.copy_time, n)
         return copy_name(path, self.local_host, int(time.time()), n)
 
-    def to_json(self):
+    def to_json(self) -> str:
         return json.dumps(dict({f: getattr(self, f) for f in self.FIELDS}, v=1))
 
     @classmethod
-    def load(cls, path):
+    def load(cls, path: str) -> "Plan":
         with open(path) as f:
             d = json.load(f)
         if not isinstance(d, dict) or d.get("v") != 1:
             raise ValueError("unknown format")
-        return cls(*(d[f] for f in cls.FIELDS[:-1]), blocked=d.get("blocked", []))
+        return cls(**{f: d[f] for f in cls.FIELDS[:-1]}, blocked=d.get("blocked", []))
 
 
-def _journal(repo, name=JOURNAL):
+def _journal(repo: Repo, name: str = JOURNAL) -> str:
     return os.path.join(repo.state_dir, name)
 
 
-def _write_synced(path, text):
+def _write_synced(path: str, text: str) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     try:
         os.write(fd, text.encode())
@@ -520,7 +532,7 @@ def _write_synced(path, text):
         os.close(fd)
 
 
-def _fsync_dir(path):
+def _fsync_dir(path: str) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
@@ -528,7 +540,7 @@ def _fsync_dir(path):
         os.close(fd)
 
 
-def stage(repo, plan, todo):
+def stage(repo: Repo, plan: Plan, todo: list[Change]) -> None:
     """Step 2: the new versions checked out into the journal, then the journal started."""
     base = repo.ensure_state_dir()
     tmp = _journal(repo, STAGING)
@@ -551,15 +563,15 @@ def stage(repo, plan, todo):
     step("staged")
 
 
-def checkout_into(repo, journal, placed):
+def checkout_into(repo: Repo, journal: str, placed: list[Change]) -> None:
     """The new versions of `placed`, written by git (filters, eol, modes) to journal/new/."""
     if not placed:
         return
     index = os.path.join(journal, "index")
     env = {"GIT_INDEX_FILE": index}
     res = repo.run(*PROTECT, "update-index", "-z", "--index-info", env=env, check=False,
-                   input="".join(f"{c.new[0]} {c.new[1]}\t{c.path}\0" for c in placed)
-                   .encode(errors="surrogateescape"))
+                   input="".join(f"{c.new[0]} {c.new[1]}\t{c.path}\0" for c in placed
+                                 if c.new is not None).encode(errors="surrogateescape"))
     if res.returncode != 0:  # git's own verify_path() said no
         raise Refused(_first_line(res.stderr) or "git refuses one of its paths")
     res = repo.run("checkout-index", "-q", "-z", "--stdin", f"--prefix={journal}/new/",
@@ -571,32 +583,32 @@ def checkout_into(repo, journal, placed):
                     + (_first_line(res.stderr) or "git checkout-index failed"))
 
 
-def _first_line(stderr):
+def _first_line(stderr: bytes) -> str:
     lines = [line for line in stderr.decode(errors="replace").splitlines() if line.strip()]
     return lines[0].split(": ", 1)[-1] if lines else ""
 
 
 # -- step 1: what is in the way ----------------------------------------------------------------
-def stat_key(st):
+def stat_key(st: os.stat_result) -> StatKey:
     """What stays the same when nothing wrote to a file but our own rename (which changes
     its ctime)."""
     return (st.st_ino, st.st_dev, st.st_mtime_ns, st.st_size, st.st_mode)
 
 
-def full_stat_key(st):
+def full_stat_key(st: os.stat_result) -> StatKey:
     """stat_key plus ctime, the one time no tool can set: any write, even one that puts
     the mtime back (touch -r, rsync -t), changes it."""
     return stat_key(st) + (st.st_ctime_ns,)
 
 
-def in_the_way(repo, todo):
+def in_the_way(repo: Repo, todo: list[Change]) -> tuple[set[str], list[str], dict[str, StatKey]]:
     """(dirty, obstacles, clean): changed tracked paths holding edits not committed yet,
     untracked files or directories where the update puts something, and the stat data of
     the other changed tracked files, taken before git confirmed their content."""
-    tree = Root(repo.top)
+    tree = Root(repo.work_tree)
     try:
         olds = [c.path for c in todo if c.old is not None]
-        clean = {}
+        clean: dict[str, StatKey] = {}
         devices = {os.fstat(tree.fd).st_dev: ""}
         # a save lands with an mtime of now or later, even where timestamps are coarse
         # (1 s, 2 s on FAT): only files older than that are known by their stat data
@@ -611,7 +623,7 @@ def in_the_way(repo, todo):
         args = ["status", "--porcelain=v1", "-z", "--untracked-files=no", "--no-renames"]
         if len(olds) <= 256:
             args += ["--"] + olds
-        dirty = set()
+        dirty: set[str] = set()
         if olds:
             out = os.fsdecode(repo.run(*args, env={"GIT_LITERAL_PATHSPECS": "1",
                                                    "GIT_OPTIONAL_LOCKS": "0"}).stdout)
@@ -650,7 +662,7 @@ def in_the_way(repo, todo):
         tree.close()
 
 
-def _flagged(repo, paths):
+def _flagged(repo: Repo, paths: list[str]) -> set[str]:
     """Paths marked assume-unchanged or skip-worktree: git status says nothing about them,
     so their content is compared, never trusted."""
     if not paths:
@@ -660,7 +672,7 @@ def _flagged(repo, paths):
     return {e[2:] for e in out.split("\0") if e and (e[0].islower() or e[0] == "S")}
 
 
-def _untracked_inside(repo, path):
+def _untracked_inside(repo: Repo, path: str) -> bool:
     out = repo.run("ls-files", "-z", "-o", "--directory", "--no-empty-directory", "--",
                    path + "/",
                    env={"GIT_LITERAL_PATHSPECS": "1"}).stdout
@@ -668,7 +680,10 @@ def _untracked_inside(repo, path):
 
 
 # -- the entry points ------------------------------------------------------------------------
-def advance(repo, branch, old, new, names=None, uncommittable=None):
+def advance(repo: Repo, branch: str, old: str, new: str,
+            names: tuple[str, int, str] | None = None,
+            uncommittable: Callable[[list[str]], dict[str, str]] | None = None,
+            ) -> tuple[Moved, Moved]:
     """Update work tree, index and branch from old to new (a descendant of old).
 
     names: (host, time) naming a copy of a new version that a save pushed aside, and this
@@ -693,7 +708,7 @@ def advance(repo, branch, old, new, names=None, uncommittable=None):
         reasons = {}
     copy_host, copy_time, local_host = names or (
         "merge", int(repo.out("show", "-s", "--format=%ct", new)), "local")
-    tree = Root(repo.top)
+    tree = Root(repo.work_tree)
     try:
         kinds = [[p, safefs.kind(tree.lstat(p))] for p in blocked]
     finally:
@@ -717,7 +732,7 @@ def advance(repo, branch, old, new, names=None, uncommittable=None):
     return update.copies, update.kept
 
 
-def interrupted_paths(repo):
+def interrupted_paths(repo: Repo) -> set[str] | None:
     """The paths an interrupted update is about (its changes and what it moves out of the
     way), or None when there is none or it cannot be read."""
     try:
@@ -728,7 +743,7 @@ def interrupted_paths(repo):
         return None
 
 
-def recover(repo):
+def recover(repo: Repo) -> tuple[Moved, Moved] | None:
     """Complete an update that was interrupted; (copies, kept), or None when there was none.
     The caller holds repo.lock()."""
     shutil.rmtree(_journal(repo, STAGING), ignore_errors=True)  # never started

@@ -180,6 +180,13 @@ class Repo:
             result.setdefault(_normalize_key(key), []).append(value)
         return result
 
+    @property
+    def work_tree(self) -> str:
+        """The top of the work tree (Error in a bare repository, which has none)."""
+        if self.top is None:
+            raise Error(f"'{self.git_dir}' is a bare repository: it has no work tree")
+        return self.top
+
     def git_path(self, name: str) -> str:
         return os.path.join(self.git_dir, name)
 

@@ -58,7 +58,7 @@ def exclude_files(repo: Repo) -> list[str]:
         home = repo.env.get("HOME") or os.path.expanduser("~")
         path = os.path.join(repo.env.get("XDG_CONFIG_HOME") or os.path.join(home, ".config"),
                             "git", "ignore")
-    files.append(os.path.normpath(os.path.join(repo.cwd, path)))
+    files.append(os.path.normpath(os.path.join(repo.work_tree, path)))
     return files
 
 

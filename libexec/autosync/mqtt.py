@@ -15,20 +15,24 @@ import socket
 import ssl
 import threading
 import time
+from collections.abc import Sequence
+from typing import Any
 from urllib.parse import urlsplit
 
 import paho.mqtt.client as paho
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 
-from .config import read_secret
-from .message import BadMessage, decode, encode, topic
-from .transport_base import Transport
+from .config import Config, read_secret
+from .message import BadMessage, Notification, decode, encode, topic
+from .transport_base import OnConnect, OnNotification, Transport
 from .util import Backoff, Error, announce_within, log
 
 DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
 URL_HINT = "git config autosync.mqtt.url mqtt://HOST:1883   (or mqtts://HOST:8883)"
 
 
-def parse_url(url):
+def parse_url(url: object) -> tuple[bool, str, int]:
     """(tls, host, port) of mqtt://host[:port] or mqtts://host[:port] ([::1] for IPv6)."""
     try:
         parts = urlsplit(str(url or "").strip())
@@ -42,7 +46,7 @@ def parse_url(url):
     return parts.scheme == "mqtts", parts.hostname, port or DEFAULT_PORTS[parts.scheme]
 
 
-def make_client(config, name):
+def make_client(config: Config, name: str) -> tuple[paho.Client, str, int]:
     """A configured, not yet connected client: credentials, TLS, no automatic reconnect."""
     tls, host, port = parse_url(config["mqtt.url"])
     client = paho.Client(paho.CallbackAPIVersion.VERSION2,
@@ -51,9 +55,9 @@ def make_client(config, name):
                          reconnect_on_failure=False)
     if config["mqtt.username"]:
         path = config["mqtt.passwordFile"]
-        client.username_pw_set(config["mqtt.username"],
-                               read_secret(path, "autosync.mqtt.passwordFile", "broker")
-                               if path else None)
+        password = read_secret(path, "autosync.mqtt.passwordFile", "broker") if path else None
+        # paho sends bytes as they are (its annotation says str): any password file works
+        client.username_pw_set(config["mqtt.username"], password)  # type: ignore[arg-type]
     if tls:
         ca = config["mqtt.caFile"] or None
         try:
@@ -64,7 +68,7 @@ def make_client(config, name):
     return client, host, port
 
 
-def describe_failure(exc, url):
+def describe_failure(exc: BaseException, url: str) -> str:
     """One human line for an exception raised while connecting."""
     if isinstance(exc, ssl.SSLCertVerificationError):
         return (f"cannot verify the certificate of the broker at {url}: "
@@ -84,22 +88,23 @@ def describe_failure(exc, url):
         (getattr(exc, "strerror", None) or str(exc)).lower()
 
 
-def refused(what, reason_code, config):
+def refused(what: str, reason_code: ReasonCode, config: Config) -> str:
     """The broker said no to `what` (the login, the subscription to T)."""
     user = config["mqtt.username"]
     who = f" for user '{user}'" if user else ""
     return f"the broker at {config['mqtt.url']} refused {what}{who} ({str(reason_code).lower()})"
 
 
-def silent(url):
+def silent(url: str) -> str:
     hint = "" if url.startswith("mqtts:") else ", or does it want mqtts://?"
     return f"the broker at {url} closed the connection without answering (wrong port{hint})"
 
 
 class MqttTransport(Transport):
-    def __init__(self, config, sender, on_notification, on_connect):
+    def __init__(self, config: Config, sender: str, on_notification: OnNotification,
+                 on_connect: OnConnect) -> None:
         super().__init__(config, sender, on_notification, on_connect, "autosync-mqtt")
-        self.url = config["mqtt.url"]
+        self.url: str = config["mqtt.url"]
         try:
             self.topic = topic(config.channel, config.branch)
         except BadMessage as e:
@@ -110,10 +115,10 @@ class MqttTransport(Transport):
         self.client.on_message = self._on_message
         self.answered = False  # the broker answered the current connection attempt
 
-    def describe(self):
+    def describe(self) -> str:
         return f"{self.url} channel {self.config.channel}"
 
-    def stop(self):
+    def stop(self) -> None:
         self.stopping.set()
         try:
             self.client.disconnect()
@@ -123,7 +128,7 @@ class MqttTransport(Transport):
             self.thread.join(timeout=5)
 
     # -- connection ------------------------------------------------------------------------
-    def _run(self):
+    def _run(self) -> None:
         backoff = Backoff(first=1.0, cap=60.0)
         while not self.stopping.is_set():
             self.answered = False
@@ -149,7 +154,8 @@ class MqttTransport(Transport):
                 break
         self.connected = False
 
-    def _on_connect(self, client, userdata, flags, reason_code, properties):
+    def _on_connect(self, client: paho.Client, userdata: Any, flags: paho.ConnectFlags,
+                    reason_code: ReasonCode, properties: Properties | None) -> None:
         self.answered = True
         if reason_code.is_failure:
             self._failed(refused("the login", reason_code, self.config))
@@ -158,7 +164,8 @@ class MqttTransport(Transport):
         log.info("connected to %s; subscribing to %s", self.url, self.topic)
         client.subscribe(self.topic, qos=1)
 
-    def _on_subscribe(self, client, userdata, mid, reason_codes, properties):
+    def _on_subscribe(self, client: paho.Client, userdata: Any, mid: int,
+                      reason_codes: list[ReasonCode], properties: Properties | None) -> None:
         if any(rc.is_failure for rc in reason_codes):
             self._failed(refused(f"the subscription to '{self.topic}'", reason_codes[0],
                                  self.config))
@@ -166,7 +173,7 @@ class MqttTransport(Transport):
             return
         self._came_up(self._send)  # logged in and subscribed
 
-    def _on_message(self, client, userdata, msg):
+    def _on_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
         try:
             if msg.topic != self.topic:
                 return  # not ours (we subscribe to exactly one topic)
@@ -177,11 +184,11 @@ class MqttTransport(Transport):
         self._hand_on(note)
 
     # -- publishing --------------------------------------------------------------------------
-    def _send(self, note):
+    def _send(self, note: Notification) -> paho.MQTTMessageInfo:
         return self.client.publish(topic(note.channel, note.branch), encode(note), qos=1,
                                    retain=True)
 
-    def publish(self, note, timeout=5.0):
+    def publish(self, note: Notification, timeout: float = 5.0) -> bool:
         """Publish (retained, QoS 1) and wait for the broker's ack; False when not delivered.
 
         Never raises. While disconnected the newest note is kept and sent on reconnect."""
@@ -199,7 +206,7 @@ class MqttTransport(Transport):
         return False
 
 
-def publish_once(config, notes, timeout=5.0):
+def publish_once(config: Config, notes: Sequence[Notification], timeout: float = 5.0) -> bool:
     """Connect, publish notes (retained, QoS 1), disconnect; True when all were acked.
 
     Takes at most timeout seconds in all (name lookup and TLS handshake included: the work
@@ -212,12 +219,12 @@ def publish_once(config, notes, timeout=5.0):
                            f"{timeout:g}s")
 
 
-def _publish(config, notes, timeout):
+def _publish(config: Config, notes: Sequence[Notification], timeout: float) -> str | None:
     """publish_once's work: None when every note was acked, else what went wrong."""
     deadline = time.monotonic() + timeout
-    url = config["mqtt.url"]
+    url: str = config["mqtt.url"]
 
-    def left():
+    def left() -> float:
         return max(0.0, deadline - time.monotonic())
     try:
         messages = [(topic(n.channel, n.branch), encode(n)) for n in notes]
@@ -226,14 +233,17 @@ def _publish(config, notes, timeout):
         return f"cannot announce: {e}"
     except Error as e:
         return e.message
-    answered, refusal = threading.Event(), []
+    answered = threading.Event()
+    refusal: list[str] = []
 
-    def on_connect(client, userdata, flags, reason_code, properties):
+    def on_connect(client: paho.Client, userdata: Any, flags: paho.ConnectFlags,
+                   reason_code: ReasonCode, properties: Properties | None) -> None:
         if reason_code.is_failure:
             refusal.append(refused("the login", reason_code, config))
         answered.set()
 
-    def on_disconnect(client, userdata, flags, reason_code, properties):
+    def on_disconnect(client: paho.Client, userdata: Any, flags: paho.DisconnectFlags,
+                      reason_code: ReasonCode, properties: Properties | None) -> None:
         if not answered.is_set():
             refusal.append(silent(url))
             answered.set()

@@ -64,7 +64,7 @@ class Watcher:
     def __init__(self, repo: Repo, ignore_patterns: Iterable[str] = (), debounce_ms: int = 1000,
                  max_delay_ms: int = 10000) -> None:
         self.repo = repo
-        self.top = repo.cwd  # the work tree
+        self.top = repo.work_tree
         self.extra = list(ignore_patterns)
         self.debounce = debounce_ms / 1000.0
         self.max_delay = max(max_delay_ms, debounce_ms) / 1000.0

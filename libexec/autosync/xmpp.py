@@ -28,10 +28,12 @@ import ssl
 import threading
 import time
 import xml.etree.ElementTree as ET
+from collections.abc import Generator, Sequence
+from typing import cast
 
-from .config import read_secret
-from .message import BadMessage, decode, encode
-from .transport_base import Transport
+from .config import Config, read_secret
+from .message import BadMessage, Notification, decode, encode
+from .transport_base import OnConnect, OnNotification, Transport
 from .util import Backoff, Error, announce_within, log
 
 NS_STREAM = "http://etherx.jabber.org/streams"
@@ -53,6 +55,9 @@ PING_TIMEOUT = 30.0  # a ping unanswered this long: the link is dead
 SCRAM_MAX_ITERATIONS = 100_000
 _TAG_STOP = re.compile("[>'\"]")
 
+# A SASL conversation: yields our messages (None: nothing more to say), is sent the server's.
+Conversation = Generator[bytes | None, bytes, None]
+
 
 class XmppError(Error):
     """A failure talking to the XMPP server (one line, git style)."""
@@ -62,11 +67,11 @@ class StreamError(XmppError):
     """The stream is unusable: malformed, hostile or closed."""
 
 
-def q(tag, ns=NS_CLIENT):
+def q(tag: str, ns: str = NS_CLIENT) -> str:
     return f"{{{ns}}}{tag}"
 
 
-def localname(tag):
+def localname(tag: str) -> str:
     """An element's name without its namespace, short enough for a one-line message."""
     name = tag.rpartition("}")[2]
     return name if len(name) <= 40 else name[:40] + "..."
@@ -75,13 +80,13 @@ def localname(tag):
 class StreamParser:
     """Incremental parser for one XML stream: feed bytes, get complete top-level stanzas."""
 
-    def __init__(self):
-        self.parser = ET.XMLPullParser(events=("start", "end"))
+    def __init__(self) -> None:
+        self.parser: ET.XMLPullParser[ET.Element] = ET.XMLPullParser(events=("start", "end"))
         # decoded here and fed as text, so expat parses UTF-8 whatever the stream declares
         # (an encoding='cp037' or a UTF-16 byte order mark cannot hide a '<!DOCTYPE')
         self.decoder = codecs.getincrementaldecoder("utf-8")()
         self.depth = 0
-        self.root = None
+        self.root: ET.Element | None = None
         self.pending = 0  # bytes fed since the last complete stanza
         self.started = False
         self.tail = ""  # the previous chunk's last character: "<!" may straddle two chunks
@@ -89,12 +94,12 @@ class StreamParser:
         # stanza ended: `buffered` says whether anything but whitespace came after it.
         self.level = 0  # element depth as the lexer sees it
         self.state = "text"  # text, tag, or the quote character of an attribute value
-        self.kind = None  # the character after this tag's "<" ("/" end tag, "?" declaration)
-        self.last = None  # the last character before this tag's ">" ("/" empty element)
+        self.kind: str | None = None  # the character after this tag's "<" ("/" end tag, "?")
+        self.last: str | None = None  # the last character before this tag's ">" ("/" empty)
         self.after = False  # something other than whitespace after the last stanza
         self.ended = self.emitted = 0  # stanzas complete as the lexer sees them; as expat does
 
-    def feed(self, data):
+    def feed(self, data: bytes) -> list[ET.Element]:
         self.pending += len(data)
         if self.pending > MAX_STANZA:
             raise StreamError(f"xmpp stanza larger than {MAX_STANZA} bytes")
@@ -112,7 +117,8 @@ class StreamParser:
         self._scan(text)
         try:
             self.parser.feed(text)
-            events = list(self.parser.read_events())
+            # start and end events only: each is (event, element)
+            events = cast(list[tuple[str, ET.Element]], list(self.parser.read_events()))
         except ET.ParseError as e:
             raise StreamError(f"malformed xmpp stream ({e})") from e
         stanzas = []
@@ -128,19 +134,20 @@ class StreamParser:
                 if self.depth == 1:
                     stanzas.append(elem)
                     self.emitted += 1
-                    self.root.remove(elem)  # keep memory bounded: the root holds nothing
+                    if self.root is not None:  # keep memory bounded: the root holds nothing
+                        self.root.remove(elem)
                     self.pending = 0
                 elif self.depth == 0:
                     raise StreamError("the server closed the xmpp stream")
         return stanzas
 
-    def buffered(self):
+    def buffered(self) -> bool:
         """True when bytes after the last complete stanza wait here (a partial stanza, text,
         half a UTF-8 character, a stanza expat holds back): a new stream must not start
         with them."""
         return self.after or self.ended != self.emitted or bool(self.decoder.getstate()[0])
 
-    def _scan(self, text):
+    def _scan(self, text: str) -> None:
         """Follow tags and quoted attribute values (comments, CDATA and processing
         instructions are refused before this) to know where each stanza ends. Linear: each
         character is looked at once, however the stream is cut into chunks."""
@@ -182,7 +189,7 @@ class StreamParser:
                 self.state, i = "tag", j + 1
 
 
-def condition(stanza):
+def condition(stanza: ET.Element) -> str:
     """The defined condition of a stanza error (RFC 6120 8.3.3), e.g. 'not-authorized'."""
     error = stanza.find(q("error"))
     for child in (error if error is not None else ()):
@@ -191,7 +198,7 @@ def condition(stanza):
     return "error"
 
 
-def split_jid(jid):
+def split_jid(jid: str) -> tuple[str, str, str]:
     local, sep, rest = jid.partition("@")
     if not sep or not local or not rest:
         raise XmppError(f"bad jid '{jid}' in autosync.xmpp.jid", "git config autosync.xmpp.jid "
@@ -200,14 +207,14 @@ def split_jid(jid):
     return local, domain, resource
 
 
-def scram_fields(message, which):
+def scram_fields(message: bytes, which: str) -> dict[str, str]:
     """The attributes of a SCRAM server message (RFC 5802 5.1) by letter; XmppError (one
     line, nothing of the server's text in it) when it is not one."""
     try:
         text = message.decode("utf-8")
     except UnicodeDecodeError:
         raise XmppError(f"the xmpp server's SCRAM {which} is invalid (not UTF-8)") from None
-    fields = {}
+    fields: dict[str, str] = {}
     for item in text.split(","):
         if len(item) < 2 or item[1] != "=" or not (item[0].isascii() and item[0].isalpha()):
             raise XmppError(f"the xmpp server's SCRAM {which} is invalid (malformed)")
@@ -221,7 +228,7 @@ def scram_fields(message, which):
     return fields
 
 
-def scram_iterations(value):
+def scram_iterations(value: str) -> int:
     """The i= of a SCRAM challenge as an int within SCRAM_MAX_ITERATIONS, else XmppError."""
     digits = value.lstrip("0") if value.isascii() and value.isdigit() else ""
     if not digits:
@@ -235,7 +242,7 @@ def scram_iterations(value):
     return count
 
 
-def scram_client(user, password, nonce=None):
+def scram_client(user: str, password: str, nonce: str | None = None) -> Conversation:
     """A generator speaking SCRAM-SHA-1 (RFC 5802): yields messages, is sent the replies.
 
     Every malformed server message raises XmppError; the work a challenge can demand is
@@ -272,6 +279,7 @@ def scram_client(user, password, nonce=None):
     server_key = hmac.new(salted, b"Server Key", hashlib.sha1).digest()
     expected = base64.b64encode(hmac.new(server_key, auth_message, hashlib.sha1).digest())
     server_final = yield f"{without_proof},p={base64.b64encode(proof).decode()}".encode()
+    final: dict[str, str]
     try:
         final = scram_fields(server_final, "final message")
     except XmppError:
@@ -284,11 +292,18 @@ def scram_client(user, password, nonce=None):
     yield None
 
 
+def plain_client(user: str, password: str) -> Conversation:
+    """SASL PLAIN (over TLS only): one message."""
+    yield f"\0{user}\0{password}".encode()
+    yield None
+
+
 class XmppClient:
     """One authenticated connection. Not thread-safe for reading; send() takes a lock."""
 
-    def __init__(self, jid, password, server=None, port=5222, ca_file=None,
-                 allow_plaintext=False, timeout=10.0):
+    def __init__(self, jid: str, password: str, server: str | None = None, port: int = 5222,
+                 ca_file: str | None = None, allow_plaintext: bool = False,
+                 timeout: float = 10.0) -> None:
         self.user, self.domain, self.resource = split_jid(jid)
         self.bare = f"{self.user}@{self.domain}"
         self.password = password
@@ -297,21 +312,34 @@ class XmppClient:
         self.ca_file = ca_file
         self.allow_plaintext = allow_plaintext
         self.timeout = timeout
-        self.sock = None
+        self.sock: socket.socket | None = None  # an ssl.SSLSocket once self.tls
         self.tls = False
-        self.jid = None
+        self.jid: str | None = None
         self.send_lock = threading.Lock()
-        self.inbox = []
+        self.inbox: list[ET.Element] = []
+        self.parser = StreamParser()
+
+    @property
+    def _sock(self) -> socket.socket:
+        """The connection; StreamError when there is none (closed, or never opened)."""
+        if self.sock is None:
+            raise StreamError(f"not connected to the xmpp server {self.where}")
+        return self.sock
+
+    def _pending(self) -> int:
+        """Bytes TLS has decrypted that the socket does not show as readable."""
+        sock = self._sock
+        return sock.pending() if isinstance(sock, ssl.SSLSocket) else 0
 
     # -- plumbing -----------------------------------------------------------------------
-    def send_raw(self, data):
+    def send_raw(self, data: str | bytes) -> None:
         with self.send_lock:
-            self.sock.sendall(data if isinstance(data, bytes) else data.encode())
+            self._sock.sendall(data if isinstance(data, bytes) else data.encode())
 
-    def send(self, elem):
+    def send(self, elem: ET.Element) -> None:
         self.send_raw(ET.tostring(elem, encoding="unicode"))
 
-    def open_stream(self):
+    def open_stream(self) -> ET.Element:
         """Start a stream (at first, after TLS, after login): from nothing, with a new parser.
         Whatever the old stream still held was refused before (_nothing_after)."""
         self.parser, self.inbox = StreamParser(), []
@@ -323,7 +351,7 @@ class XmppClient:
             raise StreamError(f"expected stream features, got {localname(features.tag)}")
         return features
 
-    def next_stanza(self, timeout, wake=None):
+    def next_stanza(self, timeout: float, wake: socket.socket | None = None) -> ET.Element | None:
         """The next stanza, or None after timeout seconds (or as soon as the socket wake
         is readable); raises StreamError when the stream ends."""
         deadline = time.monotonic() + timeout
@@ -331,13 +359,14 @@ class XmppClient:
             left = deadline - time.monotonic()
             if left <= 0:
                 return None
-            if wake is not None and not (self.tls and self.sock.pending()):
-                ready = select.select([self.sock, wake], [], [], left)[0]
+            sock = self._sock
+            if wake is not None and not self._pending():
+                ready = select.select([sock, wake], [], [], left)[0]
                 if wake in ready or not ready:
                     return None
-            self.sock.settimeout(left)
+            sock.settimeout(left)
             try:
-                data = self.sock.recv(16384)
+                data = sock.recv(16384)
             except (socket.timeout, TimeoutError):
                 return None
             except ssl.SSLWantReadError:
@@ -353,38 +382,38 @@ class XmppClient:
             raise StreamError(f"the xmpp server ended the stream ({cond})")
         return stanza
 
-    def expect(self, what):
+    def expect(self, what: str) -> ET.Element:
         stanza = self.next_stanza(self.timeout)
         if stanza is None:
             raise XmppError(f"no answer from the xmpp server {self.where} ({what})")
         return stanza
 
     @property
-    def where(self):
+    def where(self) -> str:
         return f"{self.server}:{self.port}"
 
-    def _nothing_after(self, what):
+    def _nothing_after(self, what: str) -> None:
         """The stream ends after `what` (<proceed/>, the login's success) and a new one
         starts from nothing: bytes already here came before it and must not be read as part
         of it (CVE-2011-0411: plaintext injected after STARTTLS). Raises when there are any."""
         left = bool(self.inbox) or self.parser.buffered()
         if not left and not self.tls:  # still plaintext: what waits in the socket counts too
-            if select.select([self.sock], [], [], 0)[0]:
+            if select.select([self._sock], [], [], 0)[0]:
                 try:
-                    left = self.sock.recv(1, socket.MSG_PEEK) != b""
+                    left = self._sock.recv(1, socket.MSG_PEEK) != b""
                 except OSError:
                     pass  # the connection failed: the TLS handshake will tell
                 if not left:
                     raise StreamError(f"the xmpp server {self.where} closed the connection "
                                       f"after {what}")
         elif not left:
-            left = self.sock.pending() > 0  # decrypted, not yet read
+            left = self._pending() > 0  # decrypted, not yet read
         if left:
             raise StreamError(f"the xmpp server {self.where} sent more after {what} "
                               "(data injected into the connection?)")
 
     # -- connecting -----------------------------------------------------------------------
-    def connect(self, resource="autosync"):
+    def connect(self, resource: str = "autosync") -> "XmppClient":
         self.tls, self.jid, self.inbox = False, None, []  # nothing from an earlier connection
         try:
             self.sock = socket.create_connection((self.server, self.port), self.timeout)
@@ -398,7 +427,7 @@ class XmppClient:
             raise
         return self
 
-    def _negotiate(self, resource):
+    def _negotiate(self, resource: str) -> None:
         features = self.open_stream()
         if features.find(q("starttls", NS_TLS)) is not None:
             self._starttls()
@@ -407,7 +436,7 @@ class XmppClient:
             raise XmppError(f"the xmpp server {self.where} does not offer STARTTLS",
                             "for a loopback test server only: "
                             "git config autosync.xmpp.allowPlaintext true")
-        mechanisms = [m.text for m in features.iter(q("mechanism", NS_SASL))]
+        mechanisms = [m.text or "" for m in features.iter(q("mechanism", NS_SASL))]
         self._authenticate(mechanisms)
         features = self.open_stream()
         if features.find(q("bind", NS_BIND)) is None:
@@ -423,7 +452,7 @@ class XmppClient:
         self.jid = jid.text
         self.send(ET.Element("presence"))  # available, priority 0: gets messages to the bare JID
 
-    def _starttls(self):
+    def _starttls(self) -> None:
         self.send_raw(f"<starttls xmlns='{NS_TLS}'/>")
         reply = self.expect("STARTTLS")
         if reply.tag != q("proceed", NS_TLS):
@@ -431,7 +460,7 @@ class XmppClient:
         self._nothing_after("<proceed/>")
         ctx = ssl.create_default_context(cafile=self.ca_file or None)
         try:
-            self.sock = ctx.wrap_socket(self.sock, server_hostname=self.domain)
+            self.sock = ctx.wrap_socket(self._sock, server_hostname=self.domain)
         except ssl.SSLCertVerificationError as e:
             raise XmppError(f"cannot verify the certificate of the xmpp server {self.where}: "
                             f"{e.verify_message or e.reason} (check autosync.xmpp.caFile)") from e
@@ -439,15 +468,15 @@ class XmppClient:
             raise XmppError(f"TLS with the xmpp server {self.where} failed: {e}") from e
         self.tls = True
 
-    def _authenticate(self, mechanisms):
+    def _authenticate(self, mechanisms: list[str]) -> None:
         if "SCRAM-SHA-1" in mechanisms:
             mech, conv = "SCRAM-SHA-1", scram_client(self.user, self.password)
         elif "PLAIN" in mechanisms and self.tls:
-            mech, conv = "PLAIN", iter([f"\0{self.user}\0{self.password}".encode(), None])
+            mech, conv = "PLAIN", plain_client(self.user, self.password)
         else:
             raise XmppError(f"no usable login method at the xmpp server {self.where} "
                             f"(offered: {', '.join(filter(None, mechanisms)) or 'none'})")
-        message = next(conv)
+        message = next(conv) or b""
         self.send_raw(f"<auth xmlns='{NS_SASL}' mechanism='{mech}'>"
                       f"{base64.b64encode(message).decode() or '='}</auth>")
         proved = mech != "SCRAM-SHA-1"  # SCRAM: the server must prove it knows the password
@@ -482,7 +511,7 @@ class XmppClient:
         raise StreamError("the xmpp login did not finish")
 
     @staticmethod
-    def _scram_step(conv, data):
+    def _scram_step(conv: Conversation, data: bytes) -> bytes | None:
         """conv's answer to the server's data; any surprise in it is the server's fault."""
         try:
             return conv.send(data)
@@ -492,7 +521,7 @@ class XmppClient:
             raise XmppError(f"the xmpp server's SCRAM message is invalid "
                             f"({type(e).__name__})") from e
 
-    def wait_for_iq(self, ident):
+    def wait_for_iq(self, ident: str) -> ET.Element:
         deadline = time.monotonic() + self.timeout
         while time.monotonic() < deadline:
             stanza = self.next_stanza(deadline - time.monotonic())
@@ -503,20 +532,20 @@ class XmppClient:
         raise XmppError(f"no answer from the xmpp server {self.where} (iq {ident})")
 
     # -- stanzas --------------------------------------------------------------------------
-    def handle(self, stanza):
-        """Answer what the protocol requires (pings, unknown iqs); return message bodies."""
+    def handle(self, stanza: ET.Element) -> None:
+        """Answer what the protocol requires (pings, unknown iqs)."""
         if stanza.tag == q("iq") and stanza.get("type") in ("get", "set"):
             reply = ET.Element("iq", type="result", id=stanza.get("id", ""))
-            if stanza.get("from"):
-                reply.set("to", stanza.get("from"))
+            sender = stanza.get("from")
+            if sender:
+                reply.set("to", sender)
             if stanza.find(q("ping", NS_PING)) is None:
                 reply.set("type", "error")
                 err = ET.SubElement(reply, "error", type="cancel")
                 ET.SubElement(err, "service-unavailable", xmlns=NS_STANZAS)
             self.send(reply)
-        return None
 
-    def join(self, room, nick):
+    def join(self, room: str, nick: str) -> None:
         """Enter the MUC room as nick (XEP-0045) and wait until the room confirms it.
 
         No history: a client catches up by fetching, not by replaying old messages."""
@@ -547,7 +576,7 @@ class XmppClient:
             ET.SubElement(query, "x", xmlns="jabber:x:data", type="submit")
             self.send(iq)
 
-    def message(self, to, body, kind, ack=False):
+    def message(self, to: str, body: str, kind: str, ack: bool = False) -> str | None:
         """Send a message; with ack, a ping follows and its id is returned: the server's
         answer to it means the message before it was accepted (stanzas keep their order)."""
         msg = ET.Element("message", to=to, type=kind, id=secrets.token_hex(6))
@@ -555,14 +584,14 @@ class XmppClient:
         self.send(msg)
         return self.ping() if ack else None
 
-    def ping(self):
+    def ping(self) -> str:
         ident = "ping-" + secrets.token_hex(4)
         iq = ET.Element("iq", type="get", id=ident, to=self.domain)
         ET.SubElement(iq, "ping", xmlns=NS_PING)
         self.send(iq)
         return ident
 
-    def close(self):
+    def close(self) -> None:
         if self.sock is not None:
             try:
                 self.send_raw("</stream:stream>")
@@ -575,7 +604,7 @@ class XmppClient:
             self.sock = None
 
 
-def read_password(path):
+def read_password(path: str) -> str:
     secret = read_secret(path, "autosync.xmpp.passwordFile", "xmpp")
     try:
         return secret.decode()
@@ -583,13 +612,13 @@ def read_password(path):
         raise XmppError(f"the xmpp password file '{path}' is not UTF-8") from None
 
 
-def destination(config, client):
+def destination(config: Config, client: XmppClient) -> tuple[str, str]:
     """(to, type) for notifications: the MUC room, or the account's own bare JID."""
     room = config["xmpp.room"]
     return (room, "groupchat") if room else (client.bare, "chat")
 
 
-def client_for(config, timeout=10.0):
+def client_for(config: Config, timeout: float = 10.0) -> XmppClient:
     return XmppClient(config["xmpp.jid"], read_password(config["xmpp.passwordFile"]),
                       server=config["xmpp.server"] or None, port=config["xmpp.port"],
                       ca_file=config["xmpp.caFile"] or None,
@@ -604,21 +633,24 @@ class XmppTransport(Transport):
     pair and waits until the server has answered a ping sent right after the message - the
     counterpart of MQTT's QoS 1 acknowledgement."""
 
-    def __init__(self, config, sender, on_notification, on_connect):
+    def __init__(self, config: Config, sender: str, on_notification: OnNotification,
+                 on_connect: OnConnect) -> None:
         super().__init__(config, sender, on_notification, on_connect, "autosync-xmpp")
         self.channel, self.branch = config.channel, config.branch
         self.client = client_for(config)  # reads the password now: a bad setup fails early
-        self.room = config["xmpp.room"]
-        self.nick = None
-        self.outbox = queue.SimpleQueue()  # (note, threading.Event set once the server has it)
+        self.room: str = config["xmpp.room"]
+        self.nick: str | None = None
+        # (note, threading.Event set once the server has it)
+        self.outbox: queue.SimpleQueue[tuple[Notification, threading.Event]] = \
+            queue.SimpleQueue()
         self.wake_r, self.wake_w = socket.socketpair()
         self.wake_r.setblocking(False)
 
-    def describe(self):
+    def describe(self) -> str:
         room = self.room or "own account"
         return f"xmpp {self.config['xmpp.jid']} ({room}) channel {self.channel}"
 
-    def stop(self):
+    def stop(self) -> None:
         self.stopping.set()
         self._wake()
         sock = self.client.sock
@@ -633,13 +665,13 @@ class XmppTransport(Transport):
             self.wake_r.close()
             self.wake_w.close()
 
-    def _wake(self):
+    def _wake(self) -> None:
         try:
             self.wake_w.send(b"x")
         except OSError:  # the pair's buffer is full: the thread is awake anyway
             pass
 
-    def _run(self):
+    def _run(self) -> None:
         backoff = Backoff(first=1.0, cap=60.0)
         resource = "autosync-" + secrets.token_hex(3)
         while not self.stopping.is_set():
@@ -667,7 +699,7 @@ class XmppTransport(Transport):
         self.wake_r.close()
         self.wake_w.close()
 
-    def _session(self):
+    def _session(self) -> None:
         client = self.client
         if self.room:
             self.nick = self.sender.replace(":", "-") + "-" + secrets.token_hex(2)
@@ -675,8 +707,10 @@ class XmppTransport(Transport):
         log.info("connected to xmpp as %s; notifications via %s", client.jid,
                  self.room or client.bare)
         self._came_up(lambda note: self.outbox.put((note, threading.Event())))
-        acks = {}  # ping id -> (note, event) of a message sent just before the ping
-        last_heard, ping_sent = time.monotonic(), None
+        # ping id -> (note, event) of a message sent just before the ping
+        acks: dict[str, tuple[Notification, threading.Event]] = {}
+        last_heard = time.monotonic()
+        ping_sent: float | None = None
         try:
             while not self.stopping.is_set():
                 self._send_queued(acks)
@@ -690,15 +724,16 @@ class XmppTransport(Transport):
                         ping_sent = now
                     continue
                 last_heard, ping_sent = now, None
-                if stanza.tag == q("iq") and stanza.get("id") in acks:
-                    acks.pop(stanza.get("id"))[1].set()
+                ident = stanza.get("id")
+                if stanza.tag == q("iq") and ident in acks:
+                    acks.pop(ident)[1].set()
                 client.handle(stanza)
                 self._received(stanza)
         finally:
             if acks:  # sent but not confirmed: announce the newest again after reconnecting
                 self.unsent = max((note for note, _ in acks.values()), key=lambda n: n.time)
 
-    def _send_queued(self, acks):
+    def _send_queued(self, acks: dict[str, tuple[Notification, threading.Event]]) -> None:
         try:
             while self.wake_r.recv(512):
                 pass
@@ -710,9 +745,10 @@ class XmppTransport(Transport):
                 note, done = self.outbox.get_nowait()
             except queue.Empty:
                 return
-            acks[self.client.message(to, encode(note).decode(), kind, ack=True)] = (note, done)
+            self.client.message(to, encode(note).decode(), kind)
+            acks[self.client.ping()] = (note, done)  # its answer says the message arrived
 
-    def _received(self, stanza):
+    def _received(self, stanza: ET.Element) -> None:
         """Hand on the notification in a message from our room or our own account."""
         if stanza.tag != q("message"):
             return
@@ -735,7 +771,7 @@ class XmppTransport(Transport):
         if (note.channel, note.branch) == (self.channel, self.branch):
             self._hand_on(note)
 
-    def publish(self, note, timeout=5.0):
+    def publish(self, note: Notification, timeout: float = 5.0) -> bool:
         """Send note and wait until the server has it; False when not delivered (yet).
 
         Never raises. While disconnected the newest note is kept and sent on reconnect."""
@@ -752,7 +788,7 @@ class XmppTransport(Transport):
         return False
 
 
-def publish_once(config, notes, timeout=5.0):
+def publish_once(config: Config, notes: Sequence[Notification], timeout: float = 5.0) -> bool:
     """Log in, send notes, log out; True when the server confirmed them all.
 
     Takes at most timeout seconds in all (the work runs in a daemon thread abandoned at the
@@ -763,7 +799,7 @@ def publish_once(config, notes, timeout=5.0):
                            f"no answer from the xmpp server within {timeout:g}s")
 
 
-def _publish(config, notes, timeout):
+def _publish(config: Config, notes: Sequence[Notification], timeout: float) -> str | None:
     """publish_once's work: None when the server confirmed every note, else what went wrong."""
     try:
         payloads = [encode(note).decode() for note in notes]
@@ -779,7 +815,8 @@ def _publish(config, notes, timeout):
             client.join(to, "push-" + secrets.token_hex(3))
         for payload in payloads[:-1]:
             client.message(to, payload, kind)
-        ident = client.message(to, payloads[-1], kind, ack=True)
+        client.message(to, payloads[-1], kind)
+        ident = client.ping()  # its answer says every message arrived
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             stanza = client.next_stanza(deadline - time.monotonic())
