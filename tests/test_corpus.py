@@ -14,10 +14,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from autosync.daemon import Daemon, Network
+from autosync.daemon import Daemon
 from autosync.git import Repo
 from autosync.message import Notification, encode
-from autosync.mqtt import MqttTransport
 from brokers import mosquitto  # noqa: F401  (fixture)
 from cluster import Cluster, wait_converged
 from conftest import git, wait_for
@@ -115,12 +114,9 @@ def daemon_parts(make_repo, server_and_clones):
     _, clone = server_and_clones
     path = clone("fuzzed")
     git(path, "config", "autosync.mqtt.url", "mqtt://127.0.0.1:1")
-    daemon = Daemon(Repo(path))
-    daemon.network = Network(daemon)  # real object, never started: we read what it was asked
-    daemon.sender = "fuzzed:00000000"
-    transport = MqttTransport(daemon.config, daemon.sender, daemon.on_notification,
-                              daemon.on_connect)
-    return path, daemon, transport
+    daemon = Daemon(Repo(path))  # built, never run: we read what its network was asked
+    daemon.engine.sender = daemon.transport.sender = "fuzzed:00000000"
+    return path, daemon, daemon.transport
 
 
 def refs_and_files(path):

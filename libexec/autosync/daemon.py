@@ -34,7 +34,7 @@ from .util import Error, Retry, log
 from .watch import Batch, Watcher
 
 EVERYTHING = Batch(set(), True)  # a batch standing for every change in the work tree
-BURST = 2.0  # seconds after a fetch that brought nothing in which announcements are a burst
+QUIET = 60.0  # seconds after a fetch that brought nothing in which the remote is asked first
 LEADER_GRACE = 5.0  # seconds the clone that leads has to move the branch before others do
 
 
@@ -175,8 +175,8 @@ class Network(threading.Thread):
                 delay = self.backoff.next_delay()
                 self.failures += 1
                 self.retry_at = time.monotonic() + delay
-                with self.cond:
-                    self.wanted.update(wanted)
+                with self.cond:  # what was announced is fetched, once the remote is back
+                    self.wanted.update(wanted | ({"fetch"} if "announced" in wanted else set()))
                 self.post("failed", Failure("push" if "push" in wanted else "fetch", e,
                                             self.failures, delay))
             else:
@@ -190,7 +190,7 @@ class Network(threading.Thread):
         if fetch:
             before = remote.tips()
             fetched = remote.fetch()
-            if remote.tips() == before:
+            if sorted(fetched.tips) == sorted(set(before.values())):
                 self.last_empty_fetch = time.monotonic()
             self.post("fetched", fetched)
         if wanted & {"push", "branch"} and engine.pushes:
@@ -215,9 +215,9 @@ class Network(threading.Thread):
             with self.cond:
                 commits, self.announced = self.announced, set()
             if self.engine.repo.missing_commits(commits):  # one process for the batch
-                # fetched at once, unless the last fetch, just now, brought nothing: then
-                # the remote's refs are asked first (a flood of made-up ids costs that)
-                return time.monotonic() - self.last_empty_fetch > BURST or remote.moved()
+                # fetched at once, unless a fetch in the last minute brought nothing: then
+                # the remote's refs are asked first (made-up ids cost that, flood or drip)
+                return time.monotonic() - self.last_empty_fetch > QUIET or remote.moved()
         if "poll" in wanted:
             return remote.moved()
         return False
@@ -239,6 +239,7 @@ class Daemon:
         self.network = Network(self.engine, self.post,
                                lambda: self.transport is not None and self.transport.connected)
         self.announce_log_due, self.announce_quiet = 0.0, 0  # one INFO line per 10 s
+        self.seen = set()  # commits announced already (the transport's thread alone uses it)
         self.backoff = retry_policy()  # for commits and merges that could not be done yet
         self.retry_due = 0.0
         self.carry = None  # a batch that could not be committed yet (busy lock, full disk)
@@ -269,6 +270,11 @@ class Daemon:
         """On the transport's thread: nothing here starts a process or writes a line per
         message, so a flood of notifications costs set operations; the network thread
         looks at what was announced once per batch."""
+        if note.commit in self.seen:
+            return
+        if len(self.seen) >= 10000:
+            self.seen.clear()
+        self.seen.add(note.commit)
         now = time.monotonic()
         if now >= self.announce_log_due:
             more = f" (and {self.announce_quiet} more)" if self.announce_quiet else ""
@@ -412,19 +418,22 @@ class Daemon:
                 self.network.request("push")
 
     def handle_events(self):
+        fetched = None
         while True:
             try:
                 kind, value = self.events.get_nowait()
             except queue.Empty:
-                return
+                break
             if kind == "fetched":
-                self.state.update(last_pull=time.time(), pull_error=None)
-                self.engine.note_refused(value.refused)
-                self.integrate(value.tips)
+                fetched = value  # a later fetch holds all an earlier one brought
             elif kind == "pushed":
                 self.pushed(value)
             elif kind == "failed":
                 self.failed(value)
+        if fetched is not None:
+            self.state.update(last_pull=time.time(), pull_error=None)
+            self.engine.note_refused(fetched.refused)
+            self.integrate(fetched.tips)
 
     def pushed(self, pushed):
         self.state.update(push_error=None)

@@ -146,14 +146,23 @@ def merge_commits(repo, a, b):
 
 
 def fold(repo, tips):
-    """The merge of every tip in tips (commit ids none of which contains another), folded
-    two at a time in commit-id order: the same set gives the same commit everywhere."""
+    """The merge of every tip in tips (commit ids none of which contains another): one
+    merge commit with them all as parents, its tree merged two at a time in commit-id
+    order (through commits nothing refers to). The same set gives the same commit
+    everywhere, and a set of any size costs one merge commit in the history."""
     tips = sorted(tips)
+    if len(tips) <= 2:
+        return merge_commits(repo, *tips) if len(tips) == 2 else (tips[0], [])
     merged, conflicts = tips[0], []
     for tip in tips[1:]:
         merged, more = merge_commits(repo, merged, tip)
         conflicts += more
-    return merged, conflicts
+    newer = max(describe(repo, t).time for t in tips)
+    env = dict(MERGE_IDENT, GIT_AUTHOR_DATE=f"@{newer} +0000",
+               GIT_COMMITTER_DATE=f"@{newer} +0000")
+    parents = [arg for tip in tips for arg in ("-p", tip)]
+    return repo.out("commit-tree", repo.tree(merged), *parents, "-m",
+                    merge_message(conflicts), env=env), conflicts
 
 
 def _rewrite_tree(repo, tree, stages, first, second, winner_is_first):

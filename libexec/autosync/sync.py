@@ -182,6 +182,7 @@ class Remote:
 
     def _fetch(self, refspecs):
         res = self.repo.run("fetch", "-q", "--no-tags", "--no-write-fetch-head", "--prune",
+                            "--no-auto-maintenance",  # commits run it; not after each fetch
                             "--end-of-options", self.name, *refspecs,
                             check=False, timeout=NETWORK_TIMEOUT)
         return res.stderr.decode(errors="replace") if res.returncode else None
@@ -250,7 +251,7 @@ class Remote:
         if failed:  # e.g. B protected on the server: a human must look
             raise classify("push to", self.name, err + out)
         branch = f"refs/heads/{self.branch}"
-        return Pushed(local, branch in done, branch in lost,
+        return Pushed(local if done else None, branch in done, branch in lost,
                       any(ANNOUNCED_BY_SERVER in line for line in err.splitlines()
                           if line.startswith("remote:")),
                       waiting=branch not in targets and local != main)
