@@ -35,7 +35,11 @@ from .watch import Batch, Watcher
 
 EVERYTHING = Batch(set(), True)  # a batch standing for every change in the work tree
 QUIET = 60.0  # seconds after a fetch that brought nothing in which the remote is asked first
-LEADER_GRACE = 5.0  # seconds the clone that leads has to move the branch before others do
+# A merge of other clones' commits moves the branch once the clones have been quiet for
+# LEAD_DELAY seconds, by the clone that leads (sync.Remote.leads); LEADER_GRACE seconds
+# later by any clone, if the one that leads did not (it went away).
+LEAD_DELAY = 0.5
+LEADER_GRACE = 5.0
 
 
 def join(a, b):
@@ -127,7 +131,8 @@ class Network(threading.Thread):
         self.failures = 0
         self.interval = engine.config["pollInterval"]
         self.poll_due = time.monotonic() + self.interval if engine.pulls else None
-        self.branch_due = None  # when to move the branch if the clone that leads did not
+        self.branch_due = None  # when to move the branch to a merge (`LEAD_DELAY`)
+        self.branch_mode = "lead"
 
     def request(self, *kinds):
         with self.cond:
@@ -194,8 +199,9 @@ class Network(threading.Thread):
                 self.last_empty_fetch = time.monotonic()
             self.post("fetched", fetched)
         if wanted & {"push", "branch"} and engine.pushes:
+            mode = self.branch_mode if "branch" in wanted else "own"
             try:
-                pushed = remote.push(branch_anyway="branch" in wanted)
+                pushed = remote.push(mode)
             except Rejected:
                 log.info("push rejected: '%s' has commits of this clone's it does not have; "
                          "fetching first", remote.name)
@@ -203,7 +209,11 @@ class Network(threading.Thread):
                 return
             engine.announce(pushed)
             self.post("pushed", pushed)
-            self.branch_due = time.monotonic() + LEADER_GRACE if pushed.waiting else None
+            self.branch_due = None
+            if pushed.waiting:  # the timer starts again with every push: quiet clones first
+                self.branch_mode = "any" if mode == "lead" else "lead"
+                self.branch_due = time.monotonic() + (
+                    LEADER_GRACE if self.branch_mode == "any" else LEAD_DELAY)
             if pushed.lost_race:
                 self.request("fetch")
 

@@ -91,7 +91,7 @@ class Pushed:
     branch: bool = False  # B itself was moved to it
     lost_race: bool = False  # B had moved on meanwhile: fetch, integrate, push again
     announced: bool = False  # the remote's post-receive hook announces it: we need not
-    waiting: bool = False  # B lacks this clone's commit and another clone leads (`leads`)
+    waiting: bool = False  # B is not at this clone's commit yet (see push's `branch`)
 
 
 @dataclass
@@ -181,7 +181,10 @@ class Remote:
         return Fetched(list(dict.fromkeys(self.tips().values())), list(self.skip.values()))
 
     def _fetch(self, refspecs):
-        res = self.repo.run("fetch", "-q", "--no-tags", "--no-write-fetch-head", "--prune",
+        # --prune drops the copy of a clone ref deleted on the remote; not while a ref is
+        # left out (it would drop the copy of that ref, which stays what it was)
+        res = self.repo.run("fetch", "-q", "--no-tags", "--no-write-fetch-head",
+                            *([] if self.skip else ["--prune"]),
                             "--no-auto-maintenance",  # commits run it; not after each fetch
                             "--end-of-options", self.name, *refspecs,
                             check=False, timeout=NETWORK_TIMEOUT)
@@ -203,10 +206,11 @@ class Remote:
             elif err:
                 raise classify("fetch from", self.name, err)
 
-    def push(self, branch_anyway=False):
-        """Push this clone's own commits to its ref, and B when that is a fast-forward and
-        this clone has commits of its own in it or leads (`leads`); branch_anyway: B
-        whoever leads (a one-shot sync, or the leader did not do it in time)."""
+    def push(self, branch="own"):
+        """Push this clone's own commits to its ref (and to B, when that is a fast-forward),
+        and B to a merge of other clones' commits as branch says: "own" not, "lead" when
+        this clone leads (`leads`), "any" whoever leads (a one-shot sync; or the clone that
+        leads did not do it in time)."""
         local = self.repo.rev(f"refs/heads/{self.branch}")
         if local is None:
             return Pushed()
@@ -219,7 +223,7 @@ class Remote:
             targets[self.clones_ref + self.me] = mine
         main = tips.get(self.tracking_ref)
         if local != main and (main is None or self.repo.is_ancestor(main, local)) and (
-                own or branch_anyway or self.leads(local, main)):
+                own or branch == "any" or branch == "lead" and self.leads(local, main)):
             targets[f"refs/heads/{self.branch}"] = self.tracking_ref
         if not targets:
             return Pushed(waiting=local != main)
@@ -381,7 +385,7 @@ def sync_once(engine, commit=True, attempts=5, sleep=time.sleep):
                 outcome.conflicts += result.conflicts
             if not engine.pushes:
                 break
-            pushed = remote.push(branch_anyway=True)
+            pushed = remote.push(branch="any")
             engine.announce(pushed)
             outcome.pushed = pushed.commit or outcome.pushed
             if not pushed.lost_race:
