@@ -10,6 +10,7 @@ for the other side.
 
 import argparse
 import hashlib
+import logging
 import queue
 import signal
 import threading
@@ -17,7 +18,7 @@ from collections import OrderedDict
 
 from .config import Config
 from .git import Repo
-from .message import Notification, encode, repo_digest
+from .message import DropLog, Notification, encode, repo_digest
 from .mqtt import MqttTransport
 from .transport_base import Transport
 from .util import Error, log, setup_logging
@@ -49,6 +50,9 @@ class Bridge:
             "xmpp": XmppTransport(config, ident, lambda n: self.relay(n, "xmpp", "mqtt"),
                                   lambda: None)}
         self.relayed = 0
+        # one line per 10 s however many notifications a flood brings (as the daemon does)
+        self.relay_log = DropLog(what="relaying", level=logging.INFO)
+        self.full_log = DropLog(what=f"bridge backlog full ({BACKLOG}): dropped a notification")
         self.thread = threading.Thread(target=self._run, name="autosync-bridge", daemon=True)
 
     def relay(self, note: Notification, source: str, target: str) -> None:
@@ -63,7 +67,7 @@ class Bridge:
         try:
             self.backlog.put_nowait((note, source, target))
         except queue.Full:
-            log.warning("bridge backlog full: dropped %s from %s", note.commit[:10], source)
+            self.full_log(f"{note.commit[:10]} from {source}")
 
     def _run(self) -> None:
         while True:
@@ -71,8 +75,7 @@ class Bridge:
             if item is None:
                 return
             note, source, target = item
-            log.info("relaying %s %s from %s to %s", note.sender, note.commit[:10], source,
-                     target)
+            self.relay_log(f"{note.sender} {note.commit[:10]} from {source} to {target}")
             self.sides[target].publish(note)  # while target is away it keeps the newest
             with self.lock:
                 self.relayed += 1

@@ -241,13 +241,28 @@ def is_hex_oid(text: str) -> bool:
     return len(text) in (40, 64) and all(c in "0123456789abcdef" for c in text)
 
 
+# Characters git refuses anywhere in a ref name (refs.c refname_disposition): controls, DEL,
+# space, ~ ^ : ? [ \\ and * (a refspec pattern only). Bytes >= 0x80 are all allowed.
+_REF_BAD_CHARS = frozenset([chr(c) for c in range(0x20)] + ["\x7f", " ", "~", "^", ":", "?",
+                                                             "[", "\\", "*"])
+
+
 def valid_branch_name(name: str) -> bool:
-    """A branch name git accepts and that cannot be mistaken for an option or a path trick."""
-    if not name or name.startswith("-") or len(name) > 255:
+    """A branch name git accepts and that cannot be mistaken for an option or a path trick.
+
+    `git check-ref-format --branch NAME` in pure Python (no process: it runs for names that
+    arrive from the network): the rules of `git help check-ref-format` for refs/heads/NAME,
+    plus --branch's own: not HEAD, no leading '-'. At most 255 characters."""
+    if not name or name.startswith("-") or len(name) > 255 or name == "HEAD":
         return False
-    res = subprocess.run(["git", "check-ref-format", "refs/heads/" + name],
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return res.returncode == 0
+    if ".." in name or "@{" in name or name.endswith("."):
+        return False
+    if not _REF_BAD_CHARS.isdisjoint(name):
+        return False
+    for component in name.split("/"):  # empty: a leading, trailing or double slash
+        if not component or component.startswith(".") or component.endswith(".lock"):
+            return False
+    return True
 
 
 def log_git_failure(what: str, exc: BaseException) -> None:

@@ -10,6 +10,7 @@ lead to a fetch from the receiver's own remote.
 import functools
 import hashlib
 import json
+import logging
 import math
 import re
 import time
@@ -35,6 +36,10 @@ _SENDER = re.compile(r"[A-Za-z0-9._:@-]{1,100}")
 
 class BadMessage(Exception):
     """A payload or topic that is not a valid notification (the reason is the message)."""
+
+
+class NotForUs(Exception):
+    """A well-formed payload for another channel or branch (decode's `want`): not an error."""
 
 
 @dataclass(frozen=True)
@@ -109,8 +114,12 @@ def check(note):
         raise BadMessage("bad time")
 
 
-def decode(payload, topic=None):
-    """The Notification in payload (bytes), checked against its topic when given."""
+def decode(payload, topic=None, want=None):
+    """The Notification in payload (bytes), checked against its topic when given.
+
+    want=(channel, branch): a payload naming another channel or branch raises NotForUs,
+    found by comparing strings before any field is validated (XMPP has no topic: a room
+    carries every channel's notifications, and most of them are someone else's)."""
     if not isinstance(payload, (bytes, bytearray)):
         raise BadMessage("payload is not bytes")
     if len(payload) > MAX_SIZE:
@@ -129,6 +138,8 @@ def decode(payload, topic=None):
         raise BadMessage("unexpected or missing keys")
     if not all(isinstance(data[k], str) for k in ("channel", "branch", "commit", "sender")):
         raise BadMessage("a field has the wrong type")
+    if want is not None and (data["channel"], data["branch"]) != tuple(want):
+        raise NotForUs(f"{data['channel'][:40]}/{data['branch'][:40]}")
     if topic is not None and topic != f"{PREFIX}/{data['channel']}/{data['branch']}":
         raise BadMessage("topic does not match the payload")
     note = Notification(data["channel"], data["branch"], data["commit"], data["sender"],
@@ -168,17 +179,21 @@ def server_sender_id(config):
 
 
 class DropLog:
-    """Log dropped notifications: one line at most every `every` seconds, so a flood of
-    bad messages cannot fill the log; the next line counts the ones left out."""
+    """Log an event that a flood can repeat (a dropped notification, a relayed one): one line
+    at most every `every` seconds, so a flood cannot fill the log; the next line counts the
+    ones left out."""
 
-    def __init__(self, every=10.0):
-        self.every, self.next_at, self.suppressed = every, 0.0, 0
+    def __init__(self, every: float = 10.0, what: str = "dropped an invalid notification",
+                 level: int = logging.WARNING) -> None:
+        self.every, self.what, self.level = every, what, level
+        self.next_at, self.suppressed = 0.0, 0
 
-    def __call__(self, reason):
+    def __call__(self, detail: str) -> None:
         now = time.monotonic()
         if now < self.next_at:
             self.suppressed += 1
+            log.debug("%s: %s", self.what, detail)
             return
         more = f" (and {self.suppressed} more since)" if self.suppressed else ""
-        log.warning("dropped an invalid notification: %s%s", reason, more)
+        log.log(self.level, "%s: %s%s", self.what, detail, more)
         self.next_at, self.suppressed = now + self.every, 0

@@ -24,12 +24,36 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from .config import Config, read_secret
-from .message import BadMessage, Notification, decode, encode, topic
+from .message import MAX_SIZE, BadMessage, Notification, decode, encode, topic
 from .transport_base import OnConnect, OnNotification, Transport
-from .util import Backoff, Error, announce_within, log
+from .util import Error, announce_within, log
 
 DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
 URL_HINT = "git config autosync.mqtt.url mqtt://HOST:1883   (or mqtts://HOST:8883)"
+# The largest packet a broker may send us: a notification (MAX_SIZE) with its topic and
+# header fits in far less. paho reads a packet of any announced length (up to 256 MB) into
+# memory before anything looks at it; Client stops before reading one this long.
+MAX_PACKET = MAX_SIZE + 3 * 1024
+
+
+class PacketTooLarge(OSError):
+    """The broker announced a packet longer than MAX_PACKET."""
+
+
+class Client(paho.Client):
+    """paho's client, refusing a packet over MAX_PACKET bytes before reading it.
+
+    paho reads a packet's fixed header one byte at a time, then its remaining length in
+    one recv of that size: a read asking for more than MAX_PACKET is the body of a packet
+    too long for us, and fails instead (paho then drops the connection)."""
+
+    too_large: int | None = None  # the length the broker announced, once it did
+
+    def _sock_recv(self, bufsize: int) -> bytes:
+        if bufsize > MAX_PACKET:
+            self.too_large = bufsize
+            raise PacketTooLarge(f"a packet of {bufsize} bytes")
+        return super()._sock_recv(bufsize)
 
 
 def parse_url(url: object) -> tuple[bool, str, int]:
@@ -46,10 +70,10 @@ def parse_url(url: object) -> tuple[bool, str, int]:
     return parts.scheme == "mqtts", parts.hostname, port or DEFAULT_PORTS[parts.scheme]
 
 
-def make_client(config: Config, name: str) -> tuple[paho.Client, str, int]:
+def make_client(config: Config, name: str) -> tuple[Client, str, int]:
     """A configured, not yet connected client: credentials, TLS, no automatic reconnect."""
     tls, host, port = parse_url(config["mqtt.url"])
-    client = paho.Client(paho.CallbackAPIVersion.VERSION2,
+    client = Client(paho.CallbackAPIVersion.VERSION2,
                          client_id=f"autosync-{name[:40]}-{secrets.token_hex(4)}",
                          protocol=paho.MQTTv311, clean_session=True,
                          reconnect_on_failure=False)
@@ -95,6 +119,11 @@ def refused(what: str, reason_code: ReasonCode, config: Config) -> str:
     return f"the broker at {config['mqtt.url']} refused {what}{who} ({str(reason_code).lower()})"
 
 
+def too_large(url: str, size: int) -> str:
+    return (f"the broker at {url} sent a packet of {size} bytes (a notification needs less "
+            f"than {MAX_PACKET}); dropped the connection")
+
+
 def silent(url: str) -> str:
     hint = "" if url.startswith("mqtts:") else ", or does it want mqtts://?"
     return f"the broker at {url} closed the connection without answering (wrong port{hint})"
@@ -129,9 +158,9 @@ class MqttTransport(Transport):
 
     # -- connection ------------------------------------------------------------------------
     def _run(self) -> None:
-        backoff = Backoff(first=1.0, cap=60.0)
         while not self.stopping.is_set():
             self.answered = False
+            self.client.too_large = None
             try:
                 self.client.connect(self.host, self.port, self.config["mqtt.keepalive"])
             except (OSError, ValueError) as e:
@@ -145,12 +174,15 @@ class MqttTransport(Transport):
                     log.exception("mqtt network loop failed")
                 if self.stopping.is_set():
                     break
-                if self.connected:  # it worked until now: try again soon
-                    self._failed("lost the connection to the broker at " + self.url)
-                    backoff.reset()
+                size = self.client.too_large
+                if self.connected:  # it came up: the backoff grows unless it lasted
+                    self._lost(too_large(self.url, size) if size else
+                               "lost the connection to the broker at " + self.url)
+                elif size:
+                    self._failed(too_large(self.url, size))
                 elif not self.answered:
                     self._failed(silent(self.url))
-            if self.stopping.wait(backoff.next_delay()):
+            if self.stopping.wait(self.backoff.next_delay()):
                 break
         self.connected = False
 
@@ -161,7 +193,7 @@ class MqttTransport(Transport):
             self._failed(refused("the login", reason_code, self.config))
             client.disconnect()
             return
-        log.info("connected to %s; subscribing to %s", self.url, self.topic)
+        self._up_line(f"connected to {self.url}; subscribing to {self.topic}")
         client.subscribe(self.topic, qos=1)
 
     def _on_subscribe(self, client: paho.Client, userdata: Any, mid: int,

@@ -32,9 +32,9 @@ from collections.abc import Generator, Sequence
 from typing import cast
 
 from .config import Config, read_secret
-from .message import BadMessage, Notification, decode, encode
+from .message import BadMessage, NotForUs, Notification, decode, encode
 from .transport_base import OnConnect, OnNotification, Transport
-from .util import Backoff, Error, announce_within, log
+from .util import Error, announce_within, log
 
 NS_STREAM = "http://etherx.jabber.org/streams"
 NS_CLIENT = "jabber:client"
@@ -46,6 +46,10 @@ NS_MUC = "http://jabber.org/protocol/muc"
 NS_STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
 NS_DELAY = "urn:xmpp:delay"
 MAX_STANZA = 64 * 1024
+# expat re-scans an unfinished token on every feed: fed a byte at a time, a long tag costs
+# quadratic time. Text is held back until a stanza (or the stream's head) is complete, or
+# this much waits, so expat sees at most MAX_STANZA / FEED_CHUNK feeds per stanza.
+FEED_CHUNK = 4096
 MAX_DEPTH = 32
 PING_EVERY = 60.0  # seconds of silence before a keepalive ping
 PING_TIMEOUT = 30.0  # a ping unanswered this long: the link is dead
@@ -98,6 +102,8 @@ class StreamParser:
         self.last: str | None = None  # the last character before this tag's ">" ("/" empty)
         self.after = False  # something other than whitespace after the last stanza
         self.ended = self.emitted = 0  # stanzas complete as the lexer sees them; as expat does
+        self.unfed: list[str] = []  # text not given to expat yet (FEED_CHUNK)
+        self.unfed_len = 0
 
     def feed(self, data: bytes) -> list[ET.Element]:
         self.pending += len(data)
@@ -115,6 +121,11 @@ class StreamParser:
         self.started = self.started or bool(text.strip())
         self.tail = text[-1:]
         self._scan(text)
+        self.unfed.append(text)
+        self.unfed_len += len(text)
+        if self.unfed_len < FEED_CHUNK and not (self.state == "text" and self.level <= 1):
+            return []  # inside a stanza: expat gets it whole, or in FEED_CHUNK pieces
+        text, self.unfed, self.unfed_len = "".join(self.unfed), [], 0
         try:
             self.parser.feed(text)
             # start and end events only: each is (event, element)
@@ -145,7 +156,8 @@ class StreamParser:
         """True when bytes after the last complete stanza wait here (a partial stanza, text,
         half a UTF-8 character, a stanza expat holds back): a new stream must not start
         with them."""
-        return self.after or self.ended != self.emitted or bool(self.decoder.getstate()[0])
+        return self.after or self.ended != self.emitted or bool(self.decoder.getstate()[0]) \
+            or any(t.strip() for t in self.unfed)
 
     def _scan(self, text: str) -> None:
         """Follow tags and quoted attribute values (comments, CDATA and processing
@@ -205,6 +217,17 @@ def split_jid(jid: str) -> tuple[str, str, str]:
                         "user@example.org")
     domain, _, resource = rest.partition("/")
     return local, domain, resource
+
+
+def bare_jid(jid: str) -> str:
+    """The bare JID (no resource) in the form to compare: node and domain are
+    case-insensitive (RFC 7622: prosody answers from the room's normalised JID)."""
+    return jid.partition("/")[0].casefold()
+
+
+def same_jid(a: str, b: str) -> bool:
+    """a and b name the same entity: bare parts equal but for case, resources exactly."""
+    return bare_jid(a) == bare_jid(b) and a.partition("/")[2] == b.partition("/")[2]
 
 
 def scram_fields(message: bytes, which: str) -> dict[str, str]:
@@ -559,10 +582,11 @@ class XmppClient:
             stanza = self.next_stanza(deadline - time.monotonic())
             if stanza is None:
                 raise XmppError(f"no answer from the xmpp room '{room}'")
-            if stanza.tag == q("presence") and stanza.get("from") == occupant:
+            source = stanza.get("from", "")
+            if stanza.tag == q("presence") and same_jid(source, occupant):
                 break
             if stanza.tag == q("presence") and stanza.get("type") == "error" and \
-                    stanza.get("from", "").partition("/")[0] == room:
+                    bare_jid(source) == bare_jid(room):
                 raise XmppError(f"cannot join the xmpp room '{room}' ({condition(stanza)})",
                                 "check autosync.xmpp.room")
             self.handle(stanza)
@@ -672,28 +696,28 @@ class XmppTransport(Transport):
             pass
 
     def _run(self) -> None:
-        backoff = Backoff(first=1.0, cap=60.0)
         resource = "autosync-" + secrets.token_hex(3)
         while not self.stopping.is_set():
+            error: str | None = None
             try:
                 self.client.connect(resource)
                 self._session()
             except XmppError as e:
-                self._failed(e.message)
+                error = e.message
             except OSError as e:
-                self._failed(f"lost the connection to the xmpp server: {e}")
+                error = f"lost the connection to the xmpp server: {e}"
             except Exception:  # a bug must not end notifications for good
                 log.exception("xmpp connection failed")
-                self.last_error = "internal error in the xmpp transport"
+                error = "internal error in the xmpp transport"
             finally:
-                was_connected = self.connected
-                self.connected = False
                 self.client.close()
             if self.stopping.is_set():
                 break
-            if was_connected:
-                backoff.reset()
-            if self.stopping.wait(backoff.next_delay()):
+            if self.connected:  # it came up: the backoff grows unless it lasted
+                self._lost(error or "the xmpp session ended")
+            else:
+                self._failed(error or "the xmpp login ended")
+            if self.stopping.wait(self.backoff.next_delay()):
                 break
         self.connected = False
         self.wake_r.close()
@@ -704,8 +728,8 @@ class XmppTransport(Transport):
         if self.room:
             self.nick = self.sender.replace(":", "-") + "-" + secrets.token_hex(2)
             client.join(self.room, self.nick)
-        log.info("connected to xmpp as %s; notifications via %s", client.jid,
-                 self.room or client.bare)
+        self._up_line(f"connected to xmpp as {client.jid}; notifications via "
+                      f"{self.room or client.bare}")
         self._came_up(lambda note: self.outbox.put((note, threading.Event())))
         # ping id -> (note, event) of a message sent just before the ping
         acks: dict[str, tuple[Notification, threading.Event]] = {}
@@ -753,23 +777,26 @@ class XmppTransport(Transport):
         if stanza.tag != q("message"):
             return
         source = stanza.get("from") or ""
-        bare, _, resource = source.partition("/")
+        resource = source.partition("/")[2]
         if self.room:
-            ours = stanza.get("type") == "groupchat" and bare == self.room and resource and \
-                resource != self.nick
+            ours = stanza.get("type") == "groupchat" and bare_jid(source) == bare_jid(self.room) \
+                and resource and resource != self.nick
         else:
             ours = stanza.get("type") in ("chat", "normal", None) and \
-                bare == self.client.bare and source != self.client.jid
+                bare_jid(source) == bare_jid(self.client.bare) and \
+                not same_jid(source, self.client.jid or "")
         body = stanza.find(q("body"))
         if not ours or body is None or stanza.find(q("delay", NS_DELAY)) is not None:
             return  # not for us, our own echo, or room history
-        try:
-            note = decode((body.text or "").encode("utf-8", "surrogateescape"))
+        try:  # another channel's or branch's note is dropped before anything is validated
+            note = decode((body.text or "").encode("utf-8", "surrogateescape"),
+                          want=(self.channel, self.branch))
+        except NotForUs:
+            return
         except BadMessage as e:
             self.dropped(str(e))
             return
-        if (note.channel, note.branch) == (self.channel, self.branch):
-            self._hand_on(note)
+        self._hand_on(note)
 
     def publish(self, note: Notification, timeout: float = 5.0) -> bool:
         """Send note and wait until the server has it; False when not delivered (yet).
