@@ -34,7 +34,7 @@ from .util import Error, Retry, log
 from .watch import Batch, Watcher
 
 EVERYTHING = Batch(set(), True)  # a batch standing for every change in the work tree
-QUIET = 60.0  # seconds after a fetch that brought nothing in which the remote is asked first
+QUIET = 60.0  # seconds after announcements that fetched nothing when the remote is asked first
 # A merge of other clones' commits moves the branch once the clones have been quiet for
 # LEAD_DELAY seconds, by the clone that leads (sync.Remote.leads); LEADER_GRACE seconds
 # later by any clone, if the one that leads did not (it went away).
@@ -195,7 +195,9 @@ class Network(threading.Thread):
         if fetch:
             before = remote.tips()
             fetched = remote.fetch()
-            if sorted(fetched.tips) == sorted(set(before.values())):
+            if sorted(fetched.tips) != sorted(set(before.values())):
+                self.last_empty_fetch = 0.0  # announcements are trusted again
+            elif "fetch" not in wanted:  # announced commits that were not there
                 self.last_empty_fetch = time.monotonic()
             self.post("fetched", fetched)
         if wanted & {"push", "branch"} and engine.pushes:
@@ -225,8 +227,9 @@ class Network(threading.Thread):
             with self.cond:
                 commits, self.announced = self.announced, set()
             if self.engine.repo.missing_commits(commits):  # one process for the batch
-                # fetched at once, unless a fetch in the last minute brought nothing: then
-                # the remote's refs are asked first (made-up ids cost that, flood or drip)
+                # fetched at once, unless announced commits fetched nothing in the last
+                # minute: then the remote's refs are asked first (made-up ids cost that,
+                # whether they come as a flood or a drip)
                 return time.monotonic() - self.last_empty_fetch > QUIET or remote.moved()
         if "poll" in wanted:
             return remote.moved()

@@ -204,6 +204,16 @@ class Integrated:
     tips: list = field(default_factory=list)  # the tips brought in
 
 
+def local_side(repo, head):
+    """What stands for this clone's own work in a fold: HEAD; or, when HEAD is a merge
+    autosync made, the commits it merged - so that the fold depends on the tips alone, and
+    not on the order in which this clone happened to see them (no merges of merges)."""
+    author, _, parents = repo.out("log", "-1", "--format=%ae%x00%P", head).partition("\0")
+    if author == MERGE_IDENT["GIT_AUTHOR_EMAIL"] and len(parents.split()) > 1:
+        return parents.split()
+    return [head]
+
+
 REFUSED_HINT = ("nothing was changed; syncing resumes by itself once the branch moves on "
                 "to a commit without it")
 
@@ -221,26 +231,31 @@ def integrate(repo, tips, config):
     recover(repo)
     head = repo.rev("HEAD")
     tips = [tips] if isinstance(tips, str) else list(dict.fromkeys(tips))
-    new = repo.out("merge-base", "--independent", *([head] if head else []), *tips).split()
+    ours = local_side(repo, head) if head else []
+    new = repo.out("merge-base", "--independent", *ours, *tips).split()
     result = Integrated(head)
     incoming = []
     for tip in new:
-        if tip == head:
+        if tip in ours:
             continue
-        # each incoming side on its own first: merge-tree would quietly drop a duplicate
-        # entry, so a hostile tree must be refused before it is merged with local work
-        base = head and repo.run("merge-base", head, tip, check=False).stdout.decode().strip()
-        try:
-            check_update(repo, repo.tree(base) if base else None, repo.tree(tip))
-            incoming.append(tip)
-        except Refused as e:
-            result.refused.append(Refused(f"refusing commit {tip[:10]}: {e.message}",
-                                          REFUSED_HINT, commit=tip))
+        if len(new) > 1:
+            # each incoming side on its own first: merge-tree would quietly drop a duplicate
+            # entry, so a hostile tree must be refused before it is merged with local work
+            # (a single tip is checked as it is by checkout.advance)
+            base = head and repo.run("merge-base", head, tip,
+                                     check=False).stdout.decode().strip()
+            try:
+                check_update(repo, repo.tree(base) if base else None, repo.tree(tip))
+            except Refused as e:
+                result.refused.append(Refused(f"refusing commit {tip[:10]}: {e.message}",
+                                              REFUSED_HINT, commit=tip))
+                continue
+        incoming.append(tip)
     if not incoming:
         return result
     result.tips = incoming
     try:
-        _bring_in(repo, config, head, incoming, [t for t in new if t == head], result)
+        _bring_in(repo, config, head, incoming, [t for t in new if t in ours], result)
     except Refused as e:  # each tip is fine on its own, their merge is not
         result.refused += [Refused(f"refusing commit {tip[:10]}: {e.message}", REFUSED_HINT,
                                    commit=tip) for tip in incoming]
@@ -254,6 +269,9 @@ def integrate(repo, tips, config):
 def _bring_in(repo, config, head, incoming, ours, result):
     merged, result.conflicts = fold(repo, incoming + ours)
     result.head = merged
+    if merged == head:  # HEAD is the merge of these tips already
+        result.conflicts = []
+        return
     if head is None:  # unborn branch: nothing committed here yet, so nothing to protect
         repo.run("merge", "--ff-only", "-q", merged, env={"GIT_AUTOSYNC_COMMITTER": "1"})
         return
