@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 
 from autosync.config import Config
 from autosync.git import Repo
-from autosync.message import (BadMessage, DropLog, Notification, decode, encode, sender_id,
-                              server_sender_id, topic)
+from autosync.message import (BadMessage, DropLog, Notification, NotForUs, decode, encode,
+                              sender_id, server_sender_id, topic)
 from conftest import git
 
 C = "c0ffee" * 6 + "c0ff"
@@ -178,3 +178,31 @@ def test_drop_log_is_rate_limited(caplog):
     with caplog.at_level(logging.WARNING, logger="autosync"):
         drop("later")
     assert "(and 999 more since)" in caplog.records[-1].getMessage()
+
+
+def test_drop_log_says_what_at_its_level(caplog):
+    relayed = DropLog(every=3600, what="relaying", level=logging.INFO)
+    with caplog.at_level(logging.DEBUG, logger="autosync"):
+        for i in range(5):
+            relayed(f"n{i}")
+    assert [r.levelno for r in caplog.records] == [logging.INFO] + [logging.DEBUG] * 4
+    assert caplog.records[0].getMessage() == "relaying: n0"
+
+
+def test_another_channel_or_branch_is_not_for_us_before_anything_is_validated(monkeypatch):
+    """decode(want=...) compares strings first: no branch check (once a git process) runs
+    for a note meant for another channel or branch, even one that is invalid otherwise."""
+    import autosync.message as message
+    other = json.dumps({"v": 1, "channel": "photos", "branch": "main", "commit": "x",
+                        "sender": "!", "time": -1}).encode()
+    dev, ours = encode(note(branch="dev")), encode(note())
+    checked = []
+    monkeypatch.setattr(message, "check", lambda note: checked.append(note))
+    with pytest.raises(NotForUs):
+        decode(other, want=("notes", "main"))
+    with pytest.raises(NotForUs):
+        decode(dev, want=("notes", "main"))
+    assert checked == []
+    assert decode(ours, want=("notes", "main")) == note()
+    assert len(checked) == 1
+    assert not issubclass(NotForUs, BadMessage)  # not logged as an invalid notification

@@ -183,7 +183,7 @@ def test_hostile_payloads_on_the_wire_are_dropped(mosquitto, config_for, peers, 
     client = paho.Client(paho.CallbackAPIVersion.VERSION2)
     client.connect("127.0.0.1", mosquitto.port)
     client.loop_start()
-    hostile = [p for p in HOSTILE if len(p) < 4096] + [b"y" * (2 * 1024 * 1024)]
+    hostile = [p for p in HOSTILE if len(p) < 4096]  # a bigger one ends the session (below)
     try:
         with caplog.at_level(logging.WARNING, logger="autosync"):
             for data in hostile:
@@ -198,6 +198,35 @@ def test_hostile_payloads_on_the_wire_are_dropped(mosquitto, config_for, peers, 
     assert a.t.connected
     dropped = [r for r in caplog.records if "dropped an invalid notification" in r.getMessage()]
     assert 1 <= len(dropped) <= 2, "a flood is logged once per period, not once per message"
+
+
+def test_a_packet_larger_than_max_packet_ends_the_session_before_it_is_read(
+        mosquitto, config_for, peers, caplog):
+    """paho would read a packet of any announced length (up to 256 MB) into memory: a
+    PUBLISH longer than MAX_PACKET ends the connection instead, with one line; the
+    transport connects again and hears the next good notification."""
+    from autosync.mqtt import MAX_PACKET
+    a = peers(config_for(mosquitto.url), "a:00000001")
+    wait_for(lambda: a.connects == 1, what="connect")
+    client = paho.Client(paho.CallbackAPIVersion.VERSION2)
+    client.connect("127.0.0.1", mosquitto.port)
+    client.loop_start()
+    try:
+        with caplog.at_level(logging.WARNING, logger="autosync"):
+            client.publish("autosync/notes/main", b"y" * (2 * 1024 * 1024),
+                           qos=1).wait_for_publish(10)
+            wait_for(lambda: a.t.last_error, what="the session to end")
+            assert a.t.last_error.startswith(f"the broker at {mosquitto.url} sent a packet of "
+                                             f"{2 * 1024 * 1024 + 2 + 19 + 2} bytes")  # topic, id
+            assert f"less than {MAX_PACKET}" in a.t.last_error
+            wait_for(lambda: a.connects == 2, timeout=30, what="the reconnect")
+            client.publish("autosync/notes/main", encode(note(sender="good:1")),
+                           qos=1).wait_for_publish(10)
+            wait_for(lambda: a.received, what="the good notification")
+    finally:
+        client.loop_stop()
+        client.disconnect()
+    assert [n.sender for n in a.received] == ["good:1"]
 
 
 # -- authentication and TLS -------------------------------------------------------------------

@@ -17,7 +17,7 @@ OnNotification = Callable[[Notification], None]
 OnConnect = Callable[[], None]
 # A session (a connection that came up) counts as working once it lasted this long. One that
 # ends sooner (a flapping broker or proxy, a server that drops every login) does not reset
-# the reconnect backoff, and the catch-up it asked for is not repeated within this time.
+# the reconnect backoff: reconnects, and the catch-up fetch each asks for, come ever rarer.
 HEALTHY = 10.0
 
 
@@ -47,7 +47,6 @@ class Transport:
         self.up_since: float | None = None  # when the current session came up
         self.flapping = False  # the last session ended within HEALTHY seconds
         self.logged: set[str] = set()  # failures logged since the last session that worked
-        self.catch_up_at = 0.0  # when the daemon was last asked to catch up (on_connect)
         self.thread = threading.Thread(target=self._run, name=thread_name, daemon=True)
 
     # -- what each transport provides ------------------------------------------------------
@@ -72,8 +71,7 @@ class Transport:
 
     def _failed(self, message: str) -> None:
         """Connecting failed (or a session ended: _lost): say so, once per kind of failure.
-
-        A failed attempt means the server was really away: the next session catches up."""
+        A failed attempt means the server was really away: the next session's line is INFO."""
         self.connected = False
         self.flapping = False
         if self.stopping.is_set():
@@ -104,18 +102,14 @@ class Transport:
         log.log(logging.DEBUG if self.flapping else logging.INFO, "%s", message)
 
     def _came_up(self, resend: Callable[[Notification], object]) -> None:
-        """Connected: send what waited (through resend), then let the daemon catch up - at
-        most once per HEALTHY seconds while sessions keep ending at once."""
-        now = time.monotonic()
+        """Connected: send what waited (through resend), then let the daemon catch up (once
+        per session: while sessions keep ending at once, the backoff makes them rarer)."""
         self.connected = True
-        self.up_since = now
+        self.up_since = time.monotonic()
         self.last_error = None
         if self.unsent is not None:
             note, self.unsent = self.unsent, None
             resend(note)
-        if self.flapping and now - self.catch_up_at < HEALTHY:
-            return
-        self.catch_up_at = now
         try:
             self.on_connect_cb()
         except Exception:  # the daemon's callback must not end the connection

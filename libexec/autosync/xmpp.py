@@ -47,8 +47,8 @@ NS_STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
 NS_DELAY = "urn:xmpp:delay"
 MAX_STANZA = 64 * 1024
 # expat re-scans an unfinished token on every feed: fed a byte at a time, a long tag costs
-# quadratic time. Text is held back until a stanza (or the stream's head) is complete, or
-# this much waits, so expat sees at most MAX_STANZA / FEED_CHUNK feeds per stanza.
+# quadratic time. A tag is held back until its '>' (as the lexer sees it: not one in quotes)
+# or until this much waits, so expat sees at most MAX_STANZA / FEED_CHUNK feeds of one tag.
 FEED_CHUNK = 4096
 MAX_DEPTH = 32
 PING_EVERY = 60.0  # seconds of silence before a keepalive ping
@@ -102,8 +102,9 @@ class StreamParser:
         self.last: str | None = None  # the last character before this tag's ">" ("/" empty)
         self.after = False  # something other than whitespace after the last stanza
         self.ended = self.emitted = 0  # stanzas complete as the lexer sees them; as expat does
-        self.unfed: list[str] = []  # text not given to expat yet (FEED_CHUNK)
+        self.unfed: list[str] = []  # the start of an unfinished tag, not given to expat yet
         self.unfed_len = 0
+        self.boundary = -1  # in the text being scanned: where the last tag ended
 
     def feed(self, data: bytes) -> list[ET.Element]:
         self.pending += len(data)
@@ -120,12 +121,19 @@ class StreamParser:
             raise StreamError("xmpp stream with a DTD, comment, processing instruction or NUL")
         self.started = self.started or bool(text.strip())
         self.tail = text[-1:]
+        self.boundary = -1
         self._scan(text)
-        self.unfed.append(text)
-        self.unfed_len += len(text)
-        if self.unfed_len < FEED_CHUNK and not (self.state == "text" and self.level <= 1):
-            return []  # inside a stanza: expat gets it whole, or in FEED_CHUNK pieces
-        text, self.unfed, self.unfed_len = "".join(self.unfed), [], 0
+        if self.state != "text" and self.unfed_len + len(text) < FEED_CHUNK:
+            # inside a tag: expat gets it whole, or in FEED_CHUNK pieces (linear)
+            if self.boundary < 0:
+                self.unfed.append(text)
+                self.unfed_len += len(text)
+                return []
+            text, rest = text[:self.boundary], text[self.boundary:]
+        else:
+            rest = ""
+        text = "".join(self.unfed) + text
+        self.unfed, self.unfed_len = ([rest], len(rest)) if rest else ([], 0)
         try:
             self.parser.feed(text)
             # start and end events only: each is (event, element)
@@ -186,7 +194,7 @@ class StreamParser:
                 if text[k] != ">":
                     self.state = self.last = text[k]  # an attribute value in quotes
                     continue
-                self.state = "text"
+                self.state, self.boundary = "text", i
                 if self.kind == "/":
                     self.level -= 1
                 elif self.kind != "?" and self.last != "/":
