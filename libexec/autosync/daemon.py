@@ -132,6 +132,7 @@ class Network(threading.Thread):
         self.interval = engine.config["pollInterval"]
         self.poll_due = time.monotonic() + self.interval if engine.pulls else None
         self.branch_due = None  # when to move the branch to a merge (`LEAD_DELAY`)
+        self.announced_at = 0.0  # announced commits are not fetched before
         self.branch_mode = "lead"
 
     def request(self, *kinds):
@@ -164,11 +165,13 @@ class Network(threading.Thread):
                 if self.branch_due is not None and now >= self.branch_due:
                     self.branch_due = None
                     self.wanted.add("branch")
-                if self.wanted and (self.retry_at is None or now >= self.retry_at):
+                paced = self.wanted == {"announced"} and now < self.announced_at
+                if self.wanted and not paced and (self.retry_at is None or now >= self.retry_at):
                     wanted, self.wanted = self.wanted, set()
                     return wanted
                 deadlines = [t for t in (self.retry_at if self.wanted else None, self.poll_due,
-                                         self.branch_due) if t is not None]
+                                         self.branch_due, self.announced_at if paced else None)
+                             if t is not None]
                 self.cond.wait(max(0.0, min(deadlines) - now) if deadlines else None)
             return None
 
@@ -193,8 +196,11 @@ class Network(threading.Thread):
         engine, remote = self.engine, self.engine.remote
         fetch = engine.pulls and self._should_fetch(wanted)
         if fetch:
-            before = remote.tips()
+            before, started = remote.tips(), time.monotonic()
             fetched = remote.fetch()
+            # the next announcement waits twice as long as this fetch took: nothing on an
+            # idle machine, and a busy one brings several commits in at once
+            self.announced_at = time.monotonic() + min(1.0, 2 * (time.monotonic() - started))
             if sorted(fetched.tips) != sorted(set(before.values())):
                 self.last_empty_fetch = 0.0  # announcements are trusted again
             elif "fetch" not in wanted:  # announced commits that were not there

@@ -49,9 +49,28 @@ class Conflict:
     copy: str | None = None
 
 
+# What depends on commit ids alone is the same every time it is computed: remembered for
+# the life of the process (a clone folds the same tips again and again as new ones come),
+# and forgotten all at once if an object it names may have gone (git gc --prune=now).
+_memo: dict = {}
+
+
+def _remember(repo, key, compute):
+    key = (repo.git_dir, *key)
+    if key not in _memo:
+        if len(_memo) >= 4096:
+            _memo.clear()
+        _memo[key] = compute()
+    return _memo[key]
+
+
 def describe(repo, oid, path=None):
     """The Tip for commit oid; with path: for the last commit up to oid, other than a merge,
     that changed path (the host and time a conflict copy of that path is named after)."""
+    return _remember(repo, ("describe", oid, path), lambda: _describe(repo, oid, path))
+
+
+def _describe(repo, oid, path):
     # log, not show: show sets up a diff it then skips (60 ms on a large tree)
     args = ["log", "-1", "--format=%H%x00%ct%x00%s", oid]
     args += ["--no-merges", "--", ":(literal)" + path] if path else ["--no-walk", "--"]
@@ -119,12 +138,18 @@ def _index_line(mode, oid, path):
     return f"{mode} {oid}\t{path}\0"
 
 
-def merge_commits(repo, a, b):
-    """The commit that merges a and b (either order gives the same result), and the conflicts."""
-    if repo.is_ancestor(b, a):
-        return a, []
-    if repo.is_ancestor(a, b):
-        return b, []
+def merge_commits(repo, a, b, independent=False):
+    """The commit that merges a and b (either order gives the same result), and the
+    conflicts. independent: the caller knows neither contains the other."""
+    if not independent:
+        if repo.is_ancestor(b, a):
+            return a, []
+        if repo.is_ancestor(a, b):
+            return b, []
+    return _remember(repo, ("merge", *sorted((a, b))), lambda: _merge(repo, a, b))
+
+
+def _merge(repo, a, b):
     first, second = sorted((describe(repo, a), describe(repo, b)), key=lambda t: t.oid)
     res = repo.run("merge-tree", "--write-tree", "-z", "--no-messages",
                    "--allow-unrelated-histories", first.oid, second.oid, check=False)
@@ -147,22 +172,34 @@ def merge_commits(repo, a, b):
 
 def fold(repo, tips):
     """The merge of every tip in tips (commit ids none of which contains another): one
-    merge commit with them all as parents, its tree merged two at a time in commit-id
-    order (through commits nothing refers to). The same set gives the same commit
-    everywhere, and a set of any size costs one merge commit in the history."""
-    tips = sorted(tips)
+    merge commit with them all as parents, its tree merged two at a time, oldest tip first
+    (committer time, then id), through commits nothing refers to. The same set gives the
+    same commit everywhere, and a set of any size costs one merge commit in the history."""
+    try:
+        return _fold(repo, tips)
+    except Error:
+        if not _memo:
+            raise
+        _memo.clear()  # an object a remembered merge names may be gone
+        return _fold(repo, tips)
+
+
+def _fold(repo, tips):
+    tips = [t.oid for t in sorted((describe(repo, t) for t in tips),
+                                  key=lambda t: (t.time, t.oid))]
     if len(tips) <= 2:
-        return merge_commits(repo, *tips) if len(tips) == 2 else (tips[0], [])
+        return merge_commits(repo, *tips, independent=True) if len(tips) == 2 else (tips[0], [])
     merged, conflicts = tips[0], []
-    for tip in tips[1:]:
-        merged, more = merge_commits(repo, merged, tip)
+    for tip in tips[1:]:  # a new tip is usually the newest: the merges before it are known
+        merged, more = merge_commits(repo, merged, tip, independent=True)
         conflicts += more
-    newer = max(describe(repo, t).time for t in tips)
+    newer = describe(repo, tips[-1]).time
     env = dict(MERGE_IDENT, GIT_AUTHOR_DATE=f"@{newer} +0000",
                GIT_COMMITTER_DATE=f"@{newer} +0000")
-    parents = [arg for tip in tips for arg in ("-p", tip)]
-    return repo.out("commit-tree", repo.tree(merged), *parents, "-m",
-                    merge_message(conflicts), env=env), conflicts
+    parents = [arg for tip in sorted(tips) for arg in ("-p", tip)]
+    return _remember(repo, ("octopus", *sorted(tips)), lambda: repo.out(
+        "commit-tree", repo.tree(merged), *parents, "-m", merge_message(conflicts),
+        env=env)), conflicts
 
 
 def _rewrite_tree(repo, tree, stages, first, second, winner_is_first):
