@@ -174,3 +174,28 @@ def test_property_symmetric_and_nothing_lost(make_repo, base, left, right, tl, t
             changed = files_at(r, base_c).get(name) != text
             if changed:  # every edit either side made is somewhere in the result
                 assert text in values or any(text in v for v in values), (name, text)
+
+
+def test_a_fold_depends_on_the_tips_alone(make_repo):
+    """Three concurrent tips give one octopus merge, whatever the order they arrive in and
+    whichever merge of some of them a clone is on already (no merges of merges)."""
+    from autosync.merge import fold
+    r = make_repo()
+    (r / "base.txt").write_text("base\n")
+    base = commit_all(r, "base", 1_700_000_000)
+    tips = []
+    for i, name in enumerate(("x", "y", "z")):
+        git(r, "checkout", "-q", "-b", name, base)
+        (r / f"{name}.txt").write_text(f"{name}\n")
+        tips.append(commit_all(r, f"autosync: add {name}.txt (host {name})", 1_700_000_100 + i))
+    repo = Repo(r)
+    octopus, conflicts = fold(repo, tips)
+    assert conflicts == [] and fold(repo, tips[::-1])[0] == octopus
+    assert git(r, "log", "-1", "--format=%P", octopus).split() == sorted(tips)
+    git(r, "checkout", "-q", "x")
+    partial = integrate(repo, [tips[1]], Config(repo)).head  # x and y only, so far
+    assert partial != octopus and git(r, "rev-parse", "HEAD") == partial
+    assert integrate(repo, tips, Config(repo)).head == octopus  # not merge(partial, z)
+    assert git(r, "rev-list", "--merges", "--count", "HEAD") == "1"
+    assert sorted(p.name for p in r.iterdir() if p.suffix == ".txt") == [
+        "base.txt", "x.txt", "y.txt", "z.txt"]

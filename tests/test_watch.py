@@ -362,7 +362,8 @@ def test_checker_handles_answers_bigger_than_a_pipe(repo):
 
 
 def test_autosync_watch_prints_batches(repo, env):
-    """The entry script alone: one line per batch, -z keeps odd names intact."""
+    """The entry script alone: a batch of NUL-terminated paths closed by an empty one (what
+    `autosync-commit --stdin -z` reads); -z keeps odd names intact."""
     proc = subprocess.Popen([sys.executable, str(LIBEXEC / "autosync-watch"), "-C", str(repo),
                              "--debounce", "300", "--max-delay", "3000", "-z", "--count", "1"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
@@ -376,7 +377,7 @@ def test_autosync_watch_prints_batches(repo, env):
         proc.kill()
         proc.wait()
     assert proc.returncode == 0
-    assert out == b"2\0-x\ny\0a b\0\n"
+    assert out == b"-x\ny\0a b\0\0"
     bad = subprocess.run([sys.executable, str(LIBEXEC / "autosync-watch"), "-C",
                           str(repo / "nope")], capture_output=True, env=env, timeout=30)
     assert bad.returncode != 0 and bad.stderr.startswith(b"git-autosync: ")

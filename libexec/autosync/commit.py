@@ -305,12 +305,34 @@ def commit_changes(repo, config, paths=None, hook_pushes=False):
     return result
 
 
+def batches(stream, sep):
+    """Lists of paths read from stream as they come: each path ends in sep, and an empty
+    one (or the end of the input) ends a batch. '.' stands for every change."""
+    buf, batch = b"", []
+    while chunk := stream.read1(65536):
+        *records, buf = (buf + chunk).split(sep)
+        for record in records:
+            if record:
+                batch.append(os.fsdecode(record))
+            elif batch:
+                yield batch
+                batch = []
+    if buf:
+        batch.append(os.fsdecode(buf))
+    if batch:
+        yield batch
+
+
 def main(argv):
     ap = argparse.ArgumentParser(
         prog="autosync-commit",
-        description="Stage the given paths (default: every change) and commit them.")
+        description="Stage the given paths (default: every change) and commit them. The "
+                    "commit is pushed like any other (the post-commit hook).")
     ap.add_argument("-C", dest="dir", default=".", help="repository (default: .)")
-    ap.add_argument("--stdin", action="store_true", help="read paths from stdin")
+    ap.add_argument("--stdin", action="store_true",
+                    help="read paths from stdin and commit each batch as it ends (an empty "
+                         "line, or an empty path with -z: `autosync-watch -z | "
+                         "autosync-commit --stdin -z`)")
     ap.add_argument("-z", action="store_true", help="with --stdin: paths are NUL-terminated")
     ap.add_argument("paths", nargs="*", help="paths relative to the top of the work tree")
     args = ap.parse_args(argv)
@@ -318,12 +340,11 @@ def main(argv):
     if repo.bare:
         raise Error(f"'{repo.cwd}' is a bare repository; nothing to commit")
     config = Config(repo)
-    paths = list(args.paths)
-    if args.stdin:
-        data = sys.stdin.buffer.read().decode(errors="surrogateescape")
-        paths += [p for p in data.split("\0" if args.z else "\n") if p]
-    with repo.lock():
-        result = commit_changes(repo, config, paths or None, hook_pushes=True)
-    if result.commit:
-        print(f"[{result.commit[:10]}] {result.message}")
+    todo = batches(sys.stdin.buffer, b"\0" if args.z else b"\n") if args.stdin else [args.paths]
+    for paths in todo:
+        with repo.lock():
+            result = commit_changes(repo, config, None if not paths or "." in paths else paths,
+                                    hook_pushes=True)
+        if result.commit:
+            print(f"[{result.commit[:10]}] {result.message}", flush=True)
     return 0

@@ -17,7 +17,6 @@ from . import pidfile
 from .config import Config
 from .git import Repo, clean_env
 from .install import CHAINED
-from .message import ANNOUNCED_BY_SERVER
 from .publish import updates_from_lines
 from .transport import kind
 from .util import Error, log, setup_logging, warn
@@ -77,8 +76,6 @@ def post_receive(args, stdin):
     lines = (stdin or b"").decode("utf-8", "surrogateescape").splitlines()
     updates = [word for pair in updates_from_lines(lines) for word in pair]
     if updates and kind(Config(repo)) is not None:
-        # the pusher reads this (as "remote: ...") and leaves the announcing to us
-        print(f"{ANNOUNCED_BY_SERVER} {len(updates) // 2} update(s)", flush=True)
         # branch names are pushers' data: after `--`, so that `-h` or `--git-dir=...` is a
         # name (the publisher drops it with one log line), never an option
         spawn(repo, [os.path.join(LIBEXEC, "autosync-publish"), f"--git-dir={repo.git_dir}",

@@ -25,8 +25,8 @@ MAX_SIZE = 1024
 MAX_BRANCH = 200  # bytes of UTF-8; with the other bounded fields a payload stays < 1024
 KEYS = {"v", "channel", "branch", "commit", "sender", "time"}
 PREFIX = "autosync"
-# what a server's post-receive hook tells the pusher (git shows it as "remote: ..."): the
-# hook announces this push, so the pusher does not (one announcement per push)
+# what a server's post-receive hook (hooks/post-receive) tells the pusher, who sees it as
+# "remote: ...": the server announces this push, so the pusher does not
 ANNOUNCED_BY_SERVER = "autosync: announcing"
 
 _CHANNEL = re.compile(r"[A-Za-z0-9._-]{1,128}")

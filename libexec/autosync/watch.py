@@ -439,11 +439,13 @@ def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(
         prog="autosync-watch",
         description="Watch a work tree (as the daemon does, without committing) and print "
-                    "one line per batch: the number of paths, then the paths.")
+                    "one line per batch: the number of paths, then the paths. With -z: each "
+                    "path NUL-terminated and an empty one closing the batch ('.' for a "
+                    "rescan of everything), as `autosync-commit --stdin -z` reads them.")
     ap.add_argument("-C", dest="dir", default=".", help="repository (default: .)")
     ap.add_argument("--debounce", type=int, help="ms of quiet (default: autosync.debounce)")
     ap.add_argument("--max-delay", type=int, help="ms cap (default: autosync.maxDelay)")
-    ap.add_argument("-z", action="store_true", help="NUL-terminated paths, one per batch line")
+    ap.add_argument("-z", action="store_true", help="NUL-terminated paths, an empty one ends a batch")
     ap.add_argument("--count", type=int, default=0, help="exit after N batches (0: never)")
     args = ap.parse_args(argv)
     setup_logging()
@@ -466,9 +468,9 @@ def main(argv: list[str]) -> int:
             seen += 1
             paths = sorted(batch.paths)
             head = f"{len(paths)}{' full' if batch.full else ''}"
-            if args.z:
-                out.write(head.encode() + b"\0" + b"".join(os.fsencode(p) + b"\0"
-                                                         for p in paths) + b"\n")
+            if args.z:  # what `autosync-commit --stdin -z` reads: "." stands for everything
+                out.write(b"".join(os.fsencode(p) + b"\0"
+                                   for p in (["."] if batch.full else paths)) + b"\0")
             else:
                 out.write((head + "\t" + " ".join(paths) + "\n").encode(errors="surrogateescape"))
             out.flush()

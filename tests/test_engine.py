@@ -1,0 +1,166 @@
+"""The sync engine end to end: a ref per clone on the remote, the fold of all tips, one
+announcement per push, and helpers that compose (a commit by the commit helper, alone or
+in a pipeline, is pushed like any other)."""
+
+import json
+import subprocess
+import threading
+
+import paho.mqtt.client as paho
+
+from brokers import cluster, mosquitto  # noqa: F401  (fixtures)
+from cluster import install, wait_converged
+from conftest import git, wait_for
+
+
+def server_refs(cluster):
+    out = git(cluster.server, "for-each-ref", "--format=%(refname) %(objectname)",
+              env=cluster.env)
+    return dict(line.split() for line in out.splitlines())
+
+
+def contains(cluster, path, text):
+    """Whether the server's branch has path with text."""
+    res = subprocess.run(["git", "cat-file", "blob", f"refs/heads/main:{path}"],
+                         cwd=cluster.server, env=cluster.env, capture_output=True, text=True)
+    return res.returncode == 0 and res.stdout == text
+
+
+class Listener:
+    """Every notification on the channel's topic, as a plain MQTT subscriber sees it."""
+
+    def __init__(self, port, topic="autosync/notes/#"):
+        self.notes = []
+        self.ready = threading.Event()
+        self.client = paho.Client(paho.CallbackAPIVersion.VERSION2)
+        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(topic, qos=1)
+        self.client.on_subscribe = lambda *a: self.ready.set()
+        self.client.on_message = lambda c, u, m: self.notes.append(json.loads(m.payload))
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+        assert self.ready.wait(10), "the listener did not subscribe"
+
+    def count(self, commit):
+        return sum(1 for n in self.notes if n["commit"] == commit)
+
+    def close(self):
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+def test_each_clone_pushes_its_own_ref_and_the_branch_moves_forward(cluster):
+    a = cluster.clone("a")
+    b = cluster.clone("b")
+    a.write("a.txt", "from a\n")
+    b.write("b.txt", "from b\n")
+    wait_converged([a, b], cluster.server)
+    refs = server_refs(cluster)
+    clone_refs = {r for r in refs if r.startswith("refs/autosync/main/")}
+    assert len(clone_refs) == 2, refs  # one per clone, named after its host
+    assert {r.rsplit("/", 1)[1].split("-")[0] for r in clone_refs} == {"a", "b"}
+    for r in clone_refs:  # every clone's own work is in the branch
+        assert git(cluster.server, "merge-base", "--is-ancestor", refs[r], "refs/heads/main",
+                   env=cluster.env, check=False) == ""
+    assert a.read("b.txt") == "from b\n" and b.read("a.txt") == "from a\n"
+
+
+def test_concurrent_edits_in_three_clones_give_one_merge_commit(cluster):
+    clones = [cluster.clone(n, start=False) for n in ("a", "b", "c")]
+    for c in clones:  # three commits on the same base, made while nobody syncs
+        c.write(f"{c.name}.txt", f"{c.name}\n")
+        c.autosync("sync")  # pushes its own ref; the branch moves for the first one only
+    for c in clones:
+        c.start()
+    wait_converged(clones, cluster.server)
+    head = clones[0].head()
+    merges = git(cluster.server, "rev-list", "--merges", "main", env=cluster.env).split()
+    parents = git(cluster.server, "log", "-1", "--format=%P", head, env=cluster.env).split()
+    # however the clones saw them arrive: the same fold, one merge commit (an octopus here,
+    # or a two-parent merge if a sync already merged two of them)
+    assert len(merges) <= 2 and head in merges, merges
+    assert len(parents) >= 2
+    for c in clones:
+        assert {f"{x.name}.txt" for x in clones} <= set(c.files())
+
+
+def test_one_announcement_per_push_when_the_server_announces(cluster, mosquitto):
+    listener = Listener(mosquitto.port)
+    try:
+        a = cluster.clone("a")
+        b = cluster.clone("b")
+        a.write("x.txt", "one\n")
+        wait_for(lambda: b.read("x.txt") == "one\n", what="the edit at b")
+        commit = a.head()
+        wait_for(lambda: listener.count(commit) >= 1, what="the announcement")
+        b.write("y.txt", "two\n")  # a later push: by then the first was announced long ago
+        wait_for(lambda: a.read("y.txt") == "two\n", what="the second edit at a")
+        senders = [n["sender"] for n in listener.notes if n["commit"] == commit]
+        assert senders and all(s.endswith(":server") for s in senders), listener.notes
+        assert listener.count(commit) == 1, listener.notes
+    finally:
+        listener.close()
+
+
+def test_a_plain_bare_repository_without_the_hook_works(tmp_path, tenv, toolkit, mosquitto):
+    """As on a hosting service: no hook on the server, so each pusher announces."""
+    from cluster import Cluster
+    cl = Cluster(tmp_path, tenv, toolkit, broker_url=mosquitto.url)
+    hooks = cl.server / "hooks"
+    for hook in hooks.iterdir():
+        hook.unlink()
+    listener = Listener(mosquitto.port)
+    try:
+        a, b, c = cl.clone("a"), cl.clone("b"), cl.clone("c")
+        for i, clone in enumerate((a, b, c)):
+            clone.write("shared.txt", f"{clone.name} wrote this\n")
+            clone.write(f"own-{i}.txt", f"{i}\n")
+        wait_converged([a, b, c], cl.server, timeout=90)
+        pushed = a.head()
+        assert {f"own-{i}.txt" for i in range(3)} <= set(a.files())
+        copies = [p for p in a.files() if ".conflict-" in p]
+        assert len(copies) == 2, copies  # both losing versions kept beside the winner
+        assert all(n["sender"].split(":")[0] in ("a", "b", "c") for n in listener.notes)
+        assert listener.count(pushed) <= 1
+    finally:
+        listener.close()
+        cl.stop()
+
+
+def test_the_commit_helper_alone_is_pushed(cluster):
+    a = cluster.clone("a", start=False)
+    b = cluster.clone("b")
+    a.write("helper.txt", "by hand\n")
+    res = subprocess.run([cluster.toolkit.tool("autosync-commit"), "-C", str(a.path),
+                          "helper.txt"], env=a.env, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.startswith("[")
+    wait_for(lambda: contains(cluster, "helper.txt", "by hand\n"), timeout=60,
+             what="the helper's commit on the server")
+    wait_for(lambda: b.read("helper.txt") == "by hand\n", what="the helper's commit at b")
+
+
+def test_the_watch_commit_pipeline_syncs(cluster):
+    a = cluster.clone("a", start=False)
+    b = cluster.clone("b")
+    tool = cluster.toolkit.tool
+    watch = subprocess.Popen([tool("autosync-watch"), "-C", str(a.path), "-z"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=a.env)
+    commit = subprocess.Popen([tool("autosync-commit"), "-C", str(a.path), "--stdin", "-z"],
+                              stdin=watch.stdout, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, env=a.env)
+    watch.stdout.close()
+    try:
+        assert watch.stderr.readline().startswith(b"watching ")
+        a.write("piped one.txt", "first batch\n")
+        wait_for(lambda: b.read("piped one.txt") == "first batch\n", timeout=60,
+                 what="the first batch at b")
+        a.write("piped two.txt", "second batch\n")  # the pipeline keeps going
+        wait_for(lambda: b.read("piped two.txt") == "second batch\n", timeout=60,
+                 what="the second batch at b")
+    finally:
+        watch.terminate()
+        watch.wait(timeout=20)
+        out, err = commit.communicate(timeout=60)
+    assert commit.returncode == 0, err
+    assert out.decode().count("[") == 2, out  # one commit per batch
+    assert b"Traceback" not in err
