@@ -263,6 +263,7 @@ class Daemon:
         self.retry_due = 0.0
         self.carry = None  # a batch that could not be committed yet (busy lock, full disk)
         self.pending_tips = None  # fetched tips that could not be integrated yet
+        self.lost_with = None  # why the transport was lost last (logged once)
 
     def _transport(self):
         if self.engine.remote is None:
@@ -408,9 +409,10 @@ class Daemon:
         was = self.state.data["transport_connected"]
         if connected != was or error != self.state.data["transport_error"]:
             self.state.update(transport_connected=connected, transport_error=error)
-            if was and not connected:
+            if was and not connected and error != self.lost_with:  # once per reason
                 log.warning("lost the notification transport (%s); polling every %ss meanwhile",
                             error or "disconnected", self.config["pollInterval"])
+                self.lost_with = error
 
     def commit(self, batch):
         """Commit a batch; when that cannot be done now, keep it and retry with backoff."""
