@@ -23,13 +23,18 @@ import queue
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from . import pidfile
 from .bridge import Bridge
+from .git import Repo
+from .message import Notification
 from .notify import desktop, sd_notify
-from .sync import Engine, Rejected, check_branch, retry_policy
+from .sync import Engine, Pushed, Rejected, Remote, check_branch, retry_policy
 from .transport import make_transport
+from .transport_base import Transport
 from .util import Error, Retry, log
 from .watch import Batch, Watcher
 
@@ -42,7 +47,7 @@ LEAD_DELAY = 0.5
 LEADER_GRACE = 5.0
 
 
-def join(a, b):
+def join(a: Batch | None, b: Batch | None) -> Batch | None:
     """One batch holding everything two batches (either may be None) hold."""
     if a is None or b is None:
         return a or b
@@ -53,19 +58,20 @@ class State:
     """What `git autosync status` shows: $GIT_DIR/autosync/state.json, written by the
     main thread only, and only when something in it changed. `read` is its one reader."""
 
-    DEFAULTS = {"pid": None, "started": None, "last_commit": None, "last_push": None,
+    DEFAULTS: dict[str, Any] = {
+                "pid": None, "started": None, "last_commit": None, "last_push": None,
                 "last_pull": None, "push_error": None, "pull_error": None, "transport": None,
                 "transport_connected": False, "transport_error": None, "pending": 0,
                 "conflicts": [], "skipped_large": [], "nested": [], "error": None,
                 "refused": None, "kept": [], "held": []}
 
-    def __init__(self, repo):
+    def __init__(self, repo: Repo) -> None:
         self.path = os.path.join(repo.state_dir, "state.json")
         self.save_failed = False
         self.data = dict(self.DEFAULTS)
 
     @classmethod
-    def read(cls, repo):
+    def read(cls, repo: Repo) -> dict[str, Any]:
         """The state a daemon wrote last (the defaults where there is none)."""
         data = dict(cls.DEFAULTS)
         try:
@@ -76,16 +82,16 @@ class State:
             pass
         return data
 
-    def update(self, **changes):
+    def update(self, **changes: Any) -> None:
         if any(self.data.get(k) != v for k, v in changes.items()):
             self.data.update(changes)
             self.save()
 
-    def add_to(self, key, items, limit=50):
+    def add_to(self, key: str, items: list[Any], limit: int = 50) -> None:
         merged = self.data[key] + [i for i in items if i not in self.data[key]]
         self.update(**{key: merged[-limit:]})
 
-    def save(self):
+    def save(self) -> None:
         tmp = self.path + ".tmp"
         try:
             with open(tmp, "w") as f:
@@ -116,31 +122,32 @@ class Network(threading.Thread):
     refs asked first during a burst of announcements that brought nothing). It owns the
     remote's schedule: polling while no transport is connected, and the retry policy."""
 
-    def __init__(self, engine, post, transport_connected):
+    def __init__(self, engine: Engine, post: Callable[[str, Any], None],
+                 transport_connected: Callable[[], bool]) -> None:
         super().__init__(name="autosync-network", daemon=True)
         self.engine = engine
         self.post = post
         self.transport_connected = transport_connected
         self.cond = threading.Condition()
-        self.wanted = set()
-        self.announced = set()  # commits notifications named since the last batch
+        self.wanted: set[str] = set()
+        self.announced: set[str] = set()  # commits notifications named since the last batch
         self.last_empty_fetch = 0.0
         self.stopping = False
         self.backoff = retry_policy()
-        self.retry_at = None
+        self.retry_at: float | None = None
         self.failures = 0
         self.interval = engine.config["pollInterval"]
         self.poll_due = time.monotonic() + self.interval if engine.pulls else None
-        self.branch_due = None  # when to move the branch to a merge (`LEAD_DELAY`)
+        self.branch_due: float | None = None  # when to move the branch to a merge (`LEAD_DELAY`)
         self.announced_at = 0.0  # announced commits are not fetched before
         self.branch_mode = "lead"
 
-    def request(self, *kinds):
+    def request(self, *kinds: str) -> None:
         with self.cond:
             self.wanted.update(kinds)
             self.cond.notify()
 
-    def announce(self, commit):
+    def announce(self, commit: str) -> None:
         """A notification named commit (a set operation: a flood costs no process)."""
         with self.cond:
             if len(self.announced) < 1000:
@@ -148,12 +155,12 @@ class Network(threading.Thread):
             self.wanted.add("announced")
             self.cond.notify()
 
-    def stop(self):
+    def stop(self) -> None:
         with self.cond:
             self.stopping = True
             self.cond.notify()
 
-    def _take(self):
+    def _take(self) -> set[str] | None:
         """Block until there is work and no backoff is running; None when stopping."""
         with self.cond:
             while not self.stopping:
@@ -175,7 +182,7 @@ class Network(threading.Thread):
                 self.cond.wait(max(0.0, min(deadlines) - now) if deadlines else None)
             return None
 
-    def run(self):
+    def run(self) -> None:
         while (wanted := self._take()) is not None:
             try:
                 self.work(wanted)
@@ -192,9 +199,11 @@ class Network(threading.Thread):
                 self.retry_at = None
                 self.failures = 0
 
-    def work(self, wanted):
+    def work(self, wanted: set[str]) -> None:
         engine, remote = self.engine, self.engine.remote
-        fetch = engine.pulls and self._should_fetch(wanted)
+        if remote is None:  # nothing to talk to: local commits only
+            return
+        fetch = engine.pulls and self._should_fetch(remote, wanted)
         if fetch:
             before, started = remote.tips(), time.monotonic()
             fetched = remote.fetch()
@@ -225,10 +234,9 @@ class Network(threading.Thread):
             if pushed.lost_race:
                 self.request("fetch")
 
-    def _should_fetch(self, wanted):
+    def _should_fetch(self, remote: Remote, wanted: set[str]) -> bool:
         if "fetch" in wanted:
             return True
-        remote = self.engine.remote
         if "announced" in wanted:
             with self.cond:
                 commits, self.announced = self.announced, set()
@@ -243,29 +251,29 @@ class Network(threading.Thread):
 
 
 class Daemon:
-    def __init__(self, repo, ready_hook=None):
+    def __init__(self, repo: Repo, ready_hook: Callable[[], None] | None = None) -> None:
         self.repo = repo
         self.engine = Engine(repo)
         self.config = cfg = self.engine.config
         check_branch(repo, cfg)
         self.ready_hook = ready_hook
         self.stopping = False
-        self.events = queue.SimpleQueue()
+        self.events: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
         self.state = State(repo)
         self.watcher = Watcher(repo, cfg["ignore"], cfg["debounce"], cfg["maxDelay"])
         self.transport = self._transport()
-        self.bridge = None
+        self.bridge: Bridge | None = None
         self.network = Network(self.engine, self.post,
                                lambda: self.transport is not None and self.transport.connected)
         self.announce_log_due, self.announce_quiet = 0.0, 0  # one INFO line per 10 s
-        self.seen = set()  # commits announced already (the transport's thread alone uses it)
+        self.seen: set[str] = set()  # commits announced already (the transport's thread's)
         self.backoff = retry_policy()  # for commits and merges that could not be done yet
         self.retry_due = 0.0
-        self.carry = None  # a batch that could not be committed yet (busy lock, full disk)
-        self.pending_tips = None  # fetched tips that could not be integrated yet
-        self.lost_with = None  # why the transport was lost last (logged once)
+        self.carry: Batch | None = None  # not committed yet (a busy lock, a full disk)
+        self.pending_tips: list[str] | None = None  # fetched, not integrated yet
+        self.lost_with: str | None = None  # why the transport was lost last (logged once)
 
-    def _transport(self):
+    def _transport(self) -> Transport | None:
         if self.engine.remote is None:
             return None
         try:
@@ -281,12 +289,12 @@ class Daemon:
         return transport
 
     # -- the other threads' side ------------------------------------------------------------
-    def post(self, kind, value=None):
+    def post(self, kind: str, value: Any = None) -> None:
         """Hand an event to the main thread and wake it."""
         self.events.put((kind, value))
         self.watcher.wakeup()
 
-    def on_notification(self, note):
+    def on_notification(self, note: Notification) -> None:
         """On the transport's thread: nothing here starts a process or writes a line per
         message, so a flood of notifications costs set operations; the network thread
         looks at what was announced once per batch."""
@@ -306,11 +314,11 @@ class Daemon:
         self.network.announce(note.commit)
 
     # -- main loop ----------------------------------------------------------------------------
-    def desktop(self, summary, body):
+    def desktop(self, summary: str, body: str) -> None:
         if self.config["notify"]:
             desktop(summary, body)
 
-    def run(self):
+    def run(self) -> int:
         lockfd = pidfile.acquire(self.repo)
         try:
             self._run()
@@ -318,8 +326,8 @@ class Daemon:
             os.close(lockfd)
         return 0
 
-    def _signals(self):
-        def stop(signum, frame):
+    def _signals(self) -> None:
+        def stop(signum: int, frame: object) -> None:
             self.stopping = True
             self.watcher.wakeup()
 
@@ -327,7 +335,7 @@ class Daemon:
         signal.signal(signal.SIGINT, stop)
         signal.signal(signal.SIGUSR1, lambda s, f: self.network.request("push"))
 
-    def _start(self):
+    def _start(self) -> None:
         cfg, remote = self.config, self.engine.remote
         self.repo.ensure_state_dir()
         self.state.update(pid=os.getpid(), started=time.time(),
@@ -355,7 +363,7 @@ class Daemon:
         if self.ready_hook:
             self.ready_hook()
 
-    def _run(self):
+    def _run(self) -> None:
         self._start()
         try:
             while not self.stopping:
@@ -373,7 +381,7 @@ class Daemon:
         finally:
             self._stop()
 
-    def _stop(self):
+    def _stop(self) -> None:
         sd_notify("STOPPING=1")
         log.info("stopping: committing pending changes")
         batch = self.watcher.flush()
@@ -390,18 +398,18 @@ class Daemon:
         self.watcher.close()
         self.state.update(pending=0, pid=None)
 
-    def _wait_interval(self):
+    def _wait_interval(self) -> float | None:
         if self.carry is not None or self.pending_tips is not None:
             return max(0.0, self.retry_due - time.monotonic())  # retry when backoff ends
         return None  # nothing to do until a file changes or a thread wakes us
 
-    def _retry_later(self, message):
+    def _retry_later(self, message: str) -> None:
         if message != self.state.data["error"]:
             log.warning("%s", message)
         self.state.update(error=message)
         self.retry_due = time.monotonic() + self.backoff.next_delay()
 
-    def watch_transport(self):
+    def watch_transport(self) -> None:
         """Say in status when the transport connects or goes away."""
         if self.transport is None:
             return
@@ -414,7 +422,7 @@ class Daemon:
                             error or "disconnected", self.config["pollInterval"])
                 self.lost_with = error
 
-    def commit(self, batch):
+    def commit(self, batch: Batch) -> None:
         """Commit a batch; when that cannot be done now, keep it and retry with backoff."""
         try:
             result = self.engine.commit(None if batch.full else batch.paths)
@@ -438,7 +446,7 @@ class Daemon:
             if self.engine.pushes:
                 self.network.request("push")
 
-    def handle_events(self):
+    def handle_events(self) -> None:
         fetched = None
         while True:
             try:
@@ -456,17 +464,17 @@ class Daemon:
             self.engine.note_refused(fetched.refused)
             self.integrate(fetched.tips)
 
-    def pushed(self, pushed):
+    def pushed(self, pushed: Pushed) -> None:
         self.state.update(push_error=None)
         if pushed.commit:
-            log.info("pushed %s to %s%s", pushed.commit[:10], self.engine.remote.name,
+            log.info("pushed %s to %s%s", pushed.commit[:10], self.config.remote,
                      "" if pushed.branch or pushed.lost_race else " (clone ref)")
             self.state.update(last_push={"commit": pushed.commit, "time": time.time()})
         if pushed.lost_race:
             log.info("push rejected: '%s' moved on meanwhile; bringing it in first",
                      self.config.branch)
 
-    def failed(self, failure):
+    def failed(self, failure: Failure) -> None:
         key = "push_error" if failure.step == "push" else "pull_error"
         self.state.update(**{key: failure.error.message})
         log.warning("%s (attempt %d; retrying in %.0fs)", failure.error.message,
@@ -474,7 +482,7 @@ class Daemon:
         if failure.attempts == 3:
             self.desktop("git-autosync cannot sync", failure.error.message)
 
-    def integrate(self, tips):
+    def integrate(self, tips: list[str]) -> None:
         """Bring fetched tips in: commit local changes first, then integrate, then push."""
         batch = self.watcher.flush()
         if batch is not None:
@@ -497,11 +505,12 @@ class Daemon:
         if result is None:
             self.state.update(error=None)
             return
+        head = result.head or ""  # an integration that changed something has a head
         more = f" (and {len(result.tips) - 1} more)" if len(result.tips) > 1 else ""
-        if result.head in result.tips:
-            log.info("merged %s%s", result.head[:10], more)
+        if head in result.tips:
+            log.info("merged %s%s", head[:10], more)
         else:
-            log.info("merged %s as %s%s", result.tips[0][:10], result.head[:10], more)
+            log.info("merged %s as %s%s", result.tips[0][:10], head[:10], more)
         self.state.update(last_pull=time.time(), error=None)
         copies = [{"path": c.path, "copy": c.copy} for c in result.conflicts] + \
             [{"path": p, "copy": c} for p, c in result.copies]
@@ -517,7 +526,7 @@ class Daemon:
         if self.engine.pushes:
             self.network.request("push")
 
-    def show_refused(self):
+    def show_refused(self) -> None:
         """A commit git would not check out: in status and on the desktop, once; local
         commits and the other clones' commits go on meanwhile."""
         refused = self.engine.refused_now()

@@ -20,12 +20,13 @@ second is shown to a human.
 
 import re
 import time
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
-from .commit import check_committable, commit_changes
+from .commit import Result, check_committable, commit_changes
 from .config import Config
 from .git import Repo
-from .merge import Integrated, integrate
+from .merge import Conflict, Integrated, integrate
 from .message import ANNOUNCED_BY_SERVER, Notification, host_label, repo_digest, sender_id
 from .transport import kind, publish_once
 from .treecheck import Refused
@@ -37,7 +38,7 @@ MAX_TIPS = 256  # clone refs looked at; more is someone flooding the namespace
 LOST = ("fetch first", "non-fast-forward", "stale info", "failed to update ref")
 
 
-def retry_policy():
+def retry_policy() -> Backoff:
     """The one retry policy: 1, 2, 4 ... 60 s between attempts, reset by a success."""
     return Backoff(first=1.0, cap=60.0)
 
@@ -51,7 +52,7 @@ _HUMAN = ("authentication failed", "permission denied", "remote rejected", "pre-
           "denied")
 
 
-def classify(what, remote, stderr):
+def classify(what: str, remote: str, stderr: str) -> Error:
     """An exception for a failed fetch/push, sorted into retry-later or needs-a-human."""
     text = stderr.strip()
     lines = [line.strip() for line in text.splitlines() if line.strip()]
@@ -72,7 +73,7 @@ class Rejected(Exception):
     clone with the same name, or history rewritten by hand): fetch, integrate, push again."""
 
 
-def clone_name(repo, config):
+def clone_name(repo: Repo, config: Config) -> str:
     """This clone's name in `refs/autosync/B/<name>`: `<host>-<8 hex>`, stable across
     restarts and distinct per repository; always a valid ref name component."""
     host = re.sub(r"\.+", ".", host_label(config)).strip(".").removesuffix(".lock") or "host"
@@ -81,8 +82,8 @@ def clone_name(repo, config):
 
 @dataclass
 class Fetched:
-    tips: list  # commit ids of B and of every clone's ref, as the remote has them now
-    refused: list = field(default_factory=list)  # Refused: objects fsck would not take
+    tips: list[str]  # commit ids of B and of every clone's ref, as the remote has them now
+    refused: list[Refused] = field(default_factory=list)  # objects fsck would not take
 
 
 @dataclass
@@ -100,45 +101,46 @@ class Remote:
     name: str
     branch: str
     me: str  # clone_name()
-    skip: dict = field(default_factory=dict)  # local ref -> Refused: not fetched until it moves
+    skip: dict[str, Refused] = field(default_factory=dict)  # local ref -> why: not fetched
+    # until it moves
 
     @property
-    def tracking_ref(self):
+    def tracking_ref(self) -> str:
         return f"refs/remotes/{self.name}/{self.branch}"
 
     @property
-    def clones_ref(self):
+    def clones_ref(self) -> str:
         """Where the remote keeps every clone's ref for the branch."""
         return f"refs/autosync/{self.branch}/"
 
     @property
-    def copies_ref(self):
+    def copies_ref(self) -> str:
         """Where this clone keeps its copies of them."""
         return f"refs/autosync/remotes/{self.name}/{self.branch}/"
 
-    def _local(self, remote_ref):
+    def _local(self, remote_ref: str) -> str | None:
         if remote_ref == f"refs/heads/{self.branch}":
             return self.tracking_ref
         if remote_ref.startswith(self.clones_ref):
             return self.copies_ref + remote_ref[len(self.clones_ref):]
         return None
 
-    def tracking(self):
+    def tracking(self) -> str | None:
         return self.repo.rev(self.tracking_ref)
 
-    def tips(self):
+    def tips(self) -> dict[str, str]:
         """{local ref: commit} for B and every clone's ref, as of the last fetch."""
         out = self.repo.out("for-each-ref", f"--count={MAX_TIPS}",
                             "--format=%(refname)%00%(objectname)", self.tracking_ref,
                             self.copies_ref)
         return dict(line.split("\0", 1) for line in out.splitlines() if "\0" in line)
 
-    def unpushed(self):
+    def unpushed(self) -> int:
         """How many commits of the branch the remote has in none of its refs."""
         return int(self.repo.out("rev-list", "--count", f"refs/heads/{self.branch}", "--not",
                                  *self.tips()))
 
-    def probe(self):
+    def probe(self) -> dict[str, str]:
         """{local ref: commit} for the same refs as the remote has them (git ls-remote):
         a cheap way to learn whether a fetch would bring anything."""
         res = self.repo.run("ls-remote", "--end-of-options", self.name,
@@ -154,16 +156,16 @@ class Remote:
                 found[local] = oid
         return found
 
-    def moved(self):
+    def moved(self) -> bool:
         """Whether the remote has something this clone has not fetched."""
         return self.probe() != self.tips()
 
-    def _remote(self, local):
+    def _remote(self, local: str) -> str:
         if local == self.tracking_ref:
             return f"refs/heads/{self.branch}"
         return self.clones_ref + local[len(self.copies_ref):]
 
-    def fetch(self):
+    def fetch(self) -> Fetched:
         """Fetch B and every clone's ref. A ref whose objects git's fsck refuses is left
         out (in .refused, and of every fetch until it moves) and the others are fetched."""
         if self.skip:
@@ -180,7 +182,7 @@ class Remote:
             raise classify("fetch from", self.name, err)
         return Fetched(list(dict.fromkeys(self.tips().values())), list(self.skip.values()))
 
-    def _fetch(self, refspecs):
+    def _fetch(self, refspecs: list[str]) -> str | None:
         # --prune drops the copy of a clone ref deleted on the remote; not while a ref is
         # left out (it would drop the copy of that ref, which stays what it was)
         res = self.repo.run("fetch", "-q", "--no-tags", "--no-write-fetch-head",
@@ -190,7 +192,7 @@ class Remote:
                             check=False, timeout=NETWORK_TIMEOUT)
         return res.stderr.decode(errors="replace") if res.returncode else None
 
-    def _fetch_one_by_one(self):
+    def _fetch_one_by_one(self) -> None:
         """After fetch.fsckObjects refused something: find whose ref it was."""
         for local, oid in self.probe().items():
             if local in self.skip:
@@ -206,7 +208,7 @@ class Remote:
             elif err:
                 raise classify("fetch from", self.name, err)
 
-    def push(self, branch="own"):
+    def push(self, branch: str = "own") -> Pushed:
         """Push this clone's own commits to its ref (and to B, when that is a fast-forward),
         and B to a merge of other clones' commits as branch says: "own" not, "lead" when
         this clone leads (`leads`), "any" whoever leads (a one-shot sync; or the clone that
@@ -260,17 +262,17 @@ class Remote:
                           if line.startswith("remote:")),
                       waiting=branch not in targets and local != main)
 
-    def leads(self, local, main):
+    def leads(self, local: str, main: str | None) -> bool:
         """Whether this clone moves B to local, a merge of other clones' commits: the one
         with the first name among those whose commits it brings to B does (every clone
         computes the same merge; one push of it is enough)."""
-        names = self.repo.out("for-each-ref", "--format=%(refname)", f"--merged={local}",
-                              *([f"--no-merged={main}"] if main else []), self.copies_ref)
-        names = [n[len(self.copies_ref):] for n in names.splitlines()]
+        out = self.repo.out("for-each-ref", "--format=%(refname)", f"--merged={local}",
+                            *([f"--no-merged={main}"] if main else []), self.copies_ref)
+        names = [n[len(self.copies_ref):] for n in out.splitlines()]
         return not names or min(names) == self.me
 
 
-def check_branch(repo, config):
+def check_branch(repo: Repo, config: Config) -> None:
     """Only the configured branch is synced; a user who switched away is left alone."""
     current = repo.current_branch()
     if current != config.branch:
@@ -283,19 +285,20 @@ class Engine:
     """The steps of a sync, for one repository. commit and integrate change the work
     tree (under the repository lock); fetch, push and announce talk to the network."""
 
-    def __init__(self, repo, config=None):
+    def __init__(self, repo: Repo, config: Config | None = None) -> None:
         self.repo = repo
         self.config = config or Config(repo)
         self.remote = (Remote(repo, self.config.remote, self.config.branch,
                               clone_name(repo, self.config))
                        if self.config.has_remote else None)
         self.sender = sender_id(repo, self.config)
-        self.publish = None  # publish(Notification), set by who owns a transport
-        self.refused = {}  # commit -> Refused: a tip integrate left out, while it is a tip
-        self.fetch_refused = []  # Refused: what the last fetch left out
+        # publish(notification), set by whoever holds a transport
+        self.publish: Callable[[Notification], object] | None = None
+        self.refused: dict[str, Refused] = {}  # a tip integrate left out, while it is a tip
+        self.fetch_refused: list[Refused] = []  # what the last fetch left out
 
     @classmethod
-    def one_shot(cls, repo):
+    def one_shot(cls, repo: Repo) -> "Engine":
         """The engine of a command that runs once (sync, the push helper): it announces
         a push over a connection of its own, made for that."""
         engine = cls(repo)
@@ -304,21 +307,21 @@ class Engine:
         return engine
 
     @property
-    def pulls(self):
+    def pulls(self) -> bool:
         return self.remote is not None and self.config["pull"]
 
     @property
-    def pushes(self):
+    def pushes(self) -> bool:
         return self.remote is not None and self.config["push"]
 
-    def commit(self, paths=None):
+    def commit(self, paths: Collection[str] | None = None) -> Result:
         """Commit paths (None: every change); the engine pushes it, not the hook."""
         with self.repo.lock():
             check_committable(self.repo)  # a rebase by hand (HEAD detached) says so
             check_branch(self.repo, self.config)  # hands off another branch
             return commit_changes(self.repo, self.config, paths)
 
-    def note_refused(self, refused):
+    def note_refused(self, refused: list[Refused]) -> None:
         """What the last fetch refused (fsck): logged when new, shown until it moves."""
         known = {e.commit for e in self.fetch_refused}
         for e in refused:
@@ -326,14 +329,15 @@ class Engine:
                 log.warning("%s", e.message)
         self.fetch_refused = list(refused)
 
-    def refused_now(self):
+    def refused_now(self) -> Refused | None:
         """A Refused naming a commit this clone is leaving out now, or None."""
         return next(iter(self.fetch_refused + list(self.refused.values())), None)
 
-    def integrate(self, tips=None):
+    def integrate(self, tips: list[str] | None = None) -> Integrated | None:
         """Bring in the fetched tips (default: as of the last fetch), leaving out refused
         ones. None when there is nothing to bring in."""
         if tips is None:
+            assert self.remote is not None, "integrate() without tips needs a remote"
             tips = list(self.remote.tips().values())
         self.refused = {c: e for c, e in self.refused.items() if c in tips}
         tips = [t for t in tips if t not in self.refused]
@@ -349,7 +353,7 @@ class Engine:
             self.refused[e.commit] = e
         return result if result.head != head else None
 
-    def announce(self, pushed):
+    def announce(self, pushed: Pushed) -> None:
         """Tell the other clones, unless the remote's hook does (one announcement a push)."""
         if pushed.commit and not pushed.announced and self.publish is not None:
             self.publish(Notification.now(self.config.channel, self.config.branch,
@@ -359,11 +363,12 @@ class Engine:
 @dataclass
 class Outcome:
     pushed: str | None = None
-    conflicts: list = field(default_factory=list)
-    refused: list = field(default_factory=list)
+    conflicts: list[Conflict] = field(default_factory=list)
+    refused: list[Refused] = field(default_factory=list)
 
 
-def sync_once(engine, commit=True, attempts=5, sleep=time.sleep):
+def sync_once(engine: Engine, commit: bool = True, attempts: int = 5,
+              sleep: Callable[[float], None] = time.sleep) -> Outcome:
     """Commit (optionally), fetch, integrate, push, announce; the engine's retry policy
     between attempts. Returns an Outcome; raises Retry when the remote stayed away."""
     repo, remote = engine.repo, engine.remote
