@@ -16,8 +16,10 @@ import re
 import time
 import unicodedata
 from dataclasses import dataclass
+from typing import Any, NoReturn
 
-from .git import valid_branch_name
+from .config import Config
+from .git import Repo, valid_branch_name
 from .util import log
 
 VERSION = 1
@@ -51,12 +53,12 @@ class Notification:
     time: float
 
     @classmethod
-    def now(cls, channel, branch, commit, sender):
+    def now(cls, channel: str, branch: str, commit: str, sender: str) -> "Notification":
         """The notification for commit, sent now: the one place one is made."""
         return cls(channel, branch, commit, sender, time.time())
 
 
-def branch_ok(name):
+def branch_ok(name: object) -> bool:
     """A branch name git accepts that is also usable as MQTT topic levels.
 
     git's rules (git.valid_branch_name: no '..', '@{', leading '-', ...) plus: no MQTT
@@ -66,7 +68,7 @@ def branch_ok(name):
 
 
 @functools.lru_cache(maxsize=256)  # a receiver sees its own branch again and again
-def _branch_ok(name):
+def _branch_ok(name: str) -> bool:
     if not name or len(name.encode("utf-8", "replace")) > MAX_BRANCH:
         return False
     if any(c in "+#" or unicodedata.category(c) in ("Cc", "Cs", "Cn") for c in name):
@@ -74,11 +76,11 @@ def _branch_ok(name):
     return valid_branch_name(name)
 
 
-def channel_ok(name):
+def channel_ok(name: object) -> bool:
     return isinstance(name, str) and _CHANNEL.fullmatch(name) is not None
 
 
-def topic(channel, branch):
+def topic(channel: str, branch: str) -> str:
     """`autosync/<channel>/<branch>`; BadMessage when either cannot be a topic."""
     if not channel_ok(channel):
         raise BadMessage(f"channel '{channel}' is not a plain name (letters, digits, . _ -)")
@@ -87,7 +89,7 @@ def topic(channel, branch):
     return f"{PREFIX}/{channel}/{branch}"
 
 
-def encode(note):
+def encode(note: Notification) -> bytes:
     """The payload (bytes) of a valid note; BadMessage otherwise."""
     check(note)
     data = json.dumps({"v": VERSION, "channel": note.channel, "branch": note.branch,
@@ -98,7 +100,7 @@ def encode(note):
     return data
 
 
-def check(note):
+def check(note: Notification) -> None:
     """BadMessage unless every field of note is well-formed."""
     if not channel_ok(note.channel):
         raise BadMessage("bad channel")
@@ -114,7 +116,8 @@ def check(note):
         raise BadMessage("bad time")
 
 
-def decode(payload, topic=None, want=None):
+def decode(payload: object, topic: str | None = None,
+           want: tuple[str, str] | None = None) -> Notification:
     """The Notification in payload (bytes), checked against its topic when given.
 
     want=(channel, branch): a payload naming another channel or branch raises NotForUs,
@@ -128,7 +131,7 @@ def decode(payload, topic=None, want=None):
         data = json.loads(bytes(payload).decode("utf-8"), object_pairs_hook=_unique,
                           parse_constant=_no_constant)
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
-        raise BadMessage(f"not JSON ({type(e).__name__})")
+        raise BadMessage(f"not JSON ({type(e).__name__})") from None
     if not isinstance(data, dict):
         raise BadMessage("not a JSON object")
     v = data.get("v")
@@ -148,32 +151,32 @@ def decode(payload, topic=None, want=None):
     return note
 
 
-def _unique(pairs):
+def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     keys = [k for k, _ in pairs]
     if len(set(keys)) != len(keys):
         raise BadMessage("a key is repeated")
     return dict(pairs)
 
 
-def _no_constant(name):
+def _no_constant(name: str) -> NoReturn:
     raise BadMessage(f"not JSON ({name})")
 
 
-def host_label(config):
+def host_label(config: Config) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", config.host)[:80] or "host"
 
 
-def repo_digest(repo):
+def repo_digest(repo: Repo) -> str:
     """8 hex digits naming this repository on this machine, stable across restarts."""
     return hashlib.sha1(repo.common_dir.encode(errors="surrogateescape")).hexdigest()[:8]
 
 
-def sender_id(repo, config):
+def sender_id(repo: Repo, config: Config) -> str:
     """`<host>:<8 hex>`: this clone, stable across restarts, distinct per repository."""
     return f"{host_label(config)}:{repo_digest(repo)}"
 
 
-def server_sender_id(config):
+def server_sender_id(config: Config) -> str:
     """`<host>:server`: a bare server's post-receive hook."""
     return f"{host_label(config)}:server"
 
