@@ -11,6 +11,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from typing import Any
 
 from . import VERSION, pidfile
 from .config import Config
@@ -19,7 +21,6 @@ from .daemon import Daemon, State
 from .git import Repo
 from .sync import Engine, sync_once
 from .util import NOT_RUNNING, OK, RETRY, Error, setup_logging
-
 
 DESCRIPTION = """\
 Keep a git work tree in sync like a Dropbox folder: every saved file is committed,
@@ -39,7 +40,7 @@ Run 'git autosync COMMAND -h' for a command's options. Configuration lives in
 exit codes: 0 ok, 1 needs a human, 2 usage, 3 not running, 75 retry later"""
 
 
-def parser():
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="git autosync", description=DESCRIPTION,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("-C", dest="dir", default=None, metavar="DIR",
@@ -73,7 +74,7 @@ def parser():
     return ap
 
 
-def main(argv):
+def main(argv: list[str]) -> int:
     ap = parser()
     if not argv:
         ap.print_help()
@@ -86,19 +87,19 @@ def main(argv):
     return COMMANDS[args.command](repo, args)
 
 
-def log_path(repo):
+def log_path(repo: Repo) -> str:
     return os.path.join(repo.ensure_state_dir(), "log")
 
 
 # -- run / start / stop ----------------------------------------------------------------
-def cmd_run(repo, args):
+def cmd_run(repo: Repo, args: argparse.Namespace) -> int:
     if repo.bare:
         raise Error(f"'{repo.cwd}' is a bare repository; its post-receive hook does the work",
                     "run 'git autosync run' in a clone with a work tree")
     setup_logging(args.log, verbose=args.verbose)
     ready_fd = os.environ.pop("GIT_AUTOSYNC_READY_FD", None)
 
-    def ready():
+    def ready() -> None:
         if ready_fd is not None:
             try:
                 os.write(int(ready_fd), b"1")
@@ -108,12 +109,12 @@ def cmd_run(repo, args):
     return Daemon(repo, ready_hook=ready).run()
 
 
-def cmd_start(repo, args):
+def cmd_start(repo: Repo, args: argparse.Namespace) -> int:
     pid = pidfile.running_pid(repo)
     if pid:
         raise Error(f"already running for '{repo.cwd}' (pid {pid})",
                     f"git -C '{repo.cwd}' autosync stop")
-    Config(repo).branch  # fail here, not in the background, on a detached HEAD
+    _ = Config(repo).branch  # fail here, not in the background, on a detached HEAD
     logfile = log_path(repo)
     rfd, wfd = os.pipe()
     env = dict(os.environ, GIT_AUTOSYNC_READY_FD=str(wfd))
@@ -129,15 +130,15 @@ def cmd_start(repo, args):
     if ready != b"1":
         code = proc.wait(timeout=30)
         tail = _tail(logfile, 5)
-        reason = next((l for l in reversed(tail) if "git-autosync:" in l or "WARNING" in l
-                       or "ERROR" in l), tail[-1] if tail else "no log")
+        reason = next((line for line in reversed(tail) if "git-autosync:" in line
+                       or "WARNING" in line or "ERROR" in line), tail[-1] if tail else "no log")
         raise Error(f"the daemon did not start (exit {code}): {reason.strip()}",
                     f"git -C '{repo.cwd}' autosync log")
     print(f"started git-autosync for '{repo.cwd}' (pid {proc.pid}); log: {logfile}")
     return OK
 
 
-def cmd_stop(repo, args):
+def cmd_stop(repo: Repo, args: argparse.Namespace) -> int:
     pid = pidfile.running_pid(repo)
     if not pid:
         print(f"git-autosync is not running for '{repo.cwd}'")
@@ -158,13 +159,14 @@ def cmd_stop(repo, args):
 
 
 # -- status --------------------------------------------------------------------------------
-def gather_status(repo):
+def gather_status(repo: Repo) -> dict[str, Any]:
     config = Config(repo)
     pid = pidfile.running_pid(repo)
     state = State.read(repo)
-    info = {"repository": repo.cwd, "running": bool(pid), "pid": pid or None,
-            "branch": config["branch"] or repo.current_branch(), "remote": config.remote,
-            "channel": config.channel}
+    info: dict[str, Any] = {
+        "repository": repo.cwd, "running": bool(pid), "pid": pid or None,
+        "branch": config["branch"] or repo.current_branch(), "remote": config.remote,
+        "channel": config.channel}
     head = repo.run("log", "-1", "--format=%H%x00%ct%x00%s", check=False).stdout.decode()
     if head.strip():
         oid, ts, subject = head.rstrip("\n").split("\0", 2)
@@ -172,7 +174,9 @@ def gather_status(repo):
     branch = info["branch"]
     unpushed = None
     if branch and config.has_remote and repo.rev(f"refs/heads/{branch}"):
-        unpushed = Engine(repo, config).remote.unpushed()
+        remote = Engine(repo, config).remote  # there is one: config.has_remote
+        if remote is not None:
+            unpushed = remote.unpushed()
     info["unpushed"] = unpushed
     files = repo.out("ls-files", "-z").split("\0") if not repo.bare else []
     info["conflict_copies"] = [f for f in files if is_conflict_copy(f)]
@@ -193,7 +197,7 @@ def gather_status(repo):
     return info
 
 
-def _ago(ts):
+def _ago(ts: float | None) -> str:
     if not ts:
         return "never"
     secs = max(0, int(time.time() - ts))
@@ -203,13 +207,13 @@ def _ago(ts):
     return f"{secs} s ago"
 
 
-def cmd_status(repo, args):
+def cmd_status(repo: Repo, args: argparse.Namespace) -> int:
     info = gather_status(repo)
     if args.json:
         print(json.dumps(info, indent=1, sort_keys=True))
         return OK if info["running"] else NOT_RUNNING
-    lines = [f"git-autosync: {'running (pid %d)' % info['pid'] if info['running'] else 'not running'}"
-             f" in {info['repository']}",
+    running = f"running (pid {info['pid']})" if info["running"] else "not running"
+    lines = [f"git-autosync: {running} in {info['repository']}",
              f"  branch:        {info['branch'] or '(detached)'} <-> {info['remote']}"
              f" (channel {info['channel']})"]
     lc = info.get("last_commit")
@@ -254,7 +258,7 @@ def cmd_status(repo, args):
 
 
 # -- sync / log -------------------------------------------------------------------------------
-def cmd_sync(repo, args):
+def cmd_sync(repo: Repo, args: argparse.Namespace) -> int:
     if repo.bare:
         raise Error(f"'{repo.cwd}' is a bare repository; nothing to sync")
     setup_logging()
@@ -270,7 +274,7 @@ def cmd_sync(repo, args):
     return OK
 
 
-def _tail(path, n):
+def _tail(path: str, n: int) -> list[str]:
     try:
         with open(path, "rb") as f:
             f.seek(0, os.SEEK_END)
@@ -280,7 +284,7 @@ def _tail(path, n):
         return []
 
 
-def cmd_log(repo, args):
+def cmd_log(repo: Repo, args: argparse.Namespace) -> int:
     path = log_path(repo)
     if not os.path.exists(path):
         print(f"no log yet: '{path}'")
@@ -291,14 +295,15 @@ def cmd_log(repo, args):
         with open(path, "rb") as f:
             f.seek(0, os.SEEK_END)
             while True:  # until Ctrl-C, like tail -f
-                line = f.readline()
-                if line:
-                    sys.stdout.write(line.decode(errors="replace"))
+                new = f.readline()
+                if new:
+                    sys.stdout.write(new.decode(errors="replace"))
                     sys.stdout.flush()
                 else:
                     time.sleep(0.2)
     return OK
 
 
-COMMANDS = {"run": cmd_run, "start": cmd_start, "stop": cmd_stop, "status": cmd_status,
-            "sync": cmd_sync, "log": cmd_log}
+Command = Callable[[Repo, argparse.Namespace], int]
+COMMANDS: dict[str, Command] = {"run": cmd_run, "start": cmd_start, "stop": cmd_stop,
+                                "status": cmd_status, "sync": cmd_sync, "log": cmd_log}

@@ -8,12 +8,15 @@ left out, each with one warning.
 """
 
 import argparse
+import io
 import os
 import re
 import stat
 import sys
 import time
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import cast
 
 from .checkout import interrupted_paths, recover
 from .config import Config
@@ -34,12 +37,12 @@ LOCK_WAIT_SECONDS = 30.0
 class Result:
     commit: str | None = None  # the new commit, or None when nothing changed
     message: str = ""
-    skipped_large: list = field(default_factory=list)
-    nested: list = field(default_factory=list)
-    held: list = field(default_factory=list)
+    skipped_large: list[str] = field(default_factory=list)
+    nested: list[str] = field(default_factory=list)
+    held: list[str] = field(default_factory=list)
 
 
-def check_committable(repo):
+def check_committable(repo: Repo) -> None:
     """Refuse to touch a repository in a state the user is handling by hand."""
     op = repo.operation_in_progress()
     if op:
@@ -49,7 +52,7 @@ def check_committable(repo):
                     if op != "bisect" else "finish it with 'git bisect reset'")
 
 
-def changed_entries(repo, paths):
+def changed_entries(repo: Repo, paths: Collection[str] | None) -> list[tuple[str, str]]:
     """[(xy, path)] from `git status`, for the given paths or the whole tree (paths=None)."""
     args = ["status", "--porcelain=v1", "-z", "--untracked-files=all", "--no-renames",
             "--ignore-submodules=none"]
@@ -71,14 +74,14 @@ TEMP, NESTED, LARGE = "an editor temp file", "a nested repository", \
 REFUSED = "a name or symlink git refuses to check out"
 
 
-def skip_reason(repo, config, path):
+def skip_reason(repo: Repo, config: Config, path: str) -> str | None:
     """Why autosync leaves this changed path (a `git status` entry) uncommitted, or None."""
     if is_temp(path, config["ignore"]):
         return TEMP
     if path.endswith("/"):  # an untracked directory git would not descend: a repository
         return NESTED
     try:
-        st = os.lstat(os.path.join(repo.top, path))
+        st = os.lstat(os.path.join(repo.work_tree, path))
     except FileNotFoundError:
         return None  # deleted: update-index --remove stages the removal
     if st.st_size > config["maxFileSize"] and stat.S_ISREG(st.st_mode):
@@ -91,7 +94,8 @@ def skip_reason(repo, config, path):
     return None
 
 
-def select(repo, config, entries, result):
+def select(repo: Repo, config: Config, entries: list[tuple[str, str]],
+           result: Result) -> list[str]:
     """The paths to stage, leaving out temp files, nested repositories and large files."""
     chosen = []
     held = read_held(repo)
@@ -115,7 +119,7 @@ def select(repo, config, entries, result):
     return chosen
 
 
-def uncommittable(repo, config, paths):
+def uncommittable(repo: Repo, config: Config, paths: list[str]) -> dict[str, str]:
     """{path: reason} for those of paths (files or directories) holding nothing autosync
     would commit: ignored, temp names, nested repositories, too large."""
     entries = changed_entries(repo, paths)
@@ -124,15 +128,16 @@ def uncommittable(repo, config, paths):
         inside = [(xy, p) for xy, p in entries
                   if p.rstrip("/") == path or p.startswith(path + "/")]
         reasons = [skip_reason(repo, config, p) for _, p in inside]
-        if None not in reasons:
-            result[path] = reasons[0] if reasons else "ignored"
+        known = [r for r in reasons if r is not None]
+        if len(known) == len(reasons):
+            result[path] = known[0] if known else "ignored"
     return result
 
 
-def summarize(status_lines):
+def summarize(status_lines: str) -> tuple[str, int]:
     """'edit notes.md, add 2 files' from `git diff --cached --name-status -z` fields."""
     verbs = {"M": "edit", "T": "edit", "A": "add", "C": "add", "D": "delete", "R": "rename"}
-    groups = {}
+    groups: dict[str, list[str]] = {}
     fields = status_lines.split("\0")
     i = 0
     while i < len(fields) and fields[i]:
@@ -155,7 +160,7 @@ def summarize(status_lines):
     return ", ".join(parts), count
 
 
-def _short(path):
+def _short(path: str) -> str:
     """A path for a one-line message: control characters shown as '?', long paths cut."""
     path = re.sub(r"[\x00-\x1f\x7f]", "?", path)
     return path if len(path) <= 60 else "..." + path[-57:]
@@ -165,14 +170,14 @@ def _short(path):
 HELD = "held"  # $GIT_DIR/autosync/held: NUL-separated paths (a directory: all below it)
 
 
-def ignored_untracked(repo):
+def ignored_untracked(repo: Repo) -> set[str]:
     """Untracked files git ignores now, one by one (a file created later in an ignored
     directory is not among them)."""
     out = repo.run("ls-files", "-z", "-o", "-i", "--exclude-standard").stdout
     return {p for p in os.fsdecode(out).split("\0") if p}
 
 
-def read_held(repo):
+def read_held(repo: Repo) -> set[str]:
     try:
         with open(os.path.join(repo.state_dir, HELD), "rb") as f:
             return {p for p in os.fsdecode(f.read()).split("\0") if p}
@@ -180,7 +185,7 @@ def read_held(repo):
         return set()
 
 
-def hold(repo, add=(), drop=()):
+def hold(repo: Repo, add: Iterable[str] = (), drop: Iterable[str] = ()) -> set[str]:
     """Never commit these by ourselves: a merge (someone else's .gitignore edit) may
     un-ignore them. `git add` by hand still commits one; so does removing it from the file."""
     path = os.path.join(repo.ensure_state_dir(), HELD)
@@ -193,7 +198,7 @@ def hold(repo, add=(), drop=()):
     return held
 
 
-def _under(path, paths):
+def _under(path: str, paths: Collection[str]) -> bool:
     """Whether path or one of its directories is in paths."""
     while path:
         if path in paths:
@@ -202,12 +207,12 @@ def _under(path, paths):
     return False
 
 
-def render_message(template, summary, host, count):
+def render_message(template: str, summary: str, host: str, count: int) -> str:
     return (template.replace("%(summary)", summary).replace("%(host)", host)
             .replace("%(count)", str(count)))
 
 
-def wait_for_index_lock(repo, timeout=LOCK_WAIT_SECONDS):
+def wait_for_index_lock(repo: Repo, timeout: float = LOCK_WAIT_SECONDS) -> None:
     """Wait while someone holds index.lock; remove it only when it is provably stale."""
     lock = repo.git_path("index.lock")
     deadline = time.monotonic() + timeout
@@ -233,7 +238,7 @@ def wait_for_index_lock(repo, timeout=LOCK_WAIT_SECONDS):
         time.sleep(0.05)
 
 
-def git_running_in(repo):
+def git_running_in(repo: Repo) -> bool:
     """Whether any git process (other than ours) works in this repository."""
     roots = [repo.git_dir] + ([repo.top] if repo.top else [])
     me = os.getpid()
@@ -256,13 +261,14 @@ def git_running_in(repo):
     return False
 
 
-def commit_changes(repo, config, paths=None, hook_pushes=False):
+def commit_changes(repo: Repo, config: Config, paths: Collection[str] | None = None,
+                   hook_pushes: bool = False) -> Result:
     """Stage `paths` (None: the whole tree) and commit. Caller holds repo.lock().
     hook_pushes: the post-commit hook pushes it, as for any commit made by hand (the
     commit helper run alone); False when the caller pushes it itself (the sync engine)."""
     result = Result()
     check_committable(repo)
-    held = set()
+    held: set[str] | None = set()
     try:
         recover(repo)  # an interrupted merge is completed first: never commit its half-state
     except Error as e:
@@ -301,11 +307,11 @@ def commit_changes(repo, config, paths=None, hook_pushes=False):
             raise Retry("index.lock appeared while committing; will retry")
         raise Error(f"cannot commit in '{repo.cwd}': {err.splitlines()[-1] if err else 'failed'}")
     result.commit = repo.rev("HEAD")
-    log.info("committed %s %s", result.commit[:10], result.message)
+    log.info("committed %.10s %s", result.commit, result.message)
     return result
 
 
-def batches(stream, sep):
+def batches(stream: io.BufferedIOBase, sep: bytes) -> Iterator[list[str]]:
     """Lists of paths read from stream as they come: each path ends in sep, and an empty
     one (or the end of the input) ends a batch. '.' stands for every change."""
     buf, batch = b"", []
@@ -323,7 +329,7 @@ def batches(stream, sep):
         yield batch
 
 
-def main(argv):
+def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(
         prog="autosync-commit",
         description="Stage the given paths (default: every change) and commit them. The "
@@ -340,7 +346,9 @@ def main(argv):
     if repo.bare:
         raise Error(f"'{repo.cwd}' is a bare repository; nothing to commit")
     config = Config(repo)
-    todo = batches(sys.stdin.buffer, b"\0" if args.z else b"\n") if args.stdin else [args.paths]
+    # typeshed declares sys.stdin.buffer a BinaryIO (no read1); it is a BufferedReader
+    todo = batches(cast(io.BufferedIOBase, sys.stdin.buffer), b"\0" if args.z else b"\n") \
+        if args.stdin else [args.paths]
     for paths in todo:
         with repo.lock():
             result = commit_changes(repo, config, None if not paths or "." in paths else paths,

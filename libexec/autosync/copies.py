@@ -13,11 +13,11 @@ NAME_MAX = 255  # bytes in one file name on every common file system
 COPY_NAME = re.compile(r"\.conflict-[A-Za-z0-9._-]+-\d{8}-\d{6}(-\d+)?(\.[^/]*)?$")
 
 
-def is_conflict_copy(path):
+def is_conflict_copy(path: str) -> bool:
     return COPY_NAME.search(path) is not None
 
 
-def copy_name(path, host, when, n=1):
+def copy_name(path: str, host: str, when: float, n: int = 1) -> str:
     """notes.md -> notes.conflict-laptop-20261124-101530.md (-2, -3 ... for n > 1).
     A long stem is shortened so that the name still fits in NAME_MAX bytes."""
     head, _, name = path.rpartition("/")

@@ -23,6 +23,14 @@ class GitFailed(Error):
         self.args_, self.returncode, self.stderr = args, returncode, stderr
 
 
+def own_git_path(name: str) -> str:
+    """`git rev-parse --git-path NAME` as this process was started: its directory and its
+    environment (a hook's GIT_DIR, `git -c core.hooksPath=...`), which a Repo clears.
+    Relative to the current directory; "" when git cannot tell."""
+    return subprocess.run(["git", "rev-parse", "--git-path", name], stdout=subprocess.PIPE,
+                          stderr=subprocess.DEVNULL, text=True).stdout.strip()
+
+
 def clean_env(base: Env | None = None) -> dict[str, str]:
     """The environment without git's repository-local variables.
 

@@ -12,10 +12,12 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
+from typing import IO
 
 from . import pidfile
 from .config import Config
-from .git import Repo, clean_env
+from .git import Repo, clean_env, own_git_path
 from .install import CHAINED
 from .publish import updates_from_lines
 from .transport import kind
@@ -25,10 +27,9 @@ LIBEXEC = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STDIN_HOOKS = ("post-receive", "pre-receive", "pre-push", "post-rewrite")
 
 
-def run_chained(name, args, stdin):
+def run_chained(name: str, args: list[str], stdin: bytes | None) -> int:
     """Run the hook that was there before autosync, exactly as git would have."""
-    hooks = subprocess.run(["git", "rev-parse", "--git-path", "hooks"], stdout=subprocess.PIPE,
-                           stderr=subprocess.DEVNULL, text=True).stdout.strip() or "hooks"
+    hooks = own_git_path("hooks") or "hooks"
     chained = os.path.abspath(os.path.join(hooks, name + CHAINED))
     if not os.path.isfile(chained) or not os.access(chained, os.X_OK):
         return 0
@@ -36,8 +37,9 @@ def run_chained(name, args, stdin):
                           stdin=None if stdin is not None else subprocess.DEVNULL).returncode
 
 
-def spawn(repo, argv, logname):
+def spawn(repo: Repo, argv: list[str], logname: str) -> None:
     """Start argv detached from the hook: own session, output to a log, not to git."""
+    out: IO[bytes] | int
     try:
         out = open(os.path.join(repo.ensure_state_dir(), logname), "ab")
     except OSError:
@@ -46,11 +48,11 @@ def spawn(repo, argv, logname):
         subprocess.Popen(argv, cwd=repo.cwd, env=clean_env(), stdin=subprocess.DEVNULL,
                          stdout=out, stderr=out, start_new_session=True, close_fds=True)
     finally:
-        if out is not subprocess.DEVNULL:
+        if not isinstance(out, int):  # not subprocess.DEVNULL
             out.close()
 
 
-def post_commit(args, stdin):
+def post_commit(args: list[str], stdin: bytes | None) -> None:
     if os.environ.get("GIT_AUTOSYNC_COMMITTER"):
         return  # the daemon's own commit: it pushes by itself
     repo = Repo(".")
@@ -69,7 +71,7 @@ def post_commit(args, stdin):
     spawn(repo, [os.path.join(LIBEXEC, "autosync-push"), "-C", repo.cwd], "push.log")
 
 
-def post_receive(args, stdin):
+def post_receive(args: list[str], stdin: bytes | None) -> None:
     repo = Repo(".")
     # decoded as autosync-publish --stdin does: a ref name that is not UTF-8 reaches the
     # publisher byte for byte (and is dropped there), never as a look-alike name
@@ -82,10 +84,11 @@ def post_receive(args, stdin):
                      "--", *updates], "publish.log")
 
 
-HANDLERS = {"post-commit": post_commit, "post-receive": post_receive}
+Handler = Callable[[list[str], bytes | None], None]  # (hook arguments, its stdin)
+HANDLERS: dict[str, Handler] = {"post-commit": post_commit, "post-receive": post_receive}
 
 
-def main(argv):
+def main(argv: list[str]) -> int:
     if not argv or argv[0] not in HANDLERS:
         print("usage: autosync-hook {%s} [ARGS...]   (run by git's hook shims)"
               % ",".join(HANDLERS), file=sys.stderr)

@@ -14,7 +14,9 @@ at the same moment create the very same commit id and nothing ping-pongs.
 import argparse
 import os
 import re
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from .checkout import advance, recover
 from .commit import check_committable, hold, ignored_untracked, uncommittable
@@ -24,10 +26,14 @@ from .git import Repo
 from .treecheck import Refused, check_update
 from .util import Error, log
 
+T = TypeVar("T")
+
 MERGE_IDENT = {"GIT_AUTHOR_NAME": "git-autosync", "GIT_AUTHOR_EMAIL": "git-autosync@localhost",
                "GIT_COMMITTER_NAME": "git-autosync",
                "GIT_COMMITTER_EMAIL": "git-autosync@localhost"}
 HOST_IN_SUBJECT = re.compile(r"\(host ([A-Za-z0-9._-]{1,64})\)\s*$")
+# `git merge-tree` conflicts: {path: {stage: (mode, oid)}}
+Stages = dict[str, dict[int, tuple[str, str]]]
 
 
 @dataclass(frozen=True)
@@ -37,7 +43,7 @@ class Tip:
     subject: str
 
     @property
-    def host(self):
+    def host(self) -> str:
         m = HOST_IN_SUBJECT.search(self.subject)
         return m.group(1) if m else self.oid[:8]
 
@@ -52,10 +58,10 @@ class Conflict:
 # What depends on commit ids alone is the same every time it is computed: remembered for
 # the life of the process (a clone folds the same tips again and again as new ones come),
 # and forgotten all at once if an object it names may have gone (git gc --prune=now).
-_memo: dict = {}
+_memo: dict[tuple[Hashable, ...], Any] = {}
 
 
-def _remember(repo, key, compute):
+def _remember(repo: Repo, key: tuple[Hashable, ...], compute: Callable[[], T]) -> T:
     key = (repo.git_dir, *key)
     if key not in _memo:
         if len(_memo) >= 4096:
@@ -64,13 +70,13 @@ def _remember(repo, key, compute):
     return _memo[key]
 
 
-def describe(repo, oid, path=None):
+def describe(repo: Repo, oid: str, path: str | None = None) -> Tip:
     """The Tip for commit oid; with path: for the last commit up to oid, other than a merge,
     that changed path (the host and time a conflict copy of that path is named after)."""
     return _remember(repo, ("describe", oid, path), lambda: _describe(repo, oid, path))
 
 
-def _describe(repo, oid, path):
+def _describe(repo: Repo, oid: str, path: str | None) -> Tip:
     # log, not show: show sets up a diff it then skips (60 ms on a large tree)
     args = ["log", "-1", "--format=%H%x00%ct%x00%s", oid]
     args += ["--no-merges", "--", ":(literal)" + path] if path else ["--no-walk", "--"]
@@ -80,7 +86,7 @@ def _describe(repo, oid, path):
     return Tip(fields[0], int(fields[1]), fields[2])
 
 
-def conflict_copy_name(repo, path, tip, taken):
+def conflict_copy_name(repo: Repo, path: str, tip: Tip, taken: set[str]) -> str:
     """The copy name for path as it is on the side that lost, unique within `taken`."""
     origin = describe(repo, tip.oid, path)
     for n in range(1, 1000):
@@ -91,11 +97,11 @@ def conflict_copy_name(repo, path, tip, taken):
     raise Error(f"too many conflict copies of '{path}'")
 
 
-def parse_merge_tree(output):
+def parse_merge_tree(output: str) -> tuple[str, Stages]:
     """(tree, {path: {stage: (mode, oid)}}) from `git merge-tree --write-tree -z` output."""
     fields = output.split("\0")
     tree = fields[0]
-    stages = {}
+    stages: Stages = {}
     for item in fields[1:]:
         if not item:
             break
@@ -105,9 +111,11 @@ def parse_merge_tree(output):
     return tree, stages
 
 
-def resolve(repo, stages, first, second, winner_is_first, taken):
+def resolve(repo: Repo, stages: Stages, first: Tip, second: Tip, winner_is_first: bool,
+            taken: set[str]) -> tuple[list[str], list[Conflict]]:
     """Index lines and Conflicts that replace every conflicted path by clean versions."""
-    lines, conflicts = [], []
+    lines: list[str] = []
+    conflicts: list[Conflict] = []
     win, lose = (2, 3) if winner_is_first else (3, 2)
     loser_tip = second if winner_is_first else first
     for path in sorted(stages):
@@ -134,11 +142,12 @@ def resolve(repo, stages, first, second, winner_is_first, taken):
     return lines, conflicts
 
 
-def _index_line(mode, oid, path):
+def _index_line(mode: str, oid: str, path: str) -> str:
     return f"{mode} {oid}\t{path}\0"
 
 
-def merge_commits(repo, a, b, independent=False):
+def merge_commits(repo: Repo, a: str, b: str,
+                  independent: bool = False) -> tuple[str, list[Conflict]]:
     """The commit that merges a and b (either order gives the same result), and the
     conflicts. independent: the caller knows neither contains the other."""
     if not independent:
@@ -149,7 +158,7 @@ def merge_commits(repo, a, b, independent=False):
     return _remember(repo, ("merge", *sorted((a, b))), lambda: _merge(repo, a, b))
 
 
-def _merge(repo, a, b):
+def _merge(repo: Repo, a: str, b: str) -> tuple[str, list[Conflict]]:
     first, second = sorted((describe(repo, a), describe(repo, b)), key=lambda t: t.oid)
     res = repo.run("merge-tree", "--write-tree", "-z", "--no-messages",
                    "--allow-unrelated-histories", first.oid, second.oid, check=False)
@@ -157,7 +166,7 @@ def _merge(repo, a, b):
         raise Error(f"cannot merge {first.oid[:10]} and {second.oid[:10]}: "
                     + res.stderr.decode(errors="replace").strip())
     tree, stages = parse_merge_tree(res.stdout.decode(errors="surrogateescape"))
-    conflicts = []
+    conflicts: list[Conflict] = []
     if stages:
         winner_is_first = (first.time, first.oid) > (second.time, second.oid)
         tree, conflicts = _rewrite_tree(repo, tree, stages, first, second, winner_is_first)
@@ -170,7 +179,7 @@ def _merge(repo, a, b):
     return commit, conflicts
 
 
-def fold(repo, tips):
+def fold(repo: Repo, tips: Sequence[str]) -> tuple[str, list[Conflict]]:
     """The merge of every tip in tips (commit ids none of which contains another): one
     merge commit with them all as parents, its tree merged two at a time, oldest tip first
     (committer time, then id), through commits nothing refers to. The same set gives the
@@ -184,11 +193,12 @@ def fold(repo, tips):
         return _fold(repo, tips)
 
 
-def _fold(repo, tips):
+def _fold(repo: Repo, tips: Sequence[str]) -> tuple[str, list[Conflict]]:
     tips = [t.oid for t in sorted((describe(repo, t) for t in tips),
                                   key=lambda t: (t.time, t.oid))]
     if len(tips) <= 2:
-        return merge_commits(repo, *tips, independent=True) if len(tips) == 2 else (tips[0], [])
+        return (merge_commits(repo, tips[0], tips[1], independent=True) if len(tips) == 2
+                else (tips[0], []))
     merged, conflicts = tips[0], []
     for tip in tips[1:]:  # a new tip is usually the newest: the merges before it are known
         merged, more = merge_commits(repo, merged, tip, independent=True)
@@ -202,7 +212,8 @@ def _fold(repo, tips):
         env=env)), conflicts
 
 
-def _rewrite_tree(repo, tree, stages, first, second, winner_is_first):
+def _rewrite_tree(repo: Repo, tree: str, stages: Stages, first: Tip, second: Tip,
+                  winner_is_first: bool) -> tuple[str, list[Conflict]]:
     taken = set(repo.out("ls-tree", "-r", "-z", "--name-only", tree).split("\0"))
     lines, conflicts = resolve(repo, stages, first, second, winner_is_first, taken)
     index = os.path.join(repo.ensure_state_dir(), f"merge-index.{os.getpid()}")
@@ -219,7 +230,7 @@ def _rewrite_tree(repo, tree, stages, first, second, winner_is_first):
             pass
 
 
-def merge_message(conflicts):
+def merge_message(conflicts: list[Conflict]) -> str:
     if not conflicts:
         return "autosync: merge"
     body = []
@@ -241,7 +252,7 @@ class Integrated:
     tips: list = field(default_factory=list)  # the tips brought in
 
 
-def local_side(repo, head):
+def local_side(repo: Repo, head: str) -> list[str]:
     """What stands for this clone's own work in a fold: HEAD; or, when HEAD is a merge
     autosync made, the commits it merged - so that the fold depends on the tips alone, and
     not on the order in which this clone happened to see them (no merges of merges)."""
@@ -255,7 +266,7 @@ REFUSED_HINT = ("nothing was changed; syncing resumes by itself once the branch 
                 "to a commit without it")
 
 
-def integrate(repo, tips, config):
+def integrate(repo: Repo, tips: str | Sequence[str], config: Config) -> Integrated:
     """Bring the checked-out branch to include every acceptable commit of tips (one commit
     id or several), updating the work tree: a fast-forward when one tip contains all the
     others and HEAD, else the fold of them all (`fold`).
@@ -268,7 +279,8 @@ def integrate(repo, tips, config):
     recover(repo)
     head = repo.rev("HEAD")
     tips = [tips] if isinstance(tips, str) else list(dict.fromkeys(tips))
-    ours = local_side(repo, head) if head else []
+    # HEAD as the remote has it is no merge of this clone's own (fast-forwards mostly)
+    ours = [] if head is None else [head] if head in tips else local_side(repo, head)
     new = repo.out("merge-base", "--independent", *ours, *tips).split()
     result = Integrated(head)
     incoming = []
@@ -303,7 +315,8 @@ def integrate(repo, tips, config):
     return result
 
 
-def _bring_in(repo, config, head, incoming, ours, result):
+def _bring_in(repo: Repo, config: Config, head: str | None, incoming: list[str],
+              ours: list[str], result: Integrated) -> None:
     merged, result.conflicts = fold(repo, incoming + ours)
     result.head = merged
     if merged == head:  # HEAD is the merge of these tips already
@@ -312,6 +325,9 @@ def _bring_in(repo, config, head, incoming, ours, result):
     if head is None:  # unborn branch: nothing committed here yet, so nothing to protect
         repo.run("merge", "--ff-only", "-q", merged, env={"GIT_AUTOSYNC_COMMITTER": "1"})
         return
+    branch = repo.current_branch()
+    if branch is None:  # only the branch checked out is ever moved
+        raise Error("HEAD is detached; not merging", "git switch BRANCH, then merge again")
     newest = max((describe(repo, t) for t in incoming), key=lambda t: (t.time, t.oid))
     # someone else's .gitignore edit must not make this clone commit (and push) what it
     # ignored until now: everything ignored now is held before the new rules can reach
@@ -323,7 +339,7 @@ def _bring_in(repo, config, head, incoming, ours, result):
     if ignored:
         hold(repo, add=ignored)
     result.copies, result.kept = advance(
-        repo, repo.current_branch(), head, merged, (newest.host, newest.time, config.host),
+        repo, branch, head, merged, (newest.host, newest.time, config.host),
         lambda paths: uncommittable(repo, config, paths))
     if ignored:
         unignored = hold(repo, drop=ignored_untracked(repo)) & ignored
@@ -334,7 +350,7 @@ def _bring_in(repo, config, head, incoming, ours, result):
                         + (" ..." if len(unignored) > 5 else ""), newest.oid[:10])
 
 
-def main(argv):
+def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(
         prog="autosync-merge",
         description="Merge COMMIT into the checked-out branch the way autosync does: "
@@ -349,7 +365,8 @@ def main(argv):
     if target is None:
         raise Error(f"not a commit: '{args.commit}'")
     if args.print_only:
-        print(merge_commits(repo, repo.rev("HEAD"), target)[0])
+        head = repo.rev("HEAD")  # None on an unborn branch: the commit itself is the result
+        print(merge_commits(repo, head, target)[0] if head else target)
         return 0
     with repo.lock():
         check_committable(repo)

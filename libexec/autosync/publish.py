@@ -16,6 +16,7 @@ one log line, and the other branches are announced all the same.
 
 import argparse
 import sys
+from collections.abc import Iterable, Iterator, Sequence
 
 from .config import Config
 from .git import Repo
@@ -24,10 +25,10 @@ from .transport import kind, publish_once
 from .util import log, setup_logging
 
 
-def updates_from_lines(lines):
+def updates_from_lines(lines: Iterable[str]) -> Iterator[tuple[str, str]]:
     """(branch, commit) pairs from post-receive input: branches created or moved, and the
     clones' own refs for them (`refs/autosync/BRANCH/CLONE`, see sync.py); each pair once."""
-    seen = set()
+    seen: set[tuple[str, str]] = set()
     for line in lines:
         parts = line.split()
         if len(parts) != 3 or not parts[1].strip("0"):
@@ -42,7 +43,7 @@ def updates_from_lines(lines):
             yield branch, parts[1]
 
 
-def split_at_double_dash(argv):
+def split_at_double_dash(argv: Sequence[str]) -> tuple[list[str], list[str]]:
     """(options, data): what comes after the first `--` never reaches the option parser,
     whichever Python runs us (argparse's own handling of `--` varies between versions)."""
     if "--" not in argv:
@@ -51,7 +52,8 @@ def split_at_double_dash(argv):
     return list(argv[:i]), list(argv[i + 1:])
 
 
-def notes_for(config, pairs, sender):
+def notes_for(config: Config, pairs: Iterable[tuple[str, str]],
+              sender: str) -> list[Notification]:
     notes = []
     for branch, commit in pairs:
         note = Notification.now(config.channel, branch, commit, sender)
@@ -64,7 +66,7 @@ def notes_for(config, pairs, sender):
     return notes
 
 
-def main(argv):
+def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="autosync-publish", description=__doc__.split("\n\n")[0])
     ap.add_argument("--git-dir", default=".", help="the repository (default: .)")
     ap.add_argument("--stdin", action="store_true", help="read post-receive lines from stdin")
@@ -78,7 +80,7 @@ def main(argv):
     setup_logging()
     repo = Repo(args.git_dir)
     config = Config(repo)
-    pairs = list(zip(words[::2], words[1::2]))
+    pairs = list(zip(words[::2], words[1::2], strict=True))  # an even count: checked above
     if args.stdin:
         text = sys.stdin.buffer.read().decode("utf-8", "surrogateescape")
         pairs += list(updates_from_lines(text.splitlines()))

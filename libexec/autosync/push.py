@@ -14,7 +14,7 @@ from .sync import Engine, sync_once
 from .util import Retry, log, setup_logging
 
 
-def main(argv):
+def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(
         prog="autosync-push",
         description="Push the synced branch (fetching and merging first if the remote moved "
