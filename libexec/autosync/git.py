@@ -98,6 +98,7 @@ class Repo:
         self.top: str | None = None if self.bare else os.path.normpath(os.path.join(path, cdup))
         self.cwd: str = self.top or self.git_dir
         self.state_dir = os.path.join(self.git_dir, "autosync")
+        self.trees: dict[str, str] = {}  # commit id -> tree id (see tree())
 
     # -- running git -------------------------------------------------------------
     def _run_raw(self, args: list[str], cwd: str | None = None, input: bytes | None = None,
@@ -157,8 +158,15 @@ class Repo:
         return res.stdout.decode().strip() if res.returncode == 0 else None
 
     def tree(self, commit: str) -> str:
-        """The id of commit's tree."""
-        return self.out("rev-parse", "--verify", "--end-of-options", commit + "^{tree}")
+        """The id of commit's tree (remembered for commit ids: it never changes)."""
+        if commit in self.trees:
+            return self.trees[commit]
+        tree = self.out("rev-parse", "--verify", "--end-of-options", commit + "^{tree}")
+        if is_hex_oid(commit):
+            if len(self.trees) >= 1024:
+                self.trees.clear()
+            self.trees[commit] = tree
+        return tree
 
     def missing_commits(self, oids: Iterable[str]) -> set[str]:
         """Those of oids that are not commits here (one git process for all of them)."""
@@ -174,6 +182,17 @@ class Repo:
         return self.ok("merge-base", "--is-ancestor", a, b)
 
     def current_branch(self) -> str | None:
+        """The checked-out branch (None: detached). Read from HEAD itself, as git does,
+        without a process: this is asked before every commit and every merge."""
+        try:
+            with open(os.path.join(self.git_dir, "HEAD"), "rb") as f:
+                head = f.read(4096).decode("utf-8", "surrogateescape").strip()
+        except OSError:
+            head = ""
+        if head.startswith("ref: refs/heads/") and head != "ref: refs/heads/.invalid":
+            return head[len("ref: refs/heads/"):]  # (.invalid: a reftable repository)
+        if is_hex_oid(head):
+            return None
         res = self.run("symbolic-ref", "-q", "--short", "HEAD", check=False)
         return res.stdout.decode().strip() if res.returncode == 0 else None
 

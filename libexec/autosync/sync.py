@@ -128,12 +128,22 @@ class Remote:
     def tracking(self) -> str | None:
         return self.repo.rev(self.tracking_ref)
 
-    def tips(self) -> dict[str, str]:
-        """{local ref: commit} for B and every clone's ref, as of the last fetch."""
-        out = self.repo.out("for-each-ref", f"--count={MAX_TIPS}",
-                            "--format=%(refname)%00%(objectname)", self.tracking_ref,
-                            self.copies_ref)
-        return dict(line.split("\0", 1) for line in out.splitlines() if "\0" in line)
+    def tips(self, with_branch: bool = False) -> dict[str, str]:
+        """{local ref: commit} for B and every clone's ref, as of the last fetch (and the
+        local branch, refs/heads/B, too: with_branch)."""
+        branch = f"refs/heads/{self.branch}"
+        out = self.repo.out("for-each-ref", "--format=%(refname)%00%(objectname)",
+                            self.tracking_ref, self.copies_ref,
+                            *([branch] if with_branch else []))
+        found, copies = {}, 0
+        for line in out.splitlines():
+            ref, _, oid = line.partition("\0")
+            if ref in (self.tracking_ref, branch):
+                found[ref] = oid
+            elif ref.startswith(self.copies_ref) and copies < MAX_TIPS:
+                found[ref] = oid
+                copies += 1
+        return found
 
     def unpushed(self) -> int:
         """How many commits of the branch the remote has in none of its refs."""
@@ -148,12 +158,15 @@ class Remote:
                             check=False, timeout=NETWORK_TIMEOUT)
         if res.returncode != 0:
             raise classify("reach", self.name, res.stderr.decode(errors="replace"))
-        found = {}
-        for line in res.stdout.decode(errors="replace").splitlines()[:MAX_TIPS + 1]:
+        found, copies = {}, 0
+        for line in res.stdout.decode(errors="replace").splitlines():
             oid, _, ref = line.partition("\t")
             local = self._local(ref)
-            if local:
+            if local == self.tracking_ref:
                 found[local] = oid
+            elif local and copies < MAX_TIPS:  # as tips() counts them
+                found[local] = oid
+                copies += 1
         return found
 
     def moved(self) -> bool:
@@ -213,13 +226,15 @@ class Remote:
         and B to a merge of other clones' commits as branch says: "own" not, "lead" when
         this clone leads (`leads`), "any" whoever leads (a one-shot sync; or the clone that
         leads did not do it in time)."""
-        local = self.repo.rev(f"refs/heads/{self.branch}")
+        tips = self.tips(with_branch=True)
+        local = tips.pop(f"refs/heads/{self.branch}", None)
         if local is None:
             return Pushed()
-        tips = self.tips()
         mine = self.copies_ref + self.me
-        own = int(self.repo.out("rev-list", "--count", "--no-merges", local, "--not",
-                                *tips)) > 0
+        # commits of this clone's own that no ref on the remote has (none when the
+        # remote has local itself: a fast-forward to another clone's commit, say)
+        own = local not in tips.values() and int(self.repo.out(
+            "rev-list", "--count", "--no-merges", local, "--not", *tips)) > 0
         targets = {}
         if own and local != tips.get(mine):
             targets[self.clones_ref + self.me] = mine

@@ -445,7 +445,8 @@ def main(argv: list[str]) -> int:
     ap.add_argument("-C", dest="dir", default=".", help="repository (default: .)")
     ap.add_argument("--debounce", type=int, help="ms of quiet (default: autosync.debounce)")
     ap.add_argument("--max-delay", type=int, help="ms cap (default: autosync.maxDelay)")
-    ap.add_argument("-z", action="store_true", help="NUL-terminated paths, an empty one ends a batch")
+    ap.add_argument("-z", action="store_true",
+                    help="NUL-terminated paths, an empty one ending a batch")
     ap.add_argument("--count", type=int, default=0, help="exit after N batches (0: never)")
     args = ap.parse_args(argv)
     setup_logging()
