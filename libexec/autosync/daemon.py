@@ -40,10 +40,11 @@ from .watch import Batch, Watcher
 
 EVERYTHING = Batch(set(), True)  # a batch standing for every change in the work tree
 QUIET = 60.0  # seconds after announcements that fetched nothing when the remote is asked first
-# A merge of other clones' commits moves the branch once the clones have been quiet for
-# LEAD_DELAY seconds, by the clone that leads (sync.Remote.leads); LEADER_GRACE seconds
-# later by any clone, if the one that leads did not (it went away).
-LEAD_DELAY = 0.5
+# The branch follows the clones' own refs: the clone that leads (sync.Remote.leads) moves it
+# LEAD_DELAY seconds after its last push (LEAD_MAX after the first that left it behind); any
+# clone that still finds it behind LEADER_GRACE seconds later does (the leader went away).
+LEAD_DELAY = 0.3
+LEAD_MAX = 2.0
 LEADER_GRACE = 5.0
 
 
@@ -141,6 +142,7 @@ class Network(threading.Thread):
         self.branch_due: float | None = None  # when to move the branch to a merge (`LEAD_DELAY`)
         self.announced_at = 0.0  # announced commits are not fetched before
         self.branch_mode = "lead"
+        self.behind_since: float | None = None  # since when B lacks this clone's commit
 
     def request(self, *kinds: str) -> None:
         with self.cond:
@@ -203,6 +205,25 @@ class Network(threading.Thread):
         engine, remote = self.engine, self.engine.remote
         if remote is None:  # nothing to talk to: local commits only
             return
+        # own commits first: they reach the others sooner, and a push is never in the
+        # way of a fetch (this clone's ref is its own)
+        if wanted & {"push", "branch"} and engine.pushes:
+            mode = self.branch_mode if "branch" in wanted else "own"
+            if mode == "any" and remote.probe().get(remote.tracking_ref) != remote.tracking():
+                self.request("fetch")  # B moved meanwhile: bring that in, then lead again
+                mode = "own"
+            try:
+                pushed = remote.push(mode)
+            except Rejected:  # integrating what it has asks for the next push
+                log.info("push rejected: '%s' has commits of this clone's it does not have; "
+                         "fetching first", remote.name)
+                wanted = wanted | {"fetch"}
+            else:
+                engine.announce(pushed)
+                self.post("pushed", pushed)
+                self.follow(pushed)
+                if pushed.lost_race:
+                    wanted = wanted | {"fetch"}
         fetch = engine.pulls and self._should_fetch(remote, wanted)
         if fetch:
             before, started = remote.tips(), time.monotonic()
@@ -215,24 +236,23 @@ class Network(threading.Thread):
             elif "fetch" not in wanted:  # announced commits that were not there
                 self.last_empty_fetch = time.monotonic()
             self.post("fetched", fetched)
-        if wanted & {"push", "branch"} and engine.pushes:
-            mode = self.branch_mode if "branch" in wanted else "own"
-            try:
-                pushed = remote.push(mode)
-            except Rejected:
-                log.info("push rejected: '%s' has commits of this clone's it does not have; "
-                         "fetching first", remote.name)
-                self.request("fetch", "push")
-                return
-            engine.announce(pushed)
-            self.post("pushed", pushed)
+
+    def follow(self, pushed: Pushed) -> None:
+        """When to move B to this clone's commit: soon (LEAD_DELAY after the last push,
+        at most LEAD_MAX after the first) when this clone leads; LEADER_GRACE after the
+        first push that left it behind when not (the clone that leads went away)."""
+        now = time.monotonic()
+        if not pushed.waiting or pushed.lost_race:  # done; or B moved: start again
+            self.behind_since = None
             self.branch_due = None
-            if pushed.waiting:  # the timer starts again with every push: quiet clones first
-                self.branch_mode = "any" if mode == "lead" else "lead"
-                self.branch_due = time.monotonic() + (
-                    LEADER_GRACE if self.branch_mode == "any" else LEAD_DELAY)
-            if pushed.lost_race:
-                self.request("fetch")
+            return
+        self.behind_since = self.behind_since or now
+        if pushed.leads:
+            self.branch_mode = "lead"
+            self.branch_due = min(now + LEAD_DELAY, self.behind_since + LEAD_MAX)
+        else:
+            self.branch_mode = "any"
+            self.branch_due = self.behind_since + LEADER_GRACE
 
     def _should_fetch(self, remote: Remote, wanted: set[str]) -> bool:
         if "fetch" in wanted:

@@ -76,7 +76,7 @@ def post_receive(args: list[str], stdin: bytes | None) -> None:
     # decoded as autosync-publish --stdin does: a ref name that is not UTF-8 reaches the
     # publisher byte for byte (and is dropped there), never as a look-alike name
     lines = (stdin or b"").decode("utf-8", "surrogateescape").splitlines()
-    updates = [word for pair in updates_from_lines(lines) for word in pair]
+    updates = [word for pair in updates_from_lines(lines, repo) for word in pair]
     if updates and kind(Config(repo)) is not None:
         # branch names are pushers' data: after `--`, so that `-h` or `--git-dir=...` is a
         # name (the publisher drops it with one log line), never an option

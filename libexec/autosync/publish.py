@@ -25,10 +25,14 @@ from .transport import kind, publish_once
 from .util import log, setup_logging
 
 
-def updates_from_lines(lines: Iterable[str]) -> Iterator[tuple[str, str]]:
+def updates_from_lines(lines: Sequence[str], repo: Repo | None = None
+                       ) -> Iterator[tuple[str, str]]:
     """(branch, commit) pairs from post-receive input: branches created or moved, and the
-    clones' own refs for them (`refs/autosync/BRANCH/CLONE`, see sync.py); each pair once."""
+    clones' own refs for them (`refs/autosync/BRANCH/CLONE`, see sync.py); each pair once.
+    With repo: a branch moved to a commit a clone's ref already had before this push is
+    not announced again (the clone pushed it to its ref first, and that was announced)."""
     seen: set[tuple[str, str]] = set()
+    pushed = {parts[2] for parts in (line.split() for line in lines) if len(parts) == 3}
     for line in lines:
         parts = line.split()
         if len(parts) != 3 or not parts[1].strip("0"):
@@ -36,11 +40,19 @@ def updates_from_lines(lines: Iterable[str]) -> Iterator[tuple[str, str]]:
         ref, branch = parts[2], None
         if ref.startswith("refs/heads/"):
             branch = ref[len("refs/heads/"):]
+            if repo is not None and _announced_before(repo, branch, parts[1], pushed):
+                continue
         elif ref.startswith("refs/autosync/"):
             branch = ref[len("refs/autosync/"):].rpartition("/")[0]
         if branch and (branch, parts[1]) not in seen:
             seen.add((branch, parts[1]))
             yield branch, parts[1]
+
+
+def _announced_before(repo: Repo, branch: str, commit: str, pushed: set[str]) -> bool:
+    res = repo.run("for-each-ref", "--format=%(refname)", f"--points-at={commit}",
+                   f"refs/autosync/{branch}/", check=False)
+    return any(ref not in pushed for ref in res.stdout.decode(errors="replace").split())
 
 
 def split_at_double_dash(argv: Sequence[str]) -> tuple[list[str], list[str]]:
@@ -83,7 +95,7 @@ def main(argv: list[str]) -> int:
     pairs = list(zip(words[::2], words[1::2], strict=True))  # an even count: checked above
     if args.stdin:
         text = sys.stdin.buffer.read().decode("utf-8", "surrogateescape")
-        pairs += list(updates_from_lines(text.splitlines()))
+        pairs += list(updates_from_lines(text.splitlines(), repo))
     if kind(config) is None or not pairs:
         return 0
     notes = notes_for(config, pairs, server_sender_id(config))

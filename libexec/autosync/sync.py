@@ -91,8 +91,9 @@ class Pushed:
     commit: str | None = None  # this clone's commit now on the remote (None: nothing new)
     branch: bool = False  # B itself was moved to it
     lost_race: bool = False  # B had moved on meanwhile: fetch, integrate, push again
-    announced: bool = False  # the remote's post-receive hook announces it: we need not
+    announced: bool = False  # the remote's hook announces it, or it was: we need not
     waiting: bool = False  # B is not at this clone's commit yet (see push's `branch`)
+    leads: bool = False  # and this clone is the one to move it there (Remote.leads)
 
 
 @dataclass
@@ -222,10 +223,9 @@ class Remote:
                 raise classify("fetch from", self.name, err)
 
     def push(self, branch: str = "own") -> Pushed:
-        """Push this clone's own commits to its ref (and to B, when that is a fast-forward),
-        and B to a merge of other clones' commits as branch says: "own" not, "lead" when
-        this clone leads (`leads`), "any" whoever leads (a one-shot sync; or the clone that
-        leads did not do it in time)."""
+        """Push this clone's own commits to its ref, and B (when that is a fast-forward)
+        as branch says: "own" not, "lead" when this clone leads (`leads`), "any" whoever
+        leads (a one-shot sync; or the clone that leads did not do it in time)."""
         tips = self.tips(with_branch=True)
         local = tips.pop(f"refs/heads/{self.branch}", None)
         if local is None:
@@ -236,14 +236,15 @@ class Remote:
         own = local not in tips.values() and int(self.repo.out(
             "rev-list", "--count", "--no-merges", local, "--not", *tips)) > 0
         targets = {}
-        if own and local != tips.get(mine):
+        if own and local != tips.get(mine):  # never rejected: only this clone writes it
             targets[self.clones_ref + self.me] = mine
         main = tips.get(self.tracking_ref)
-        if local != main and (main is None or self.repo.is_ancestor(main, local)) and (
-                own or branch == "any" or branch == "lead" and self.leads(local, main)):
+        ahead = local != main and (main is None or self.repo.is_ancestor(main, local))
+        leads = ahead and branch != "any" and self.leads(local, main)
+        if ahead and (branch == "any" or branch == "lead" and leads):
             targets[f"refs/heads/{self.branch}"] = self.tracking_ref
         if not targets:
-            return Pushed(waiting=local != main)
+            return Pushed(waiting=local != main, leads=leads)
         res = self.repo.run("push", "--porcelain", "--end-of-options", self.name,
                             *(f"{local}:{ref}" for ref in targets),
                             check=False, timeout=NETWORK_TIMEOUT)
@@ -272,15 +273,18 @@ class Remote:
         if failed:  # e.g. B protected on the server: a human must look
             raise classify("push to", self.name, err + out)
         branch = f"refs/heads/{self.branch}"
+        # only B moved, to a commit a clone's ref had: announced when that ref was pushed
+        known = self.clones_ref + self.me not in done and local in (
+            oid for ref, oid in tips.items() if ref != self.tracking_ref)
         return Pushed(local if done else None, branch in done, branch in lost,
-                      any(ANNOUNCED_BY_SERVER in line for line in err.splitlines()
-                          if line.startswith("remote:")),
-                      waiting=branch not in targets and local != main)
+                      known or any(ANNOUNCED_BY_SERVER in line for line in err.splitlines()
+                                   if line.startswith("remote:")),
+                      waiting=branch not in targets and local != main, leads=leads)
 
     def leads(self, local: str, main: str | None) -> bool:
-        """Whether this clone moves B to local, a merge of other clones' commits: the one
-        with the first name among those whose commits it brings to B does (every clone
-        computes the same merge; one push of it is enough)."""
+        """Whether this clone moves B to local: the clone with the first name among those
+        whose commits local brings to B does (every clone that has seen the same commits
+        has the same local; one push of it is enough, and two would race)."""
         out = self.repo.out("for-each-ref", "--format=%(refname)", f"--merged={local}",
                             *([f"--no-merged={main}"] if main else []), self.copies_ref)
         names = [n[len(self.copies_ref):] for n in out.splitlines()]
