@@ -250,6 +250,7 @@ class Integrated:
     kept: list = field(default_factory=list)  # (path, where): local files moved out of the way
     refused: list = field(default_factory=list)  # Refused: tips git would not check out
     tips: list = field(default_factory=list)  # the tips brought in
+    deferred: bool = False  # more tips than MAX_FOLD: the rest wait for the next time
 
 
 def local_side(repo: Repo, head: str) -> list[str]:
@@ -257,9 +258,30 @@ def local_side(repo: Repo, head: str) -> list[str]:
     autosync made, the commits it merged - so that the fold depends on the tips alone, and
     not on the order in which this clone happened to see them (no merges of merges)."""
     author, _, parents = repo.out("log", "-1", "--format=%ae%x00%P", head).partition("\0")
-    if author == MERGE_IDENT["GIT_AUTHOR_EMAIL"] and len(parents.split()) > 1:
-        return parents.split()
+    if author != MERGE_IDENT["GIT_AUTHOR_EMAIL"] or len(parents.split()) < 2:
+        return [head]
+    try:  # the very commit fold makes of them (remembered): not amended, not made up
+        if fold(repo, parents.split())[0] == head:
+            return parents.split()
+    except Error:
+        pass
     return [head]
+
+
+def is_fold(repo: Repo, commit: str) -> bool:
+    """Whether commit is the fold of its parents that autosync makes (so nobody's work of
+    its own: a user's merge, or an amended fold, is)."""
+    return local_side(repo, commit) != [commit]
+
+
+MAX_FOLD = 32  # tips brought in at once; more wait for the next integration
+
+
+def oldest(repo: Repo, oids: list[str]) -> list[str]:
+    """oids, oldest commit first (committer time, then id): one git process."""
+    out = repo.out("log", "--no-walk=unsorted", "--format=%H %ct", *oids, "--")
+    when = dict(line.split() for line in out.splitlines() if " " in line)
+    return sorted(oids, key=lambda oid: (int(when.get(oid, 0)), oid))
 
 
 REFUSED_HINT = ("nothing was changed; syncing resumes by itself once the branch moves on "
@@ -283,10 +305,13 @@ def integrate(repo: Repo, tips: str | Sequence[str], config: Config) -> Integrat
     ours = [] if head is None else [head] if head in tips else local_side(repo, head)
     new = repo.out("merge-base", "--independent", *ours, *tips).split()
     result = Integrated(head)
+    others = [t for t in new if t not in ours]
+    if len(others) > MAX_FOLD:  # someone flooding: the oldest first, the rest next time
+        others = oldest(repo, others)[:MAX_FOLD]
+        result.deferred = True
+        new = [t for t in new if t in ours] + others
     incoming = []
-    for tip in new:
-        if tip in ours:
-            continue
+    for tip in others:
         if len(new) > 1:
             # each incoming side on its own first: merge-tree would quietly drop a duplicate
             # entry, so a hostile tree must be refused before it is merged with local work

@@ -26,14 +26,14 @@ from dataclasses import dataclass, field
 from .commit import Result, check_committable, commit_changes
 from .config import Config
 from .git import Repo
-from .merge import Conflict, Integrated, integrate
+from .merge import Conflict, Integrated, integrate, is_fold
 from .message import ANNOUNCED_BY_SERVER, Notification, host_label, repo_digest, sender_id
 from .transport import kind, publish_once
 from .treecheck import Refused
 from .util import Backoff, Error, Retry, log
 
 NETWORK_TIMEOUT = 120  # seconds for one fetch or push; a hung ssh must not hang autosync
-MAX_TIPS = 256  # clone refs looked at; more is someone flooding the namespace
+MAX_TIPS = 256  # distinct commits of clone refs looked at; more is someone flooding
 # how `git push --porcelain` says a ref moved on meanwhile (the last: two pushes at once)
 LOST = ("fetch first", "non-fast-forward", "stale info", "failed to update ref")
 
@@ -91,7 +91,8 @@ class Pushed:
     commit: str | None = None  # this clone's commit now on the remote (None: nothing new)
     branch: bool = False  # B itself was moved to it
     lost_race: bool = False  # B had moved on meanwhile: fetch, integrate, push again
-    announced: bool = False  # the remote's hook announces it, or it was: we need not
+    by_server: bool = False  # the remote's hook says it announces this push
+    known: bool = False  # only B moved, to a commit announced with a clone's ref before
     waiting: bool = False  # B is not at this clone's commit yet (see push's `branch`)
     leads: bool = False  # and this clone is the one to move it there (Remote.leads)
 
@@ -104,6 +105,7 @@ class Remote:
     me: str  # clone_name()
     skip: dict[str, Refused] = field(default_factory=dict)  # local ref -> why: not fetched
     # until it moves
+    branch_only: bool = False  # the remote refuses refs/autosync/*: push B alone
 
     @property
     def tracking_ref(self) -> str:
@@ -129,21 +131,40 @@ class Remote:
     def tracking(self) -> str | None:
         return self.repo.rev(self.tracking_ref)
 
-    def tips(self, with_branch: bool = False) -> dict[str, str]:
-        """{local ref: commit} for B and every clone's ref, as of the last fetch (and the
-        local branch, refs/heads/B, too: with_branch)."""
-        branch = f"refs/heads/{self.branch}"
-        out = self.repo.out("for-each-ref", "--format=%(refname)%00%(objectname)",
-                            self.tracking_ref, self.copies_ref,
-                            *([branch] if with_branch else []))
-        found, copies = {}, 0
+    def refs(self, with_branch: bool = False) -> dict[str, tuple[str, str, int]]:
+        """{local ref: (object id, type, committer time)} for B and every clone's ref as of
+        the last fetch (and the local branch refs/heads/B: with_branch)."""
+        out = self.repo.out(
+            "for-each-ref",
+            "--format=%(refname)%00%(objectname)%00%(objecttype)%00%(committerdate:unix)",
+            self.tracking_ref, self.copies_ref,
+            *([f"refs/heads/{self.branch}"] if with_branch else []))
+        found = {}
         for line in out.splitlines():
-            ref, _, oid = line.partition("\0")
-            if ref in (self.tracking_ref, branch):
-                found[ref] = oid
-            elif ref.startswith(self.copies_ref) and copies < MAX_TIPS:
-                found[ref] = oid
-                copies += 1
+            fields = line.split("\0")
+            if len(fields) == 4 and self._mine(fields[0], with_branch):
+                found[fields[0]] = (fields[1], fields[2], int(fields[3] or 0))
+        return found
+
+    def _mine(self, ref: str, with_branch: bool) -> bool:
+        return ref == self.tracking_ref or ref.startswith(self.copies_ref) or (
+            with_branch and ref == f"refs/heads/{self.branch}")
+
+    def tips(self, with_branch: bool = False) -> dict[str, str]:
+        """{local ref: commit} of the refs() that are commits (anything else under
+        refs/autosync/ is someone else's mistake or mischief, never merged): B, this
+        clone's own, and of the others those with the newest commits, MAX_TIPS commits at
+        most (more is someone flooding the namespace; they come in as those are merged)."""
+        refs = {ref: v for ref, v in self.refs(with_branch).items() if v[1] == "commit"}
+        fixed = (self.tracking_ref, f"refs/heads/{self.branch}", self.copies_ref + self.me)
+        found = {ref: refs[ref][0] for ref in fixed if ref in refs}
+        commits = set(found.values())
+        for ref, (oid, _, _) in sorted(((r, v) for r, v in refs.items() if r not in found),
+                                       key=lambda rv: (-rv[1][2], rv[0])):
+            if oid not in commits and len(commits) >= MAX_TIPS:
+                continue
+            commits.add(oid)
+            found[ref] = oid
         return found
 
     def unpushed(self) -> int:
@@ -159,20 +180,17 @@ class Remote:
                             check=False, timeout=NETWORK_TIMEOUT)
         if res.returncode != 0:
             raise classify("reach", self.name, res.stderr.decode(errors="replace"))
-        found, copies = {}, 0
+        found = {}
         for line in res.stdout.decode(errors="replace").splitlines():
             oid, _, ref = line.partition("\t")
             local = self._local(ref)
-            if local == self.tracking_ref:
+            if local and not ref.endswith("^{}"):  # (^{}: what an annotated tag points at)
                 found[local] = oid
-            elif local and copies < MAX_TIPS:  # as tips() counts them
-                found[local] = oid
-                copies += 1
         return found
 
     def moved(self) -> bool:
         """Whether the remote has something this clone has not fetched."""
-        return self.probe() != self.tips()
+        return self.probe() != {ref: v[0] for ref, v in self.refs().items()}
 
     def _remote(self, local: str) -> str:
         if local == self.tracking_ref:
@@ -185,11 +203,15 @@ class Remote:
         if self.skip:
             now = self.probe()
             self.skip = {ref: e for ref, e in self.skip.items() if now.get(ref) == e.commit}
-        skip = [f"^{self._remote(ref)}" for ref in self.skip]
-        err = self._fetch([f"+refs/heads/{self.branch}:{self.tracking_ref}",
-                           f"+{self.clones_ref}*:{self.copies_ref}*", *skip])
+        # a clone ref left out is pruned here (it is not merged anyway); B left out keeps
+        # its last good commit: its refspec is left out, so --prune does not touch it
+        clones = [f"+{self.clones_ref}*:{self.copies_ref}*",
+                  *(f"^{self._remote(ref)}" for ref in self.skip if ref != self.tracking_ref)]
+        branch = [] if self.tracking_ref in self.skip else [
+            f"+refs/heads/{self.branch}:{self.tracking_ref}"]
+        err = self._fetch(branch + clones)
         if err and "couldn't find remote ref" in err:  # no B yet: the first push makes it
-            err = self._fetch([f"+{self.clones_ref}*:{self.copies_ref}*", *skip])
+            err = self._fetch(clones)
         if err and "fsck error" in err:
             self._fetch_one_by_one()
         elif err:
@@ -197,10 +219,8 @@ class Remote:
         return Fetched(list(dict.fromkeys(self.tips().values())), list(self.skip.values()))
 
     def _fetch(self, refspecs: list[str]) -> str | None:
-        # --prune drops the copy of a clone ref deleted on the remote; not while a ref is
-        # left out (it would drop the copy of that ref, which stays what it was)
-        res = self.repo.run("fetch", "-q", "--no-tags", "--no-write-fetch-head",
-                            *([] if self.skip else ["--prune"]),
+        # --prune: the copy of a clone ref deleted (or renamed) on the remote goes too
+        res = self.repo.run("fetch", "-q", "--no-tags", "--no-write-fetch-head", "--prune",
                             "--no-auto-maintenance",  # commits run it; not after each fetch
                             "--end-of-options", self.name, *refspecs,
                             check=False, timeout=NETWORK_TIMEOUT)
@@ -231,17 +251,20 @@ class Remote:
         if local is None:
             return Pushed()
         mine = self.copies_ref + self.me
-        # commits of this clone's own that no ref on the remote has (none when the
-        # remote has local itself: a fast-forward to another clone's commit, say)
-        own = local not in tips.values() and int(self.repo.out(
+        # work of this clone's own that no ref on the remote has: none when the remote has
+        # local itself (a fast-forward to another clone's commit, say), or when local is
+        # the fold of others' commits (see merge.fold; every clone makes the same)
+        own = local not in tips.values() and (int(self.repo.out(
             "rev-list", "--count", "--no-merges", local, "--not", *tips)) > 0
+            or not is_fold(self.repo, local))
         targets = {}
-        if own and local != tips.get(mine):  # never rejected: only this clone writes it
-            targets[self.clones_ref + self.me] = mine
+        if own and local != tips.get(mine) and not self.branch_only:
+            targets[self.clones_ref + self.me] = mine  # never rejected: only we write it
         main = tips.get(self.tracking_ref)
         ahead = local != main and (main is None or self.repo.is_ancestor(main, local))
         leads = ahead and branch != "any" and self.leads(local, main)
-        if ahead and (branch == "any" or branch == "lead" and leads):
+        if ahead and (branch == "any" or branch == "lead" and leads
+                      or own and self.branch_only):
             targets[f"refs/heads/{self.branch}"] = self.tracking_ref
         if not targets:
             return Pushed(waiting=local != main, leads=leads)
@@ -259,6 +282,14 @@ class Remote:
                 done.add(ref)
             elif flag == "!" and any(why in rest for why in LOST):
                 lost.add(ref)
+        if self.clones_ref + self.me in targets and "remote rejected" in next(
+                (line for line in out.splitlines() if self.clones_ref + self.me in line), ""):
+            # a server (or hosting service) that takes branches only: clones take turns
+            # on the branch itself, as plain git users do
+            log.warning("'%s' refuses refs/autosync/*; pushing '%s' alone from now on",
+                        self.name, self.branch)
+            self.branch_only = True
+            return self.push(branch)
         if not done and not lost:
             raise classify("push to", self.name, err + out)
         if done:
@@ -277,8 +308,8 @@ class Remote:
         known = self.clones_ref + self.me not in done and local in (
             oid for ref, oid in tips.items() if ref != self.tracking_ref)
         return Pushed(local if done else None, branch in done, branch in lost,
-                      known or any(ANNOUNCED_BY_SERVER in line for line in err.splitlines()
-                                   if line.startswith("remote:")),
+                      by_server=any(ANNOUNCED_BY_SERVER in line for line in err.splitlines()
+                                    if line.startswith("remote:")), known=known,
                       waiting=branch not in targets and local != main, leads=leads)
 
     def leads(self, local: str, main: str | None) -> bool:
@@ -354,7 +385,7 @@ class Engine:
 
     def integrate(self, tips: list[str] | None = None) -> Integrated | None:
         """Bring in the fetched tips (default: as of the last fetch), leaving out refused
-        ones. None when there is nothing to bring in."""
+        ones. None when there is nothing to bring in; .deferred: call again for the rest."""
         if tips is None:
             assert self.remote is not None, "integrate() without tips needs a remote"
             tips = list(self.remote.tips().values())
@@ -370,13 +401,17 @@ class Engine:
         for e in result.refused:
             log.warning("%s", e.message)
             self.refused[e.commit] = e
-        return result if result.head != head else None
+        return result if result.head != head or result.deferred else None
 
     def announce(self, pushed: Pushed) -> None:
         """Tell the other clones, unless the remote's hook does (one announcement a push)."""
-        if pushed.commit and not pushed.announced and self.publish is not None:
-            self.publish(Notification.now(self.config.channel, self.config.branch,
-                                          pushed.commit, self.sender))
+        if pushed.commit and not (pushed.by_server or pushed.known):
+            self.announce_commit(pushed.commit)
+
+    def announce_commit(self, commit: str) -> None:
+        if self.publish is not None:
+            self.publish(Notification.now(self.config.channel, self.config.branch, commit,
+                                          self.sender))
 
 
 @dataclass
@@ -405,8 +440,11 @@ def sync_once(engine: Engine, commit: bool = True, attempts: int = 5,
                 engine.note_refused(remote.fetch().refused)
                 if commit:
                     engine.commit()
-                result = engine.integrate() or Integrated(None)
-                outcome.conflicts += result.conflicts
+                for _ in range(64):  # a flood of tips comes in MAX_FOLD at a time
+                    result = engine.integrate() or Integrated(None)
+                    outcome.conflicts += result.conflicts
+                    if not result.deferred:
+                        break
             if not engine.pushes:
                 break
             pushed = remote.push(branch="any")
