@@ -4,12 +4,14 @@ Listens on 127.0.0.1 and a free port only, lives in a temp directory, and is sto
 PID. `make test` installs mosquitto (apt-get, as root) when it is missing.
 """
 
+import json
 import os
 import subprocess
 
+import paho.mqtt.client as paho
 import pytest
 
-from conftest import free_port
+from conftest import free_port, wait_for
 from servers import LoopbackServer, find, make_ca, need  # noqa: F401  (re-exported)
 
 
@@ -95,3 +97,43 @@ def mosquitto_tls(tmp_path):
     broker = Mosquitto(tmp_path / "mosquitto-tls", tls=True).start()
     yield broker
     broker.stop()
+
+
+SENTINEL = "autosync/notes/test-sentinel"  # inside every ACL that lets one read notes
+
+
+class Subscriber:
+    """A plain paho client on `topic` (default: every announcement) recording what arrives."""
+
+    def __init__(self, port, username=None, password=None, topic="autosync/#"):
+        self.received = []
+        self.subscribed = False
+        self.client = paho.Client(paho.CallbackAPIVersion.VERSION2)
+        if username:
+            self.client.username_pw_set(username, password)
+        self.client.on_message = lambda c, u, msg: self.received.append(
+            (msg.topic, bytes(msg.payload)))
+        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(topic, 1)
+        self.client.on_subscribe = lambda c, u, mid, rcs, p: setattr(self, "subscribed", True)
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+        wait_for(lambda: self.subscribed, what="the subscriber to subscribe")
+
+    def notes(self, commit=None):
+        """The notifications received (decoded JSON), those naming commit only if given."""
+        found = [json.loads(p) for t, p in self.received if t != SENTINEL]
+        return [n for n in found if commit is None or n["commit"] == commit]
+
+    def topics(self):
+        return [t for t, _ in self.received]
+
+    def drain(self):
+        """Everything that arrived before now: a message of our own, sent after whatever
+        the server published, comes back after it (one broker, QoS 1, in order)."""
+        self.client.publish(SENTINEL, b"end", qos=1).wait_for_publish(10)
+        wait_for(lambda: SENTINEL in self.topics(), what="the sentinel")
+        return [(t, p) for t, p in self.received if t != SENTINEL]
+
+    def stop(self):
+        self.client.loop_stop()
+        self.client.disconnect()

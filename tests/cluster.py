@@ -200,3 +200,28 @@ def publish_flood(port, count, channel="notes", branch="main"):
         client.loop_stop()
         client.disconnect()
 
+
+class Pipeline:
+    """`autosync-watch -z | autosync-commit --stdin -z` in a clone, as a user runs it.
+    close() ends the watcher and returns the committer's (exit status, stdout, stderr)."""
+
+    def __init__(self, clone):
+        tool = clone.toolkit.tool
+        self.watch = subprocess.Popen([tool("autosync-watch"), "-C", str(clone.path), "-z"],
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                      env=clone.env)
+        self.commit = subprocess.Popen(
+            [tool("autosync-commit"), "-C", str(clone.path), "--stdin", "-z"],
+            stdin=self.watch.stdout, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            env=clone.env)
+        self.watch.stdout.close()
+        if not self.watch.stderr.readline().startswith(b"watching "):
+            self.close()
+            raise AssertionError("autosync-watch did not start")
+
+    def close(self):
+        self.watch.terminate()
+        self.watch.wait(timeout=20)
+        self.watch.stderr.close()
+        out, err = self.commit.communicate(timeout=60)
+        return self.commit.returncode, out, err

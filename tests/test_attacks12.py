@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 from brokers import cluster, mosquitto  # noqa: F401  (fixtures)
-from cluster import Cluster, wait_converged
+from cluster import Cluster, Pipeline, wait_converged
 from conftest import git, wait_for
 
 
@@ -288,16 +288,9 @@ def test_kill_9_after_a_fold_before_its_push_converges(cluster):
 def test_the_pipeline_with_odd_names(cluster):
     a = cluster.clone("a", start=False)
     b = cluster.clone("b")
-    tool = cluster.toolkit.tool
-    watch = subprocess.Popen([tool("autosync-watch"), "-C", str(a.path), "-z"],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=a.env)
-    commit = subprocess.Popen([tool("autosync-commit"), "-C", str(a.path), "--stdin", "-z"],
-                              stdin=watch.stdout, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, env=a.env)
-    watch.stdout.close()
     names = ["-n.txt", "--all", "new\nline.txt", "sub dir/.", "sub dir/x y.txt"]
+    pipeline = Pipeline(a)
     try:
-        assert watch.stderr.readline().startswith(b"watching ")
         for n in names:
             if not n.endswith("/."):
                 a.write(n, f"{n}\n")
@@ -305,8 +298,6 @@ def test_the_pipeline_with_odd_names(cluster):
                                          if not n.endswith("/.")),
                      timeout=60, what="every odd name at b")
     finally:
-        watch.terminate()
-        watch.wait(timeout=20)
-        out, err = commit.communicate(timeout=60)
-    assert commit.returncode == 0, err
+        code, out, err = pipeline.close()
+    assert code == 0, err
     assert b"Traceback" not in err

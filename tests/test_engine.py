@@ -2,14 +2,10 @@
 announcement per push, and helpers that compose (a commit by the commit helper, alone or
 in a pipeline, is pushed like any other)."""
 
-import json
 import subprocess
-import threading
 
-import paho.mqtt.client as paho
-
-from brokers import cluster, mosquitto  # noqa: F401  (fixtures)
-from cluster import install, wait_converged
+from brokers import Subscriber, cluster, mosquitto  # noqa: F401  (fixtures)
+from cluster import Pipeline, wait_converged
 from conftest import git, wait_for
 
 
@@ -24,28 +20,6 @@ def contains(cluster, path, text):
     res = subprocess.run(["git", "cat-file", "blob", f"refs/heads/main:{path}"],
                          cwd=cluster.server, env=cluster.env, capture_output=True, text=True)
     return res.returncode == 0 and res.stdout == text
-
-
-class Listener:
-    """Every notification on the channel's topic, as a plain MQTT subscriber sees it."""
-
-    def __init__(self, port, topic="autosync/notes/#"):
-        self.notes = []
-        self.ready = threading.Event()
-        self.client = paho.Client(paho.CallbackAPIVersion.VERSION2)
-        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(topic, qos=1)
-        self.client.on_subscribe = lambda *a: self.ready.set()
-        self.client.on_message = lambda c, u, m: self.notes.append(json.loads(m.payload))
-        self.client.connect("127.0.0.1", port)
-        self.client.loop_start()
-        assert self.ready.wait(10), "the listener did not subscribe"
-
-    def count(self, commit):
-        return sum(1 for n in self.notes if n["commit"] == commit)
-
-    def close(self):
-        self.client.loop_stop()
-        self.client.disconnect()
 
 
 def test_each_clone_pushes_its_own_ref_and_the_branch_moves_forward(cluster):
@@ -84,21 +58,22 @@ def test_concurrent_edits_in_three_clones_give_one_merge_commit(cluster):
 
 
 def test_one_announcement_per_push_when_the_server_announces(cluster, mosquitto):
-    listener = Listener(mosquitto.port)
+    listener = Subscriber(mosquitto.port)
     try:
         a = cluster.clone("a")
         b = cluster.clone("b")
         a.write("x.txt", "one\n")
         wait_for(lambda: b.read("x.txt") == "one\n", what="the edit at b")
         commit = a.head()
-        wait_for(lambda: listener.count(commit) >= 1, what="the announcement")
+        wait_for(lambda: listener.notes(commit), what="the announcement")
         b.write("y.txt", "two\n")  # a later push: by then the first was announced long ago
         wait_for(lambda: a.read("y.txt") == "two\n", what="the second edit at a")
-        senders = [n["sender"] for n in listener.notes if n["commit"] == commit]
-        assert senders and all(s.endswith(":server") for s in senders), listener.notes
-        assert listener.count(commit) == 1, listener.notes
+        listener.drain()
+        senders = [n["sender"] for n in listener.notes(commit)]
+        assert senders and all(s.endswith(":server") for s in senders), listener.notes()
+        assert len(senders) == 1, listener.notes()
     finally:
-        listener.close()
+        listener.stop()
 
 
 def test_a_plain_bare_repository_without_the_hook_works(tmp_path, tenv, toolkit, mosquitto):
@@ -108,7 +83,7 @@ def test_a_plain_bare_repository_without_the_hook_works(tmp_path, tenv, toolkit,
     hooks = cl.server / "hooks"
     for hook in hooks.iterdir():
         hook.unlink()
-    listener = Listener(mosquitto.port)
+    listener = Subscriber(mosquitto.port)
     try:
         a, b, c = cl.clone("a"), cl.clone("b"), cl.clone("c")
         for i, clone in enumerate((a, b, c)):
@@ -119,10 +94,11 @@ def test_a_plain_bare_repository_without_the_hook_works(tmp_path, tenv, toolkit,
         assert {f"own-{i}.txt" for i in range(3)} <= set(a.files())
         copies = [p for p in a.files() if ".conflict-" in p]
         assert len(copies) == 2, copies  # both losing versions kept beside the winner
-        assert all(n["sender"].split(":")[0] in ("a", "b", "c") for n in listener.notes)
-        assert listener.count(pushed) <= 1
+        listener.drain()
+        assert all(n["sender"].split(":")[0] in ("a", "b", "c") for n in listener.notes())
+        assert len(listener.notes(pushed)) <= 1
     finally:
-        listener.close()
+        listener.stop()
         cl.stop()
 
 
@@ -142,15 +118,8 @@ def test_the_commit_helper_alone_is_pushed(cluster):
 def test_the_watch_commit_pipeline_syncs(cluster):
     a = cluster.clone("a", start=False)
     b = cluster.clone("b")
-    tool = cluster.toolkit.tool
-    watch = subprocess.Popen([tool("autosync-watch"), "-C", str(a.path), "-z"],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=a.env)
-    commit = subprocess.Popen([tool("autosync-commit"), "-C", str(a.path), "--stdin", "-z"],
-                              stdin=watch.stdout, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, env=a.env)
-    watch.stdout.close()
+    pipeline = Pipeline(a)
     try:
-        assert watch.stderr.readline().startswith(b"watching ")
         a.write("piped one.txt", "first batch\n")
         wait_for(lambda: b.read("piped one.txt") == "first batch\n", timeout=60,
                  what="the first batch at b")
@@ -158,9 +127,7 @@ def test_the_watch_commit_pipeline_syncs(cluster):
         wait_for(lambda: b.read("piped two.txt") == "second batch\n", timeout=60,
                  what="the second batch at b")
     finally:
-        watch.terminate()
-        watch.wait(timeout=20)
-        out, err = commit.communicate(timeout=60)
-    assert commit.returncode == 0, err
+        code, out, err = pipeline.close()
+    assert code == 0, err
     assert out.decode().count("[") == 2, out  # one commit per batch
     assert b"Traceback" not in err
