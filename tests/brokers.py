@@ -4,6 +4,7 @@ Listens on 127.0.0.1 and a free port only, lives in a temp directory, and is sto
 PID. `make test` installs mosquitto (apt-get, as root) when it is missing.
 """
 
+import contextlib
 import json
 import os
 import subprocess
@@ -137,3 +138,16 @@ class Subscriber:
     def stop(self):
         self.client.loop_stop()
         self.client.disconnect()
+
+
+@contextlib.contextmanager
+def raw_client(port):
+    """A plain paho client on the broker at 127.0.0.1:port, to publish anything at all."""
+    client = paho.Client(paho.CallbackAPIVersion.VERSION2)
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    try:
+        yield client
+    finally:
+        client.loop_stop()
+        client.disconnect()

@@ -14,7 +14,7 @@ from autosync.git import Repo
 from autosync.message import encode
 from autosync.mqtt import MqttTransport, parse_url, publish_once
 from autosync.util import Error
-from brokers import make_ca, mosquitto, mosquitto_auth, mosquitto_tls  # noqa: F401 (fixtures)
+from brokers import make_ca, mosquitto, mosquitto_auth, mosquitto_tls, raw_client  # noqa: F401
 from conftest import free_port, git, wait_for
 from test_message import C, HOSTILE, note
 
@@ -180,20 +180,14 @@ def test_a_branch_mqtt_cannot_carry_is_a_clear_error(mosquitto, config_for):
 def test_hostile_payloads_on_the_wire_are_dropped(mosquitto, config_for, peers, caplog):
     a = peers(config_for(mosquitto.url), "a:00000001")
     wait_for(lambda: a.t.connected, what="connect")
-    client = paho.Client(paho.CallbackAPIVersion.VERSION2)
-    client.connect("127.0.0.1", mosquitto.port)
-    client.loop_start()
     hostile = [p for p in HOSTILE if len(p) < 4096]  # a bigger one ends the session (below)
-    try:
-        with caplog.at_level(logging.WARNING, logger="autosync"):
-            for data in hostile:
-                client.publish("autosync/notes/main", data, qos=1).wait_for_publish(10)
-            client.publish("autosync/notes/main", encode(note(sender="good:1")),
-                           qos=1).wait_for_publish(10)
-            wait_for(lambda: a.received, what="the one good notification")
-    finally:
-        client.loop_stop()
-        client.disconnect()
+    with raw_client(mosquitto.port) as client, \
+            caplog.at_level(logging.WARNING, logger="autosync"):
+        for data in hostile:
+            client.publish("autosync/notes/main", data, qos=1).wait_for_publish(10)
+        client.publish("autosync/notes/main", encode(note(sender="good:1")),
+                       qos=1).wait_for_publish(10)
+        wait_for(lambda: a.received, what="the one good notification")
     assert [n.sender for n in a.received] == ["good:1"]
     assert a.t.connected
     dropped = [r for r in caplog.records if "dropped an invalid notification" in r.getMessage()]
@@ -208,24 +202,18 @@ def test_a_packet_larger_than_max_packet_ends_the_session_before_it_is_read(
     from autosync.mqtt import MAX_PACKET
     a = peers(config_for(mosquitto.url), "a:00000001")
     wait_for(lambda: a.connects == 1, what="connect")
-    client = paho.Client(paho.CallbackAPIVersion.VERSION2)
-    client.connect("127.0.0.1", mosquitto.port)
-    client.loop_start()
-    try:
-        with caplog.at_level(logging.WARNING, logger="autosync"):
-            client.publish("autosync/notes/main", b"y" * (2 * 1024 * 1024),
-                           qos=1).wait_for_publish(10)
-            wait_for(lambda: a.t.last_error, what="the session to end")
-            assert a.t.last_error.startswith(f"the broker at {mosquitto.url} sent a packet of "
-                                             f"{2 * 1024 * 1024 + 2 + 19 + 2} bytes")  # topic, id
-            assert f"less than {MAX_PACKET}" in a.t.last_error
-            wait_for(lambda: a.connects == 2, timeout=30, what="the reconnect")
-            client.publish("autosync/notes/main", encode(note(sender="good:1")),
-                           qos=1).wait_for_publish(10)
-            wait_for(lambda: a.received, what="the good notification")
-    finally:
-        client.loop_stop()
-        client.disconnect()
+    with raw_client(mosquitto.port) as client, \
+            caplog.at_level(logging.WARNING, logger="autosync"):
+        client.publish("autosync/notes/main", b"y" * (2 * 1024 * 1024),
+                       qos=1).wait_for_publish(10)
+        wait_for(lambda: a.t.last_error, what="the session to end")
+        assert a.t.last_error.startswith(f"the broker at {mosquitto.url} sent a packet of "
+                                         f"{2 * 1024 * 1024 + 2 + 19 + 2} bytes")  # topic, id
+        assert f"less than {MAX_PACKET}" in a.t.last_error
+        wait_for(lambda: a.connects == 2, timeout=30, what="the reconnect")
+        client.publish("autosync/notes/main", encode(note(sender="good:1")),
+                       qos=1).wait_for_publish(10)
+        wait_for(lambda: a.received, what="the good notification")
     assert [n.sender for n in a.received] == ["good:1"]
 
 
