@@ -6,10 +6,12 @@ push is never rejected because another clone got there first. Every clone fetche
 those refs and B itself (the "tips") and brings them in with `merge.integrate`: a
 fast-forward when one tip holds all the others, otherwise the deterministic fold of the
 tips - the same set of tips gives the very same merge commit on every clone, so there is
-nothing to push back and no merge of merges. B itself is moved forward by whichever clone
-holds a commit that contains it, in the same push as its own ref; losing that race costs
-nothing (the next fetch brings the winner's tips). Any plain bare repository works, with or
-without the post-receive hook; a user pushing B with plain git is folded in like a clone.
+nothing to push back and no merge of merges. B itself follows, as a fast-forward, pushed by
+one clone: the one that `leads` (the daemon waits a moment for the clones to settle, see
+daemon.follow), or the one running `git autosync sync`; losing that race costs nothing (the
+next fetch brings the winner's commit). Any plain bare repository works, with or without
+the post-receive hook; a user pushing B with plain git is folded in like a clone; a server
+that refuses refs/autosync/* gets B alone, the clones taking turns on it as git users do.
 
 `Engine` holds the steps; `sync_once` runs them in order for `git autosync sync` and the
 push helper, the daemon runs the same steps from two threads (daemon.py). Failures are of
