@@ -32,10 +32,10 @@ from .bridge import Bridge
 from .git import Repo
 from .message import Notification
 from .notify import desktop, sd_notify
-from .sync import Engine, Pushed, Rejected, Remote, check_branch, retry_policy
+from .sync import Engine, Pushed, Rejected, Remote, check_branch
 from .transport import make_transport
 from .transport_base import Transport
-from .util import Error, Retry, log
+from .util import Backoff, Error, Retry, log
 from .watch import Batch, Watcher
 
 EVERYTHING = Batch(set(), True)  # a batch standing for every change in the work tree
@@ -135,7 +135,7 @@ class Network(threading.Thread):
         self.announced: set[str] = set()  # commits notifications named since the last batch
         self.last_empty_fetch = 0.0
         self.stopping = False
-        self.backoff = retry_policy()
+        self.backoff = Backoff()
         self.retry_at: float | None = None
         self.failures = 0
         self.interval = engine.config["pollInterval"]
@@ -306,7 +306,7 @@ class Daemon:
                                lambda: self.transport is not None and self.transport.connected)
         self.announce_log_due, self.announce_quiet = 0.0, 0  # one INFO line per 10 s
         self.seen: set[str] = set()  # commits announced already (the transport's thread's)
-        self.backoff = retry_policy()  # for commits and merges that could not be done yet
+        self.backoff = Backoff()  # for commits and merges that could not be done yet
         self.retry_due = 0.0
         self.carry: Batch | None = None  # not committed yet (a busy lock, a full disk)
         self.pending_tips: list[str] | None = None  # fetched, not integrated yet

@@ -16,7 +16,7 @@ that refuses refs/autosync/* gets B alone, the clones taking turns on it as git 
 `Engine` holds the steps; `sync_once` runs them in order for `git autosync sync` and the
 push helper, the daemon runs the same steps from two threads (daemon.py). Failures are of
 two kinds: `Retry` (the network, a server that is away, a busy lock) and `Error` (access
-denied, a hook that refuses, bad config): the first is retried with `retry_policy()`, the
+denied, a hook that refuses, bad config): the first is retried with `util.Backoff`, the
 second is shown to a human.
 """
 
@@ -38,11 +38,6 @@ NETWORK_TIMEOUT = 120  # seconds for one fetch or push; a hung ssh must not hang
 MAX_TIPS = 256  # distinct commits of clone refs looked at; more is someone flooding
 # how `git push --porcelain` says a ref moved on meanwhile (the last: two pushes at once)
 LOST = ("fetch first", "non-fast-forward", "stale info", "failed to update ref")
-
-
-def retry_policy() -> Backoff:
-    """The one retry policy: 1, 2, 4 ... 60 s between attempts, reset by a success."""
-    return Backoff(first=1.0, cap=60.0)
 
 
 _TRANSIENT = ("could not read from remote repository", "does not appear to be a git repository",
@@ -435,7 +430,7 @@ def sync_once(engine: Engine, commit: bool = True, attempts: int = 5,
     if remote is None:
         log.info("no remote '%s' configured; committed locally only", engine.config.remote)
         return outcome
-    backoff = retry_policy()
+    backoff = Backoff()
     for attempt in range(1, attempts + 1):
         try:
             if engine.pulls:

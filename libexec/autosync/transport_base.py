@@ -43,7 +43,7 @@ class Transport:
         self.unsent: Notification | None = None  # the newest note not published yet
         self.stopping = threading.Event()
         self.dropped = DropLog()
-        self.backoff = Backoff(first=1.0, cap=60.0)
+        self.backoff = Backoff()
         self.up_since: float | None = None  # when the current session came up
         self.flapping = False  # the last session ended within HEALTHY seconds
         self.logged: set[str] = set()  # failures logged since the last session that worked

@@ -104,9 +104,10 @@ def run_main(func: Callable[[list[str]], int | None], argv: list[str] | None = N
 
 
 class Backoff:
-    """Capped exponential backoff: 1, 2, 4 ... cap seconds; reset on success."""
+    """The one retry policy (the sync engine's steps, the daemon's commits and merges, the
+    transports' reconnects): 1, 2, 4 ... 60 seconds between attempts; reset on success."""
 
-    def __init__(self, first: float = 1.0, cap: float = 300.0) -> None:
+    def __init__(self, first: float = 1.0, cap: float = 60.0) -> None:
         self.first, self.cap = first, cap
         self.failures = 0
 
