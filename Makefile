@@ -4,8 +4,10 @@
 #   make test                     lint, then the test suite (creates .venv, installs test servers)
 #   make lint                     ruff and mypy on the product code (fast, no network)
 #   make install [REPO=DIR]       install the toolkit under PREFIX, then into repository DIR
+#                                 (V=1 shows every step)
 #   make uninstall REPO=DIR       remove from DIR exactly what install added
-#   make uninstall                remove the toolkit from PREFIX
+#   make uninstall                remove the toolkit from PREFIX (and from every repository
+#                                 it was installed in)
 #   make install-systemd REPO=DIR start syncing DIR at login (systemd user unit)
 #   make bench / make soak        benchmarks and the convergence soak
 
@@ -19,6 +21,8 @@ MANDIR     := $(PREFIX)/share/man
 VENV       := $(PREFIX)/lib/git-autosync/venv
 DEVVENV    := .venv
 SOAK_SECONDS ?= 120
+# Install recipes are quiet but for a summary; make install V=1 shows each command.
+Q := $(if $(filter 1,$(V)),,@)
 
 PROGRAMS := $(filter-out libexec/autosync,$(wildcard libexec/*))
 MODULES  := $(wildcard libexec/autosync/*.py)
@@ -40,40 +44,57 @@ check-python:
 # Refuse a bad REPO before anything is installed (stdlib only: runs on the system python).
 check-repo: check-python
 ifdef REPO
-	@$(PYTHON) libexec/autosync-install check '$(REPO)'
+	@$(PYTHON) libexec/autosync-install check --make '$(REPO)'
 endif
 
 # -- the toolkit -----------------------------------------------------------------------
 install: check-repo install-toolkit
 ifdef REPO
-	@'$(DESTDIR)$(LIBEXECDIR)/autosync-install' install '$(REPO)'
+	@'$(DESTDIR)$(LIBEXECDIR)/autosync-install' install --make '$(REPO)'
 endif
 
 install-toolkit: check-python $(DESTDIR)$(VENV)/.autosync-ok
-	install -d '$(DESTDIR)$(BINDIR)' '$(DESTDIR)$(LIBEXECDIR)/autosync' \
+	$(Q)install -d '$(DESTDIR)$(BINDIR)' '$(DESTDIR)$(LIBEXECDIR)/autosync' \
 	    '$(DESTDIR)$(SHAREDIR)/hooks' '$(DESTDIR)$(SHAREDIR)/systemd' '$(DESTDIR)$(MANDIR)/man1'
-	install -m 0644 $(MODULES) '$(DESTDIR)$(LIBEXECDIR)/autosync/'
-	for p in $(PROGRAMS); do \
+	$(Q)install -m 0644 $(MODULES) '$(DESTDIR)$(LIBEXECDIR)/autosync/'
+	$(Q)for p in $(PROGRAMS); do \
 	    sed '1s|^#!.*python3.*$$|#!$(VENV)/bin/python|' "$$p" > '$(DESTDIR)$(LIBEXECDIR)'/.tmp && \
 	    install -m 0755 '$(DESTDIR)$(LIBEXECDIR)'/.tmp "$(DESTDIR)$(LIBEXECDIR)/$${p#libexec/}" || exit 1; \
 	done; rm -f '$(DESTDIR)$(LIBEXECDIR)'/.tmp
-	install -m 0644 hooks/* '$(DESTDIR)$(SHAREDIR)/hooks/'
-	for u in $(UNITS); do \
+	$(Q)install -m 0644 hooks/* '$(DESTDIR)$(SHAREDIR)/hooks/'
+	$(Q)for u in $(UNITS); do \
 	    sed -e 's|@BINDIR@|$(BINDIR)|g' -e 's|@LIBEXECDIR@|$(LIBEXECDIR)|g' "$$u" \
 	        > '$(DESTDIR)$(SHAREDIR)/systemd/'"$${u##*/}" || exit 1; \
 	done
-	install -m 0644 README.md '$(DESTDIR)$(SHAREDIR)/'
-	[ ! -f share/man/man1/git-autosync.1 ] || \
+	$(Q)install -m 0644 README.md '$(DESTDIR)$(SHAREDIR)/'
+	$(Q)[ ! -f share/man/man1/git-autosync.1 ] || \
 	    install -m 0644 share/man/man1/git-autosync.1 '$(DESTDIR)$(MANDIR)/man1/'
-	ln -sfn '$(LIBEXECDIR)/git-autosync' '$(DESTDIR)$(BINDIR)/git-autosync'
+	$(Q)ln -sfn '$(LIBEXECDIR)/git-autosync' '$(DESTDIR)$(BINDIR)/git-autosync'
+	@echo "installed the git-autosync toolkit under $(DESTDIR)$(PREFIX) (make install V=1 shows each step):"
+	@echo "  command    $(BINDIR)/git-autosync"
+	@echo "  helpers    $(LIBEXECDIR)/ ($(words $(PROGRAMS)) programs, the autosync package)"
+	@echo "  data       $(SHAREDIR)/ (hook templates, systemd units)"
+	@echo "  man page   $(MANDIR)/man1/git-autosync.1"
+ifeq ($(DESTDIR),)
+	@case ":$$PATH:" in *':$(BINDIR):'*) ;; *) \
+	    echo "note: $(BINDIR) is not on PATH: 'git autosync' works only inside repositories it is installed in (alias.autosync)"; \
+	    echo 'hint: add to ~/.profile, then log in again:  export PATH="$(BINDIR):$$PATH"';; esac
+	@if command -v manpath >/dev/null 2>&1; then \
+	    case ":$$(manpath 2>/dev/null):" in *':$(MANDIR):'*) ;; *) \
+	    echo "note: $(MANDIR) is not on the man page path: 'man git-autosync' will not find it"; \
+	    echo 'hint: add to ~/.profile, then log in again:  export MANPATH="$(MANDIR):$$MANPATH"';; esac; \
+	fi
+endif
 
 # The private environment holding the two runtime packages. Built aside and renamed into
 # place, so a failed pip run leaves nothing half-done.
 $(DESTDIR)$(VENV)/.autosync-ok: setup.cfg
+	@echo "building the private python environment in $(DESTDIR)$(VENV)"
+	@echo "  (python3 -m venv, then pip installs $(call requires,runtime); this takes about 20 s) ..."
 	@rm -rf '$(DESTDIR)$(VENV).new'
 	@$(PYTHON) -m venv '$(DESTDIR)$(VENV).new' || { rm -rf '$(DESTDIR)$(VENV).new'; \
 	    echo "git-autosync: cannot create the private python environment" >&2; exit 1; }
-	@'$(DESTDIR)$(VENV).new/bin/python' -m pip install -q $(call requires,runtime) || { \
+	@'$(DESTDIR)$(VENV).new/bin/python' -m pip install -q --disable-pip-version-check $(call requires,runtime) || { \
 	    rm -rf '$(DESTDIR)$(VENV).new'; \
 	    echo "git-autosync: cannot install the runtime packages into $(VENV)" >&2; \
 	    echo "hint: check network access to the python package index, then run make install again" >&2; \
@@ -83,12 +104,22 @@ $(DESTDIR)$(VENV)/.autosync-ok: setup.cfg
 	@# venv records its own path in scripts; only bin/python is used, which is relocatable
 	@echo "private python environment ready in $(VENV)"
 
+# Without REPO: first out of every repository this toolkit was installed in (refused, with
+# nothing changed, while a daemon runs in one), so that no hook is left calling a helper
+# that is gone. The list of repositories may live in SHAREDIR ($XDG_DATA_HOME unset and
+# PREFIX=~/.local): only our own files are removed from there.
 uninstall:
 ifdef REPO
-	@'$(LIBEXECDIR)/autosync-install' uninstall '$(REPO)'
+	@'$(LIBEXECDIR)/autosync-install' uninstall --make '$(REPO)'
 else
-	rm -rf '$(DESTDIR)$(LIBEXECDIR)' '$(DESTDIR)$(SHAREDIR)' '$(DESTDIR)$(PREFIX)/lib/git-autosync'
-	rm -f '$(DESTDIR)$(BINDIR)/git-autosync' '$(DESTDIR)$(MANDIR)/man1/git-autosync.1'
+ifeq ($(DESTDIR),)
+	@$(PYTHON) libexec/autosync-install remove-toolkit '$(LIBEXECDIR)'
+endif
+	$(Q)rm -rf '$(DESTDIR)$(LIBEXECDIR)' '$(DESTDIR)$(SHAREDIR)/hooks' '$(DESTDIR)$(SHAREDIR)/systemd' \
+	    '$(DESTDIR)$(SHAREDIR)/README.md' '$(DESTDIR)$(PREFIX)/lib/git-autosync'
+	$(Q)rmdir '$(DESTDIR)$(SHAREDIR)' 2>/dev/null || true
+	$(Q)rm -f '$(DESTDIR)$(BINDIR)/git-autosync' '$(DESTDIR)$(MANDIR)/man1/git-autosync.1'
+	@echo "removed the git-autosync toolkit from $(DESTDIR)$(PREFIX)"
 endif
 
 install-systemd: install

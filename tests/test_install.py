@@ -1,6 +1,8 @@
 """make install / uninstall into repositories: shims, chaining, defaults, idempotence, refusals."""
 
+import json
 import os
+import shutil
 import stat
 import subprocess
 from pathlib import Path
@@ -59,7 +61,7 @@ def test_install_twice_changes_nothing(toolkit, env, clone):
     before = snapshot(clone)
     res = install(toolkit, env, clone)
     assert snapshot(clone) == before
-    assert "nothing to install" in res.stdout
+    assert res.stdout == f"git-autosync is already installed in '{clone}', up to date\n"
 
 
 def test_uninstall_restores_exactly_the_previous_state(toolkit, env, clone):
@@ -317,3 +319,138 @@ def test_daemon_commits_do_not_start_a_push_helper(toolkit, env, clone):
     git(clone, "add", "d.txt", env=env)
     git(clone, "commit", "-q", "-m", "as the daemon", env=dict(env, GIT_AUTOSYNC_COMMITTER="1"))
     assert not (clone / ".git" / "autosync" / "push.log").exists()
+
+
+def make(env, *args):
+    return subprocess.run(["make", "--no-print-directory", "-C", str(ROOT), *args], env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def registry(home):
+    path = home / ".local" / "share" / "git-autosync" / "repositories.json"
+    return json.loads(path.read_text())["repositories"] if path.exists() else []
+
+
+def test_toolkit_removal_uninstalls_from_every_repository(env, home, server_and_clones,
+                                                          tmp_path):
+    """A real toolkit under a temp PREFIX: its install output, the list of repositories it
+    touched, refusal while a daemon runs, then removal that leaves every repository working."""
+    server, make_clone = server_and_clones
+    clone = make_clone("work")
+    hooks = clone / ".git" / "hooks"
+    (hooks / "post-commit").write_text(FOREIGN)
+    (hooks / "post-commit").chmod(0o755)
+    before = {clone: snapshot(clone), server: snapshot(server)}
+    prefix = tmp_path / "prefix"
+    res = make(env, "install", f"PREFIX={prefix}")
+    assert res.returncode == 0, res.stderr
+    out = res.stdout
+    # what happens while the environment is built, then a summary, not the recipe lines
+    assert "building the private python environment" in out and "about 20 s" in out
+    assert f"installed the git-autosync toolkit under {prefix}" in out
+    assert "install -m" not in out and "install -d" not in out
+    assert f"note: {prefix}/bin is not on PATH" in out
+    assert f'export PATH="{prefix}/bin:$PATH"' in out
+    if shutil.which("manpath"):
+        assert f'export MANPATH="{prefix}/share/man:$MANPATH"' in out
+    assert res.stderr == ""
+    res = make(dict(env, PATH=f"{prefix}/bin:{env['PATH']}"), "install", f"PREFIX={prefix}")
+    assert "not on PATH" not in res.stdout
+    res = make(env, "install", f"PREFIX={prefix}", "V=1")  # every step, on request
+    assert "install -m 0644" in res.stdout, res.stdout
+
+    for repo in (clone, server):
+        res = make(env, "install", f"PREFIX={prefix}", f"REPO={repo}")
+        assert res.returncode == 0, res.stderr
+    assert {e["dir"] for e in registry(home)} == {str(clone), str(server)}
+    assert all(e["toolkit"] == str(prefix / "libexec" / "git-autosync")
+               for e in registry(home))
+
+    # a daemon runs the toolkit's code: refused, nothing changed, the way out named
+    git(clone, "config", "autosync.push", "false")
+    git(clone, "autosync", "start", env=env)
+    try:
+        installed = sorted(p for p in prefix.rglob("*"))
+        res = make(env, "uninstall", f"PREFIX={prefix}")
+        assert res.returncode != 0
+        assert res.stderr.startswith("git-autosync: cannot remove the toolkit: its daemon "
+                                     f"runs in '{clone}'"), res.stderr
+        assert f"hint: git -C {clone} autosync stop" in res.stderr
+        assert sorted(p for p in prefix.rglob("*")) == installed
+        assert len(registry(home)) == 2
+    finally:
+        git(clone, "autosync", "stop", env=env)
+    git(clone, "config", "--unset", "autosync.push")
+
+    res = make(env, "uninstall", f"PREFIX={prefix}")
+    assert res.returncode == 0, res.stderr
+    assert f"uninstalled from '{clone}'" in res.stdout
+    assert f"uninstalled from '{server}'" in res.stdout
+    assert [p for p in prefix.rglob("*") if not p.is_dir()] == []
+    assert not (home / ".local" / "share" / "git-autosync").exists()
+    for repo, snap in before.items():
+        assert snapshot(repo) == snap
+    # the repository works as before: its own hook runs, nothing complains
+    (clone / "after").write_text("x\n")
+    git(clone, "add", "after", env=env)
+    res = subprocess.run(["git", "commit", "-q", "-m", "after"], cwd=clone, env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert res.returncode == 0 and res.stderr == "" and res.stdout == ""
+    assert (clone / ".git" / "foreign-ran").read_text() == "\n"
+
+
+def test_a_hook_whose_helper_is_gone_is_silent_and_still_chains(toolkit, env,
+                                                                  server_and_clones, tmp_path):
+    """The toolkit deleted by hand (not by make uninstall): the shims say nothing, exit 0,
+    and the hooks they chained still run with the same arguments and input."""
+    prefix = tmp_path / "gone-prefix"
+    shutil.copytree(toolkit.prefix, prefix, symlinks=True)
+    tool = str(prefix / "libexec" / "git-autosync" / "autosync-install")
+    server, make_clone = server_and_clones
+    clone = make_clone("work")
+    (clone / ".git" / "hooks" / "post-commit").write_text(FOREIGN)
+    (clone / ".git" / "hooks" / "post-commit").chmod(0o755)
+    (server / "hooks" / "post-receive").write_text(
+        "#!/bin/sh\ncat >> \"$(git rev-parse --absolute-git-dir)/seen\"\n")
+    (server / "hooks" / "post-receive").chmod(0o755)
+    plain = make_clone("plain")  # pushes without any hook of its own
+    for repo in (clone, server, plain):
+        subprocess.run([tool, "install", str(repo)], env=env, check=True,
+                       stdout=subprocess.DEVNULL)
+    git(server, "config", "autosync.mqtt.url", "mqtt://127.0.0.1:9")  # would announce
+    shutil.rmtree(prefix)
+
+    (clone / "f").write_text("x\n")
+    git(clone, "add", "f", env=env)
+    res = subprocess.run(["git", "commit", "-q", "-m", "f"], cwd=clone, env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert (res.returncode, res.stdout, res.stderr) == (0, "", "")
+    assert (clone / ".git" / "foreign-ran").read_text() == "\n"
+
+    old = git(plain, "rev-parse", "HEAD")
+    (plain / "g").write_text("y\n")
+    git(plain, "add", "g", env=env)
+    res = subprocess.run(["git", "commit", "-q", "-m", "g"], cwd=plain, env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert (res.returncode, res.stdout, res.stderr) == (0, "", "")
+    new = git(plain, "rev-parse", "HEAD")
+    res = subprocess.run(["git", "push", "-q", "origin", "main"], cwd=plain, env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert (res.returncode, res.stdout, res.stderr) == (0, "", "")  # no "announcing"
+    assert (server / "seen").read_text() == f"{old} {new} refs/heads/main\n"
+
+
+def test_outside_a_repository_the_hint_names_the_callers_way_to_pass_one(toolkit, env,
+                                                                         tmp_path):
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    cli = subprocess.run([toolkit.tool("git-autosync"), "status"], cwd=plain, env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert cli.stderr.splitlines()[1:] == [
+        f"hint: create one with 'git init {plain}' or pass a repository with -C DIR"]
+    direct = install(toolkit, env, plain, check=False)
+    assert "REPO=" not in direct.stderr and "autosync-install install DIR" in direct.stderr
+    res = make(env, "install", f"PREFIX={toolkit.prefix}", f"REPO={plain}")
+    assert res.returncode != 0
+    assert "hint: create one with 'git init " in res.stderr
+    assert "or pass a repository with REPO=DIR" in res.stderr

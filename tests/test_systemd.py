@@ -94,3 +94,17 @@ def test_bare_repository_needs_no_unit(toolkit, tenv, make_repo):
     res = subprocess.run([toolkit.tool("autosync-systemd"), "enable", str(bare)], env=tenv,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert res.returncode == 1 and "bare repository" in res.stderr
+
+
+def test_make_install_systemd_reads_as_success(toolkit, env, make_repo, home):
+    """Run twice: the second time the repository has autosync already, said positively."""
+    repo = make_repo("notes")
+    env = dict(env, DBUS_SESSION_BUS_ADDRESS="", XDG_RUNTIME_DIR=str(home / "no-runtime"))
+    for _ in range(2):
+        res = subprocess.run(["make", "-s", "-C", str(ROOT), "install-systemd",
+                              f"PREFIX={toolkit.prefix}", f"REPO={repo}"], env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert res.returncode == 0 and res.stderr == "", res.stderr
+    assert f"git-autosync is already installed in '{repo}', up to date" in res.stdout
+    assert "nothing to" not in res.stdout
+    assert "systemctl --user enable --now 'git-autosync@" in res.stdout

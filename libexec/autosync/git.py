@@ -76,7 +76,8 @@ class GitProcess:
 class Repo:
     """A git repository (work tree or bare) located from a directory."""
 
-    def __init__(self, path: str = ".", env: Env | None = None) -> None:
+    def __init__(self, path: str = ".", env: Env | None = None,
+                 hint: str = "or pass a repository with -C DIR") -> None:
         self.env = clean_env(env)
         self.env.setdefault("LC_ALL", "C")
         self.env["GIT_TERMINAL_PROMPT"] = "0"  # never hang asking for a password
@@ -88,7 +89,7 @@ class Repo:
              "--show-cdup"], cwd=path, check=False)
         if out.returncode != 0:
             raise Error(f"not a git repository: '{path}'",
-                        f"create one with 'git init {path}' or pass a repository with REPO=DIR")
+                        f"create one with 'git init {path}' {hint}")
         lines = out.stdout.decode().splitlines()
         self.git_dir = lines[0]
         common = lines[1]

@@ -9,19 +9,29 @@ What install adds, and uninstall removes again:
 - `alias.autosync`, so that `git -C DIR autosync ...` works without PATH changes;
 - `fetch.fsckObjects=true` (work tree) or `receive.fsckObjects=true` (bare repository), so
   that objects arriving from peers are checked before they are stored - only when neither
-  that key nor `transfer.fsckObjects` is set in any config file (the user's choice wins).
+  that key nor `transfer.fsckObjects` is set in any config file (the user's choice wins);
+- `receive.advertisePushOptions=true` (bare repository, unless set anywhere), so that a
+  clone can tell the post-receive hook that it announced its push itself.
 What was added is recorded in $GIT_DIR/autosync/install.json; uninstall reverts exactly
 that (a key the user changed since is left alone). Every step is checked first and undone
 if a later one fails, so an install is done completely or not at all.
+
+Every repository install touched is also listed, with the toolkit that did it, in
+`$XDG_DATA_HOME/git-autosync/repositories.json` (default `~/.local/share/...`; see
+Registry). `make uninstall` without REPO runs `autosync-install remove-toolkit LIBEXECDIR`,
+which uninstalls from each repository that toolkit was installed in before the toolkit
+goes, and refuses (changing nothing) while a daemon runs in one of them.
 """
 
 import argparse
+import contextlib
+import fcntl
 import functools
 import json
 import os
 import shlex
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from . import VERSION, pidfile
@@ -76,6 +86,78 @@ def section_of(key: str) -> str | None:
     """'fetch.fsckObjects' -> 'fetch' (only plain sections; a subsection is kept as is)."""
     section, dot, _ = key.partition(".")
     return section if dot and "." not in key[len(section) + 1:] else None
+
+
+class Registry:
+    """The repositories install touched on this machine, for toolkit removal and listing.
+
+    One JSON file, {"version": 1, "repositories": [{"dir": ..., "toolkit": ...}]}, where
+    toolkit is the libexec directory whose hooks the repository runs. Every change is made
+    under an flock of the directory and written to a temporary file renamed into place, so
+    two installs at once never lose an entry and a reader never sees half a file. The file
+    goes away with its last entry (and the directory, when empty).
+    """
+
+    NAME = "repositories.json"
+
+    def __init__(self, directory: str | None = None) -> None:
+        if directory is None:
+            data = os.environ.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share")
+            directory = os.path.join(data, "git-autosync")
+        self.dir = directory
+        self.path = os.path.join(directory, self.NAME)
+
+    def entries(self) -> list[dict[str, str]]:
+        try:
+            with open(self.path) as f:
+                data = json.load(f)
+        except (OSError, ValueError):
+            return []
+        found = data.get("repositories") if isinstance(data, dict) else None
+        return [e for e in found or [] if isinstance(e, dict)
+                and isinstance(e.get("dir"), str) and isinstance(e.get("toolkit"), str)]
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        os.makedirs(self.dir, exist_ok=True)
+        fd = os.open(self.dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    def _write(self, entries: list[dict[str, str]]) -> None:
+        if not entries:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path)
+            return
+        tmp = f"{self.path}.{os.getpid()}.tmp"
+        with open(tmp, "w") as f:
+            json.dump({"version": 1, "repositories": entries}, f, indent=1)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+
+    def update(self, add: list[dict[str, str]], remove: list[str]) -> None:
+        """Add entries (replacing any for the same dir) and drop the dirs in remove."""
+        with self._locked():
+            gone = set(remove) | {e["dir"] for e in add}
+            self._write([e for e in self.entries() if e["dir"] not in gone] + add)
+        with contextlib.suppress(OSError):
+            os.rmdir(self.dir)  # only when nothing is left in it
+
+    def add(self, directory: str, toolkit: str = LIBEXEC) -> None:
+        self.update([{"dir": directory, "toolkit": os.path.realpath(toolkit)}], [])
+
+    def remove(self, directory: str) -> None:
+        if any(e["dir"] == directory for e in self.entries()):
+            self.update([], [directory])
+
+    def of_toolkit(self, toolkit: str) -> list[str]:
+        real = os.path.realpath(toolkit)
+        return [e["dir"] for e in self.entries() if os.path.realpath(e["toolkit"]) == real]
 
 
 class Installer:
@@ -135,6 +217,10 @@ class Installer:
         fsck = self.fsck_key()
         if fsck:
             wanted[fsck] = "true"
+        if repo.bare and not self.config_set_anywhere("receive.advertisePushOptions"):
+            # a clone pushing with `-o autosync-announced` has announced the push itself;
+            # the post-receive hook then stays quiet (one announcement per push)
+            wanted["receive.advertisePushOptions"] = "true"
         return wanted
 
     def load_manifest(self) -> dict[str, Any]:
@@ -260,8 +346,21 @@ class Installer:
             self.write_file(self.manifest_path,
                             json.dumps({"version": VERSION, "hooks": hooks_done,
                                         "config": config_done}, indent=1) + "\n", 0o644)
+            self.register()
         self.transaction(steps)
         return self.changes
+
+    def register(self) -> None:
+        """List this repository for toolkit removal (undone if the install fails)."""
+        registry = Registry()
+        try:
+            if self.repo.cwd not in registry.of_toolkit(LIBEXEC):
+                registry.add(self.repo.cwd)
+                self.undo.append(lambda: registry.remove(self.repo.cwd))
+        except OSError as e:
+            raise Error(f"cannot record the repository in '{registry.path}': "
+                        f"{(e.strerror or str(e)).lower()}",
+                        f"ls -ld '{registry.dir}'   (it must be writable by you)") from e
 
     def uninstall(self) -> list[str]:
         pid = pidfile.running_pid(self.repo)
@@ -297,7 +396,41 @@ class Installer:
         self.transaction(steps)
         for section in sorted(s for s in emptied if s):
             self.drop_empty_section(section)
+        with contextlib.suppress(OSError):  # an entry left behind is forgotten later
+            Registry().remove(self.repo.cwd)
         return self.changes
+
+
+def remove_toolkit(toolkit: str) -> list[str]:
+    """Uninstall from every repository the toolkit in libexec dir `toolkit` was installed in.
+
+    Refuses, changing nothing, while a daemon runs in one of them (it runs the toolkit's
+    code). A repository that is gone, or no longer has our install, is only forgotten.
+    Returns what was done, one line per repository.
+    """
+    registry = Registry()
+    repos: list[tuple[str, Repo | None]] = []
+    for directory in registry.of_toolkit(toolkit):
+        try:
+            repos.append((directory, Repo(directory)))
+        except Error:
+            repos.append((directory, None))
+    running = [(d, pid) for d, repo in repos if repo and (pid := pidfile.running_pid(repo))]
+    if running:
+        raise Error("cannot remove the toolkit: its daemon runs in "
+                    + ", ".join(f"'{d}' (pid {pid})" for d, pid in running),
+                    *(f"git -C {shlex.quote(d)} autosync stop" for d, _ in running),
+                    "then run make uninstall again")
+    done = []
+    for directory, repo in repos:
+        if repo is None:
+            registry.remove(directory)
+            done.append(f"forgot '{directory}' (no longer a repository)")
+            continue
+        changes = Installer(repo).uninstall()  # also drops it from the registry
+        done.append(f"uninstalled from '{directory}'" if changes
+                    else f"forgot '{directory}' (nothing of ours left in it)")
+    return done
 
 
 def main(argv: list[str]) -> int:
@@ -305,12 +438,31 @@ def main(argv: list[str]) -> int:
         prog="autosync-install",
         description="Install git-autosync into a repository (hook shims, default config, "
                     "alias.autosync), or remove exactly what was installed. Idempotent.")
-    ap.add_argument("action", choices=("install", "uninstall", "check"),
-                    help="check: only verify that install would succeed")
-    ap.add_argument("dir", metavar="DIR", help="the repository (work tree or bare)")
+    ap.add_argument("action", choices=("install", "uninstall", "check", "list",
+                                       "remove-toolkit"),
+                    help="check: only verify that install would succeed; list: the "
+                         "repositories install touched on this machine; remove-toolkit: "
+                         "uninstall from every repository the toolkit in DIR (its libexec "
+                         "directory) was installed in (make uninstall does this first)")
+    ap.add_argument("dir", metavar="DIR", nargs="?",
+                    help="the repository (work tree or bare)")
     ap.add_argument("-q", "--quiet", action="store_true")
-    args = ap.parse_args(argv)
-    repo = Repo(os.path.expanduser(args.dir))
+    ap.add_argument("--make", action="store_true", help=argparse.SUPPRESS)  # run by make
+    args = ap.parse_intermixed_args(argv)
+    if args.action == "list":
+        for entry in Registry().entries():
+            print(f"{entry['dir']}\t{entry['toolkit']}")
+        return 0
+    if args.dir is None:
+        ap.error("DIR is required")
+    if args.action == "remove-toolkit":
+        for line in remove_toolkit(args.dir):
+            if not args.quiet:
+                print(f"git-autosync: {line}")
+        return 0
+    hint = ("or pass a repository with REPO=DIR" if args.make
+            else f"or name another: autosync-install {args.action} DIR")
+    repo = Repo(os.path.expanduser(args.dir), hint=hint)
     installer = Installer(repo)
     if args.action == "check":
         installer.preflight()
@@ -321,9 +473,10 @@ def main(argv: list[str]) -> int:
         for line in changes:
             print(f"{args.action}: {line}")
         if not changes:
-            print(f"git-autosync: nothing to {args.action} in '{where}'")
+            print(f"git-autosync is already installed in '{where}', up to date"
+                  if args.action == "install"
+                  else f"git-autosync was not installed in '{where}': nothing to remove")
         elif args.action == "install" and not repo.bare:
             print(f"git-autosync installed in '{where}'; start it with:\n"
                   f"  git -C {shlex.quote(where)} autosync start")
     return 0
-
