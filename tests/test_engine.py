@@ -57,7 +57,8 @@ def test_concurrent_edits_in_three_clones_give_one_merge_commit(cluster):
         assert {f"{x.name}.txt" for x in clones} <= set(c.files())
 
 
-def test_one_announcement_per_push_when_the_server_announces(cluster, mosquitto):
+def test_one_announcement_per_push_with_the_server_hook_installed(cluster, mosquitto):
+    """The pusher announces at once and tells the hook so (a push option): one each."""
     listener = Subscriber(mosquitto.port)
     try:
         a = cluster.clone("a")
@@ -70,8 +71,19 @@ def test_one_announcement_per_push_when_the_server_announces(cluster, mosquitto)
         wait_for(lambda: a.read("y.txt") == "two\n", what="the second edit at a")
         listener.drain()
         senders = [n["sender"] for n in listener.notes(commit)]
-        assert senders and all(s.endswith(":server") for s in senders), listener.notes()
-        assert len(senders) == 1, listener.notes()
+        assert len(senders) == 1 and senders[0].startswith("a:"), listener.notes()
+        # a plain `git push` by someone else is announced by the server's hook
+        plain = cluster.tmp / "plain"
+        git(cluster.tmp, "clone", "-q", str(cluster.server), str(plain), env=cluster.env)
+        (plain / "plain.txt").write_text("by plain git\n")
+        git(plain, "add", "plain.txt", env=cluster.env)
+        git(plain, "commit", "-q", "-m", "plain", env=cluster.env)
+        git(plain, "push", "-q", "origin", "HEAD:main", env=cluster.env)
+        wait_for(lambda: a.read("plain.txt") == "by plain git\n", what="the plain push at a")
+        pushed = git(plain, "rev-parse", "HEAD", env=cluster.env)
+        listener.drain()
+        senders = [n["sender"] for n in listener.notes(pushed)]
+        assert len(senders) == 1 and senders[0].endswith(":server"), listener.notes()
     finally:
         listener.stop()
 

@@ -43,7 +43,6 @@ QUIET = 60.0  # seconds after announcements that fetched nothing when the remote
 # The branch follows the clones' own refs: the clone that leads (sync.Remote.leads) moves it
 # LEAD_DELAY seconds after its last push (LEAD_MAX after the first that left it behind); any
 # clone that still finds it behind LEADER_GRACE seconds later does (the leader went away).
-ECHO_WAIT = 5.0  # seconds for the remote's announcement of our push to come back
 LEAD_DELAY = 0.3
 LEAD_MAX = 2.0
 LEADER_GRACE = 5.0
@@ -144,9 +143,6 @@ class Network(threading.Thread):
         self.announced_at = 0.0  # announced commits are not fetched before
         self.branch_mode = "lead"
         self.behind_since: float | None = None  # since when B lacks this clone's commit
-        # (commit, deadline): the remote said it announces our push; if no notification
-        # of it comes by the deadline (its broker is away, or it said so falsely), we do
-        self.echo: tuple[str, float] | None = None
 
     def request(self, *kinds: str) -> None:
         with self.cond:
@@ -156,8 +152,6 @@ class Network(threading.Thread):
     def announce(self, commit: str) -> None:
         """A notification named commit (a set operation: a flood costs no process)."""
         with self.cond:
-            if self.echo is not None and self.echo[0] == commit:
-                self.echo = None  # the remote announced our push, as it said it would
             if len(self.announced) < 1000:
                 self.announced.add(commit)
             self.wanted.add("announced")
@@ -177,8 +171,6 @@ class Network(threading.Thread):
                     self.poll_due = now + self.interval
                     if not self.transport_connected():
                         self.wanted.add("poll")
-                if self.echo is not None and now >= self.echo[1]:
-                    self.wanted.add("echo")
                 if self.branch_due is not None and now >= self.branch_due:
                     self.branch_due = None
                     self.wanted.add("branch")
@@ -187,8 +179,7 @@ class Network(threading.Thread):
                     wanted, self.wanted = self.wanted, set()
                     return wanted
                 deadlines = [t for t in (self.retry_at if self.wanted else None, self.poll_due,
-                                         self.branch_due, self.announced_at if paced else None,
-                                         self.echo[1] if self.echo else None)
+                                         self.branch_due, self.announced_at if paced else None)
                              if t is not None]
                 self.cond.wait(max(0.0, min(deadlines) - now) if deadlines else None)
             return None
@@ -229,20 +220,10 @@ class Network(threading.Thread):
                 wanted = wanted | {"fetch"}
             else:
                 engine.announce(pushed)
-                if pushed.commit and pushed.by_server and not pushed.known:
-                    with self.cond:
-                        self.echo = (pushed.commit, time.monotonic() + ECHO_WAIT)
                 self.post("pushed", pushed)
                 self.follow(pushed)
                 if pushed.lost_race:
                     wanted = wanted | {"fetch"}
-        if "echo" in wanted:
-            with self.cond:
-                commit, self.echo = (self.echo or ("", 0.0))[0], None
-            if commit:
-                log.info("'%s' said it announces %s, and no notification came; announcing "
-                         "it from here", remote.name, commit[:10])
-                engine.announce_commit(commit)
         fetch = engine.pulls and self._should_fetch(remote, wanted)
         if fetch:
             before, started = remote.tips(), time.monotonic()

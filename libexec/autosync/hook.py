@@ -19,6 +19,7 @@ from . import pidfile
 from .config import Config
 from .git import Repo, clean_env, own_git_path
 from .install import CHAINED
+from .message import PUSH_OPTION
 from .publish import updates_from_lines
 from .transport import kind
 from .util import Error, log, setup_logging, warn
@@ -76,6 +77,11 @@ def post_receive(args: list[str], stdin: bytes | None) -> None:
     # decoded as autosync-publish --stdin does: a ref name that is not UTF-8 reaches the
     # publisher byte for byte (and is dropped there), never as a look-alike name
     lines = (stdin or b"").decode("utf-8", "surrogateescape").splitlines()
+    count = os.environ.get("GIT_PUSH_OPTION_COUNT", "0")
+    options = {os.environ.get(f"GIT_PUSH_OPTION_{i}")
+               for i in range(min(100, int(count) if count.isdigit() else 0))}
+    if PUSH_OPTION in options:
+        return  # a clone pushed this and announced it itself
     updates = [word for pair in updates_from_lines(lines, repo) for word in pair]
     if updates and kind(Config(repo)) is not None:
         # branch names are pushers' data: after `--`, so that `-h` or `--git-dir=...` is a

@@ -27,9 +27,9 @@ MAX_SIZE = 1024
 MAX_BRANCH = 200  # bytes of UTF-8; with the other bounded fields a payload stays < 1024
 KEYS = {"v", "channel", "branch", "commit", "sender", "time"}
 PREFIX = "autosync"
-# what a server's post-receive hook (hooks/post-receive) tells the pusher, who sees it as
-# "remote: ...": the server announces this push, so the pusher does not
-ANNOUNCED_BY_SERVER = "autosync: announcing"
+# the push option (`git push -o`) with which a clone tells the server's post-receive hook
+# that it announces this push itself: one announcement per push, and the fastest one
+PUSH_OPTION = "autosync-announced"
 
 _CHANNEL = re.compile(r"[A-Za-z0-9._-]{1,128}")
 _COMMIT = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")

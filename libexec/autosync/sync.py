@@ -29,7 +29,7 @@ from .commit import Result, check_committable, commit_changes
 from .config import Config
 from .git import Repo
 from .merge import Conflict, Integrated, integrate, is_fold
-from .message import ANNOUNCED_BY_SERVER, Notification, host_label, repo_digest, sender_id
+from .message import PUSH_OPTION, Notification, host_label, repo_digest, sender_id
 from .transport import kind, publish_once
 from .treecheck import Refused
 from .util import Backoff, Error, Retry, log
@@ -88,7 +88,6 @@ class Pushed:
     commit: str | None = None  # this clone's commit now on the remote (None: nothing new)
     branch: bool = False  # B itself was moved to it
     lost_race: bool = False  # B had moved on meanwhile: fetch, integrate, push again
-    by_server: bool = False  # the remote's hook says it announces this push
     known: bool = False  # only B moved, to a commit announced with a clone's ref before
     waiting: bool = False  # B is not at this clone's commit yet (see push's `branch`)
     leads: bool = False  # and this clone is the one to move it there (Remote.leads)
@@ -103,6 +102,7 @@ class Remote:
     skip: dict[str, Refused] = field(default_factory=dict)  # local ref -> why: not fetched
     # until it moves
     branch_only: bool = False  # the remote refuses refs/autosync/*: push B alone
+    push_options: bool = True  # the remote takes `git push -o` (PUSH_OPTION)
 
     @property
     def tracking_ref(self) -> str:
@@ -265,10 +265,19 @@ class Remote:
             targets[f"refs/heads/{self.branch}"] = self.tracking_ref
         if not targets:
             return Pushed(waiting=local != main, leads=leads)
-        res = self.repo.run("push", "--porcelain", "--end-of-options", self.name,
+        # the push option tells the remote's post-receive hook that we announce this push
+        # (at once, over the connection we hold): it stays quiet. A remote that takes no
+        # push options (a hosting service, or receive.advertisePushOptions off) is pushed
+        # to without it; its hook, if any, announces too.
+        res = self.repo.run("push", "--porcelain",
+                            *(["--push-option", PUSH_OPTION] if self.push_options else []),
+                            "--end-of-options", self.name,
                             *(f"{local}:{ref}" for ref in targets),
                             check=False, timeout=NETWORK_TIMEOUT)
         out, err = res.stdout.decode(errors="replace"), res.stderr.decode(errors="replace")
+        if self.push_options and "does not support push options" in err:
+            self.push_options = False
+            return self.push(branch)
         done, lost = set(), set()
         for line in out.splitlines():
             flag, _, rest = line.partition("\t")
@@ -304,9 +313,7 @@ class Remote:
         # only B moved, to a commit a clone's ref had: announced when that ref was pushed
         known = self.clones_ref + self.me not in done and local in (
             oid for ref, oid in tips.items() if ref != self.tracking_ref)
-        return Pushed(local if done else None, branch in done, branch in lost,
-                      by_server=any(ANNOUNCED_BY_SERVER in line for line in err.splitlines()
-                                    if line.startswith("remote:")), known=known,
+        return Pushed(local if done else None, branch in done, branch in lost, known=known,
                       waiting=branch not in targets and local != main, leads=leads)
 
     def leads(self, local: str, main: str | None) -> bool:
@@ -401,14 +408,11 @@ class Engine:
         return result if result.head != head or result.deferred else None
 
     def announce(self, pushed: Pushed) -> None:
-        """Tell the other clones, unless the remote's hook does (one announcement a push)."""
-        if pushed.commit and not (pushed.by_server or pushed.known):
-            self.announce_commit(pushed.commit)
-
-    def announce_commit(self, commit: str) -> None:
-        if self.publish is not None:
-            self.publish(Notification.now(self.config.channel, self.config.branch, commit,
-                                          self.sender))
+        """Tell the other clones of a push (the remote's hook leaves it to us, PUSH_OPTION),
+        unless it only moved B to a commit announced before."""
+        if pushed.commit and not pushed.known and self.publish is not None:
+            self.publish(Notification.now(self.config.channel, self.config.branch,
+                                          pushed.commit, self.sender))
 
 
 @dataclass
