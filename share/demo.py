@@ -6,6 +6,10 @@ with their daemons, and a mosquitto broker on a free loopback port when mosquitt
 installed (otherwise the clones poll the server). Then it edits files in one clone, shows
 them arriving in the other with the measured latency, makes a conflicting edit on both, and
 prints how to play with the sandbox and how to stop it. Standard library only.
+
+The daemons and the broker do not run forever: a detached timer (this file, run with
+--expire) stops them after DEMO_MINUTES minutes (default 10; 0: never), unless the user
+creates SANDBOX/keep. The sandbox's files stay until its stop script removes them.
 """
 
 import os
@@ -19,6 +23,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUIET = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+DEFAULT_MINUTES = 10.0
 
 
 def say(text=""):
@@ -93,10 +98,44 @@ def start_mosquitto(sandbox):
     return proc.pid, f"mqtt://127.0.0.1:{port}"
 
 
+def minutes():
+    """DEMO_MINUTES from the environment (make demo DEMO_MINUTES=30 sets it too)."""
+    text = os.environ.get("DEMO_MINUTES", "")
+    try:
+        value = float(text) if text else DEFAULT_MINUTES
+    except ValueError:
+        sys.exit(f"demo: DEMO_MINUTES must be a number of minutes, not {text!r}")
+    return max(value, 0.0)
+
+
+def expire(sandbox, seconds, poll=1.0):
+    """Run SANDBOX/halt after seconds, unless SANDBOX/keep appears or the sandbox is removed
+    first (its stop script ran). Returns whether it halted the demo."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if os.path.exists(os.path.join(sandbox, "keep")) or not os.path.isdir(sandbox):
+            return False
+        time.sleep(min(poll, max(deadline - time.monotonic(), 0)))
+    if os.path.exists(os.path.join(sandbox, "keep")) or not os.path.isdir(sandbox):
+        return False
+    subprocess.run([os.path.join(sandbox, "halt")], stdin=subprocess.DEVNULL, **QUIET)
+    return True
+
+
+def start_timer(sandbox, seconds):
+    """The detached timer: its own session, so closing the terminal does not end it."""
+    subprocess.Popen([sys.executable, os.path.abspath(__file__), "--expire", sandbox,
+                      str(seconds)], stdin=subprocess.DEVNULL, start_new_session=True,
+                     close_fds=True, **QUIET)
+
+
 def main():
     sandbox = tempfile.mkdtemp(prefix="git-autosync-demo.")
     prefix = os.path.join(sandbox, "prefix")
-    env = dict(os.environ, GIT_CONFIG_NOSYSTEM="1")
+    # the sandbox's repositories are listed in the sandbox, not among the user's own
+    env = dict(os.environ, GIT_CONFIG_NOSYSTEM="1",
+               XDG_DATA_HOME=os.path.join(sandbox, "data"))
+    limit = minutes()
     say(f"git-autosync demo in {sandbox}")
     say("1. installing the toolkit into the sandbox (private python environment) ...")
     run("make", "-s", "-C", ROOT, "install", f"PREFIX={prefix}", env=env)
@@ -174,26 +213,44 @@ def main():
     else:
         say("   the clones did not converge within 30 s (see git autosync log)")
 
-    stop = os.path.join(sandbox, "stop")
-    with open(stop, "w") as f:
-        f.write("#!/bin/sh\n# stop the demo's daemons and broker, then remove the sandbox\n")
+    q = shlex.quote
+    halt = os.path.join(sandbox, "halt")
+    with open(halt, "w") as f:
+        f.write("#!/bin/sh\n# stop the demo's daemons and broker (the files stay)\n")
         for path in clones.values():
-            f.write(f"git -C {shlex.quote(path)} autosync stop\n")
+            f.write(f"git -C {q(path)} autosync stop >/dev/null 2>&1\n")
         if pid:
             f.write(f"kill {pid} 2>/dev/null\n")
-        f.write(f"rm -rf {shlex.quote(sandbox)}\n")
-    os.chmod(stop, 0o755)
-    q = shlex.quote
+        f.write("exit 0\n")
+    stop = os.path.join(sandbox, "stop")
+    with open(stop, "w") as f:
+        f.write(f"#!/bin/sh\n# stop the demo's daemons and broker, then remove the sandbox\n"
+                f"{q(halt)}\nrm -rf {q(sandbox)}\n")
+    for script in (halt, stop):
+        os.chmod(script, 0o755)
+    if limit:
+        start_timer(sandbox, limit * 60)
+        until = time.strftime("%H:%M", time.localtime(time.time() + limit * 60))
+        lifetime = (f"It stops by itself in {limit:g} minutes (at {until}): the daemons and the "
+                    f"broker end,\nthe files stay. To keep it running instead:\n"
+                    f"  touch {q(os.path.join(sandbox, 'keep'))}"
+                    f"      # or: make demo DEMO_MINUTES=0")
+    else:
+        lifetime = "It keeps running (DEMO_MINUTES=0) until you stop it."
     say(f"""
-The sandbox keeps running. Play with it:
+The sandbox is running. Play with it:
   cd {q(laptop)} && echo hello > hello.txt     # appears in {q(desktop)}
   git -C {q(desktop)} autosync status
   git -C {q(desktop)} autosync log
   git -C {q(laptop)} log --stat -3
+{lifetime}
 Stop it and remove the sandbox:
   {q(stop)}""")
     return 0
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["--expire"]:
+        expire(sys.argv[2], float(sys.argv[3]))
+        sys.exit(0)
     sys.exit(main())

@@ -2,10 +2,17 @@
 
 Every test runs with its own HOME, no system git config, a fixed identity, TZ and locale.
 Nothing waits a fixed time: `wait_for` polls a condition until a deadline.
+
+Nothing a run starts outlives it (see servers.py): every process carries the run's id in
+RUN_VAR; at the end of the session, on SIGTERM/SIGHUP (turned into KeyboardInterrupt, so
+fixtures tear down as on Ctrl-C), and from a reaper process when pytest dies any other way,
+every process naming the run is ended.
 """
 
 import os
+import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -29,10 +36,43 @@ def pytest_addoption(parser):
                      help="how long each soak case edits (make soak: 120)")
 
 
+from servers import RUN_VAR, start_reaper, sweep  # noqa: E402  (needs sys.path above)
+
+RUN = {}  # "id": this run's id, "reaper": its reaper process
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def pytest_configure(config):
+    run = f"{os.getpid()}-{secrets.token_hex(4)}"
+    os.environ[RUN_VAR] = f"{os.environ.get(RUN_VAR, '')} {run}".strip()
+    RUN.update(id=run, reaper=start_reaper(run))
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(sig) == signal.SIG_DFL:
+            signal.signal(sig, _interrupt)
+
+
+def pytest_unconfigure(config):
+    if "id" not in RUN:
+        return
+    left = sweep(RUN["id"])
+    if left:
+        print(f"\nconftest: ended {len(left)} process(es) the tests left running: {left}",
+              file=sys.stderr)
+    reaper = RUN.pop("reaper")
+    reaper.stdin.close()
+    try:
+        reaper.wait(10)
+    except subprocess.TimeoutExpired:
+        pass
+
+
 def isolated_env(home):
     """A clean environment: only PATH and a few basics survive from the outside."""
     env = {k: v for k, v in os.environ.items()
-           if k in ("PATH", "TMPDIR", "PIP_CACHE_DIR", "VIRTUAL_ENV", "CI")}
+           if k in ("PATH", "TMPDIR", "PIP_CACHE_DIR", "VIRTUAL_ENV", "CI", RUN_VAR)}
     env.update(IDENTITY)
     env.update(HOME=str(home), GIT_CONFIG_NOSYSTEM="1", TZ="UTC", LANG="C.UTF-8",
                LC_ALL="C.UTF-8", XDG_CONFIG_HOME=str(home / ".config"),
