@@ -20,6 +20,11 @@ def commit_all(r, message, when):
     return git(r, "rev-parse", "HEAD")
 
 
+def v(r, text):
+    """The start of text's blob id: the version part of a conflict copy's name."""
+    return git(r, "hash-object", "--stdin", input=text.encode())[:6]
+
+
 def files_at(r, rev):
     names = [n for n in git(r, "ls-tree", "-r", "-z", "--name-only", rev).split("\0") if n]
     return {n: git(r, "cat-file", "blob", f"{rev}:{n}") for n in names}
@@ -68,11 +73,12 @@ def test_conflicts_keep_both_versions_newest_at_the_path(diverged):
     stamp = "20231114-221500"  # laptop's tip time, the losing side
     assert files["shared.txt"] == "ONE\ntwo\nthree\nfour\nFIVE"  # clean merge of other lines
     assert files["doc.md"] == "desktop"
-    assert files[f"doc.conflict-laptop-{stamp}.md"] == "laptop"
+    laptop, pic, new = v(r, "laptop\n"), v(r, "\0laptop"), v(r, "laptop new\n")
+    assert files[f"doc.conflict-laptop-{stamp}-{laptop}.md"] == "laptop"
     assert files["pic.bin"] == "\0desktop"
-    assert files[f"pic.conflict-laptop-{stamp}.bin"] == "\0laptop"
+    assert files[f"pic.conflict-laptop-{stamp}-{pic}.bin"] == "\0laptop"
     assert files["new.txt"] == "desktop new"  # add/add
-    assert files[f"new.conflict-laptop-{stamp}.txt"] == "laptop new"
+    assert files[f"new.conflict-laptop-{stamp}-{new}.txt"] == "laptop new"
     assert files["gone.txt"] == "edited on laptop"  # delete vs modify keeps the modified file
     kinds = {c.path: c.kind for c in conflicts}
     assert kinds == {"doc.md": "both-changed", "pic.bin": "both-changed",
@@ -96,7 +102,8 @@ def test_integrate_updates_the_work_tree(diverged):
     head = integrate(Repo(r), b, Config(Repo(r))).head
     assert git(r, "rev-parse", "HEAD") == head
     assert (r / "doc.md").read_text() == "desktop\n"
-    assert (r / "doc.conflict-laptop-20231114-221500.md").read_text() == "laptop\n"
+    copy = "doc.conflict-laptop-20231114-221500-" + v(r, "laptop\n") + ".md"
+    assert (r / copy).read_text() == "laptop\n"
     assert git(r, "status", "--porcelain") == ""
 
 
@@ -127,9 +134,10 @@ def test_copy_names_for_dotfiles_and_dirs(make_repo):
     y = commit_all(r, "edit", 1_700_000_060)
     m, _ = merge_commits(Repo(r), x, y)
     names = set(files_at(r, m))
-    host = x[:8]  # no "(host ...)" in the subject: the commit id names the side
-    assert f"conf/.bashrc.conflict-{host}-20231114-221410" in names
-    assert f"Makefile.conflict-{host}-20231114-221410" in names
+    host = "Test-User"  # no "(host ...)" in the subject: its author names the side
+    x_version = v(r, "x\n")
+    assert f"conf/.bashrc.conflict-{host}-20231114-221410-{x_version}" in names
+    assert f"Makefile.conflict-{host}-20231114-221410-{x_version}" in names
 
 
 EXAMPLES = itertools.count()

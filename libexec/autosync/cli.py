@@ -192,6 +192,13 @@ def gather_status(repo: Repo) -> dict[str, Any]:
     if config["branch"] and current != config["branch"]:
         info["error"] = (f"'{current or 'a detached HEAD'}' is checked out; autosync syncs "
                          f"'{config['branch']}' and leaves this one alone")
+    try:  # a full disk: nothing can be committed, and the daemon's state goes stale
+        disk = os.statvfs(repo.git_dir)
+        if disk.f_bavail * disk.f_frsize < 1024 * 1024:
+            info["error"] = (f"the disk holding '{repo.git_dir}' is full: nothing can be "
+                             "committed (autosync retries by itself once there is space)")
+    except OSError:
+        pass
     if os.path.isdir(os.path.join(repo.state_dir, "update")):
         info["interrupted_merge"] = True
     return info

@@ -305,7 +305,11 @@ def commit_changes(repo: Repo, config: Config, paths: Collection[str] | None = N
         err = res.stderr.decode(errors="replace").strip()
         if "index.lock" in err:
             raise Retry("index.lock appeared while committing; will retry")
-        raise Error(f"cannot commit in '{repo.cwd}': {err.splitlines()[-1] if err else 'failed'}")
+        last = err.splitlines()[-1] if err else "failed"
+        if "no space left on device" in err.lower():
+            raise Retry(f"cannot commit in '{repo.cwd}': {last}",
+                        "free some disk space; autosync retries by itself")
+        raise Error(f"cannot commit in '{repo.cwd}': {last}")
     result.commit = repo.rev("HEAD")
     log.info("committed %.10s %s", result.commit, result.message)
     return result

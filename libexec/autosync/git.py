@@ -8,7 +8,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import IO
 
-from .util import Error, Retry, log
+from .util import HUMAN, RETRY, Error, Retry, log
 
 ZERO_OID = "0" * 40
 
@@ -19,7 +19,10 @@ Env = Mapping[str, str]
 class GitFailed(Error):
     def __init__(self, args: Sequence[str], returncode: int, stderr: str) -> None:
         first = (stderr.strip().splitlines() or [""])[-1]
-        super().__init__(f"'git {' '.join(args[:2])}' failed: {first}".rstrip(": "))
+        full = "no space left on device" in stderr.lower() or "quota" in stderr.lower()
+        super().__init__(f"'git {' '.join(args[:2])}' failed: {first}".rstrip(": "),
+                         *(["free some disk space; autosync retries by itself"] if full
+                           else []), code=RETRY if full else HUMAN)
         self.args_, self.returncode, self.stderr = args, returncode, stderr
 
 

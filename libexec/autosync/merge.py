@@ -41,11 +41,16 @@ class Tip:
     oid: str
     time: int
     subject: str
+    author: str = ""
 
     @property
     def host(self) -> str:
+        """The host an autosync commit names; else its author (a plain git user's)."""
         m = HOST_IN_SUBJECT.search(self.subject)
-        return m.group(1) if m else self.oid[:8]
+        if m:
+            return m.group(1)
+        author = re.sub(r"[^A-Za-z0-9._-]+", "-", self.author).strip("-.")[:64]
+        return author or self.oid[:8]
 
 
 @dataclass(frozen=True)
@@ -78,21 +83,23 @@ def describe(repo: Repo, oid: str, path: str | None = None) -> Tip:
 
 def _describe(repo: Repo, oid: str, path: str | None) -> Tip:
     # log, not show: show sets up a diff it then skips (60 ms on a large tree)
-    args = ["log", "-1", "--format=%H%x00%ct%x00%s", oid]
+    args = ["log", "-1", "--format=%H%x00%ct%x00%an%x00%s", oid]
     args += ["--no-merges", "--", ":(literal)" + path] if path else ["--no-walk", "--"]
-    fields = repo.out(*args).split("\0")
-    if len(fields) < 3:  # the path's history is all merges: name it after the tip
+    fields = repo.out(*args).split("\0", 3)
+    if len(fields) < 4:  # the path's history is all merges: name it after the tip
         return describe(repo, oid)
-    return Tip(fields[0], int(fields[1]), fields[2])
+    return Tip(fields[0], int(fields[1]), fields[3], fields[2])
 
 
-def conflict_copy_name(repo: Repo, path: str, tip: Tip, taken: set[str]) -> str:
-    """The copy name for path as it is on the side that lost, unique within `taken`."""
+def conflict_copy_name(repo: Repo, path: str, tip: Tip, blob: str,
+                       taken: dict[str, str]) -> str:
+    """The copy name for path as it is (blob) on the side that lost: the one it has in
+    `taken` (path -> blob of the tree) if that version is there already, else a free one."""
     origin = describe(repo, tip.oid, path)
     for n in range(1, 1000):
-        candidate = copy_name(path, origin.host, origin.time, n)
-        if candidate not in taken:
-            taken.add(candidate)
+        candidate = copy_name(path, origin.host, origin.time, n, version=blob)
+        if taken.get(candidate, blob) == blob:
+            taken[candidate] = blob
             return candidate
     raise Error(f"too many conflict copies of '{path}'")
 
@@ -112,7 +119,7 @@ def parse_merge_tree(output: str) -> tuple[str, Stages]:
 
 
 def resolve(repo: Repo, stages: Stages, first: Tip, second: Tip, winner_is_first: bool,
-            taken: set[str]) -> tuple[list[str], list[Conflict]]:
+            taken: dict[str, str]) -> tuple[list[str], list[Conflict]]:
     """Index lines and Conflicts that replace every conflicted path by clean versions."""
     lines: list[str] = []
     conflicts: list[Conflict] = []
@@ -126,11 +133,12 @@ def resolve(repo: Repo, stages: Stages, first: Tip, second: Tip, winner_is_first
             # directory there: the directory stays, the file becomes a conflict copy
             lines.append(_index_line("0", "0" * len(moved.oid), path))
             real = path[:-len(moved.oid) - 1]
-            copy = conflict_copy_name(repo, real, moved, taken)
-            lines.append(_index_line(*next(iter(s.values())), copy))
+            mode, blob = next(iter(s.values()))
+            copy = conflict_copy_name(repo, real, moved, blob, taken)
+            lines.append(_index_line(mode, blob, copy))
             conflicts.append(Conflict(real, "file-directory", copy))
         elif win in s and lose in s:
-            copy = conflict_copy_name(repo, path, loser_tip, taken)
+            copy = conflict_copy_name(repo, path, loser_tip, s[lose][1], taken)
             lines.append(_index_line(*s[win], path))
             lines.append(_index_line(*s[lose], copy))
             conflicts.append(Conflict(path, "both-changed", copy))
@@ -214,7 +222,11 @@ def _fold(repo: Repo, tips: Sequence[str]) -> tuple[str, list[Conflict]]:
 
 def _rewrite_tree(repo: Repo, tree: str, stages: Stages, first: Tip, second: Tip,
                   winner_is_first: bool) -> tuple[str, list[Conflict]]:
-    taken = set(repo.out("ls-tree", "-r", "-z", "--name-only", tree).split("\0"))
+    taken: dict[str, str] = {}  # path -> blob, of the merged tree
+    for entry in repo.out("ls-tree", "-r", "-z", tree).split("\0"):
+        meta, _, name = entry.partition("\t")
+        if name:
+            taken[name] = meta.rpartition(" ")[2]
     lines, conflicts = resolve(repo, stages, first, second, winner_is_first, taken)
     index = os.path.join(repo.ensure_state_dir(), f"merge-index.{os.getpid()}")
     env = {"GIT_INDEX_FILE": index}

@@ -38,6 +38,11 @@ NETWORK_TIMEOUT = 120  # seconds for one fetch or push; a hung ssh must not hang
 MAX_TIPS = 256  # distinct commits of clone refs looked at; more is someone flooding
 # how `git push --porcelain` says a ref moved on meanwhile (the last: two pushes at once)
 LOST = ("fetch first", "non-fast-forward", "stale info", "failed to update ref")
+# ... and that the server will not have a ref (a hook or a rule; not a full disk)
+REFUSED_BY_HOOK = ("hook declined", "denied", "deny", "not allowed", "protected")
+# a server, or this machine, that is out of space or broke off: retry later
+_FULL = ("no space left", "unpacker error", "unpack failed", "disk quota exceeded",
+         "unable to write", "failed to write")
 
 
 _TRANSIENT = ("could not read from remote repository", "does not appear to be a git repository",
@@ -57,6 +62,9 @@ def classify(what: str, remote: str, stderr: str) -> Error:
     first = next((line for line in lines if line.startswith(("fatal:", "error:"))), None)
     last = (first.split(":", 1)[1].strip() if first else lines[-1] if lines else "failed")
     low = text.lower()
+    if any(s in low for s in _FULL):
+        return Retry(f"cannot {what} '{remote}': {last}", "free some disk space; autosync "
+                     "retries by itself")
     if any(s in low for s in _HUMAN):
         return Error(f"cannot {what} '{remote}': {last}",
                      f"check your access with 'git ls-remote {remote}'")
@@ -288,8 +296,9 @@ class Remote:
                 done.add(ref)
             elif flag == "!" and any(why in rest for why in LOST):
                 lost.add(ref)
-        if self.clones_ref + self.me in targets and "remote rejected" in next(
-                (line for line in out.splitlines() if self.clones_ref + self.me in line), ""):
+        mine_line = next((line for line in out.splitlines()
+                          if self.clones_ref + self.me in line), "")
+        if "remote rejected" in mine_line and any(why in mine_line for why in REFUSED_BY_HOOK):
             # a server (or hosting service) that takes branches only: clones take turns
             # on the branch itself, as plain git users do
             log.warning("'%s' refuses refs/autosync/*; pushing '%s' alone from now on",
@@ -453,11 +462,16 @@ def sync_once(engine: Engine, commit: bool = True, attempts: int = 5,
             outcome.pushed = pushed.commit or outcome.pushed
             if not pushed.lost_race:
                 break
-            log.info("'%s' moved on meanwhile; bringing it in first", remote.name)
             if not engine.pulls:
+                if pushed.commit:  # on the remote, in this clone's ref: others bring it in
+                    log.info("'%s' moved on meanwhile and autosync.pull is false: the "
+                             "commits are in this clone's ref there; '%s' is left as it is",
+                             remote.name, engine.config.branch)
+                    break
                 raise Error(f"cannot push to '{remote.name}': it has commits this clone does "
                             "not have, and autosync.pull is false",
                             "git config autosync.pull true")
+            log.info("'%s' moved on meanwhile; bringing it in first", remote.name)
         except Rejected:
             if not engine.pulls:
                 raise Error(f"cannot push to '{remote.name}': this clone's ref there has "
