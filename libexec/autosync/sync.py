@@ -194,8 +194,10 @@ class Remote:
         return found
 
     def moved(self) -> bool:
-        """Whether the remote has something this clone has not fetched."""
-        return self.probe() != {ref: v[0] for ref, v in self.refs().items()}
+        """Whether the remote has commits this clone has not fetched (a ref moved to a
+        commit it has already - B to a merge every clone makes - needs no fetch)."""
+        now = set(self.probe().values()) - {v[0] for v in self.refs().values()}
+        return bool(now and self.repo.missing_commits(now))
 
     def _remote(self, local: str) -> str:
         if local == self.tracking_ref:
