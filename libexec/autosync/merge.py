@@ -168,8 +168,9 @@ def merge_commits(repo: Repo, a: str, b: str,
 
 def _merge(repo: Repo, a: str, b: str) -> tuple[str, list[Conflict]]:
     first, second = sorted((describe(repo, a), describe(repo, b)), key=lambda t: t.oid)
+    left, right = _merge_sides(repo, first.oid, second.oid)
     res = repo.run("merge-tree", "--write-tree", "-z", "--no-messages",
-                   "--allow-unrelated-histories", first.oid, second.oid, check=False)
+                   "--allow-unrelated-histories", left, right, check=False)
     if res.returncode not in (0, 1):
         raise Error(f"cannot merge {first.oid[:10]} and {second.oid[:10]}: "
                     + res.stderr.decode(errors="replace").strip())
@@ -177,6 +178,8 @@ def _merge(repo: Repo, a: str, b: str) -> tuple[str, list[Conflict]]:
     conflicts: list[Conflict] = []
     if stages:
         winner_is_first = (first.time, first.oid) > (second.time, second.oid)
+        stages = {_moved_aside(path, (left, first.oid), (right, second.oid)): v
+                  for path, v in stages.items()}
         tree, conflicts = _rewrite_tree(repo, tree, stages, first, second, winner_is_first)
     newer = max(first.time, second.time)
     env = dict(MERGE_IDENT, GIT_AUTHOR_DATE=f"@{newer} +0000",
@@ -185,6 +188,32 @@ def _merge(repo: Repo, a: str, b: str) -> tuple[str, list[Conflict]]:
     commit = repo.out("commit-tree", tree, "-p", first.oid, "-p", second.oid, "-m", message,
                       env=env)
     return commit, conflicts
+
+
+def _merge_sides(repo: Repo, a: str, b: str) -> tuple[str, str]:
+    """What merge-tree merges for a and b: themselves when they have one best common
+    ancestor. With several (the criss-cross histories concurrent folds make), git's own
+    recursive merge of the bases costs seconds and grows with the history; then the base
+    is their fold - remembered, like every merge here, so each is merged once - and a's and
+    b's trees are merged against it through commits made for that (same trees, with that
+    base as their only history)."""
+    bases = repo.out("merge-base", "--all", a, b).split()
+    if len(bases) <= 1:
+        return a, b
+    base = fold(repo, bases)[0]
+    env = dict(MERGE_IDENT, GIT_AUTHOR_DATE="@0 +0000", GIT_COMMITTER_DATE="@0 +0000")
+    root = repo.out("commit-tree", repo.tree(base), "-m", "autosync: merge base", env=env)
+    left, right = (repo.out("commit-tree", repo.tree(side), "-p", root, "-m",
+                            "autosync: side", env=env) for side in (a, b))
+    return left, right
+
+
+def _moved_aside(path: str, *sides: tuple[str, str]) -> str:
+    """PATH~<commit merged> (git's name for a file moved aside) with the real commit's id."""
+    for merged, real in sides:
+        if path.endswith("~" + merged):
+            return path[:-len(merged)] + real
+    return path
 
 
 def fold(repo: Repo, tips: Sequence[str]) -> tuple[str, list[Conflict]]:
