@@ -190,15 +190,18 @@ def _merge(repo: Repo, a: str, b: str) -> tuple[str, list[Conflict]]:
     return commit, conflicts
 
 
+MAX_BASES = 1  # best common ancestors git's own recursive merge is left to combine
+
+
 def _merge_sides(repo: Repo, a: str, b: str) -> tuple[str, str]:
-    """What merge-tree merges for a and b: themselves when they have one best common
-    ancestor. With several (the criss-cross histories concurrent folds make), git's own
+    """What merge-tree merges for a and b: themselves when they have few best common
+    ancestors. With more (the criss-cross histories concurrent folds make), git's own
     recursive merge of the bases costs seconds and grows with the history; then the base
     is their fold - remembered, like every merge here, so each is merged once - and a's and
     b's trees are merged against it through commits made for that (same trees, with that
     base as their only history)."""
     bases = repo.out("merge-base", "--all", a, b).split()
-    if len(bases) <= 1:
+    if len(bases) <= MAX_BASES:
         return a, b
     base = fold(repo, bases)[0]
     env = dict(MERGE_IDENT, GIT_AUTHOR_DATE="@0 +0000", GIT_COMMITTER_DATE="@0 +0000")
