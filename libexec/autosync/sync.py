@@ -313,9 +313,13 @@ class Remote:
             self.repo.run("update-ref", "--stdin", input="".join(
                 f"update {targets[ref]} {local}\n" for ref in done))
         if self.clones_ref + self.me in lost:
-            if "failed to update ref" in out:  # only we write it: not a race, retry later
-                raise Retry(f"cannot push to '{self.name}': {self.clones_ref + self.me} "
-                            "could not be updated")
+            if "failed to update ref" in mine_line:
+                # only this clone writes it, so no race: the name is taken on the server
+                # (a ref below it, say): take turns on the branch itself from now on
+                log.warning("'%s' cannot update %s; pushing '%s' alone from now on",
+                            self.name, self.clones_ref + self.me, self.branch)
+                self.branch_only = True
+                return self.push(branch)
             raise Rejected()
         failed = set(targets) - done - lost
         if failed:  # e.g. B protected on the server: a human must look
