@@ -52,6 +52,20 @@ def marked(run: str, exclude: tuple[int, ...] = ()) -> list[int]:
     return found
 
 
+def terminate(living, grace: float) -> None:
+    """SIGTERM the processes living() names, wait up to grace seconds for them to go, then
+    SIGKILL whatever living() still names."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in living():
+            try:
+                os.kill(pid, sig)
+            except OSError:
+                pass
+        deadline = time.monotonic() + grace
+        while sig == signal.SIGTERM and time.monotonic() < deadline and living():
+            time.sleep(0.05)
+
+
 def sweep(run: str, grace: float = 3.0, exclude: tuple[int, ...] = ()) -> list[int]:
     """End every process of the test run: SIGTERM, then SIGKILL after grace seconds, until
     none is left (a process may start another while it goes). Returns the pids it found."""
@@ -61,19 +75,7 @@ def sweep(run: str, grace: float = 3.0, exclude: tuple[int, ...] = ()) -> list[i
         if not pids:
             break
         seen += [p for p in pids if p not in seen]
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGTERM)
-            except OSError:
-                pass
-        deadline = time.monotonic() + grace
-        while time.monotonic() < deadline and marked(run, exclude):
-            time.sleep(0.05)
-        for pid in marked(run, exclude):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except OSError:
-                pass
+        terminate(lambda: marked(run, exclude), grace)
         time.sleep(0.05)
     return seen
 

@@ -10,8 +10,9 @@ import subprocess
 import time
 
 import pytest
+from test_attacks12 import PRE_RECEIVE  # a server that takes branches and tags only
 from brokers import cluster, mosquitto  # noqa: F401  (fixtures)
-from cluster import Cluster, converged, deadline_loop, git_processes, wait_converged
+from cluster import converged, deadline_loop, git_processes, wait_converged
 from conftest import git, wait_for
 
 
@@ -194,12 +195,6 @@ def test_the_branch_reaches_the_fold_when_the_leader_stopped_before_the_others_e
 
 
 # -- branch_only under contention ----------------------------------------------------------------
-PRE_RECEIVE = """#!/bin/sh
-while read old new ref; do
-    case "$ref" in refs/heads/*|refs/tags/*) ;; *) echo "refusing $ref" >&2; exit 1;; esac
-done
-exit 0
-"""
 
 
 def test_branch_only_three_clones_editing_concurrently_converge(cluster):

@@ -13,11 +13,11 @@ change their wording).
 import os
 import random
 import re
-import signal
 import threading
 import time
 
 from cluster import Cluster
+from servers import terminate
 from conftest import git
 from harness import (alive, benchmark, cpu_seconds, head_oid, memory_kb, percentile,
                      start_mosquitto, write_atomic)
@@ -56,17 +56,7 @@ def stop_all(clones, timeout=30.0):
     """SIGTERM every daemon by pid at once (each commits what is pending), wait, then
     SIGKILL whatever is left. Faster than N sequential `git autosync stop`."""
     pids = [p for p in (c.pid for c in clones) if p and alive(p)]
-    for pid in pids:
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and any(alive(p) for p in pids):
-        time.sleep(0.05)
-    for pid in pids:
-        if alive(pid):
-            os.kill(pid, signal.SIGKILL)
+    terminate(lambda: [p for p in pids if alive(p)], timeout)
 
 
 def bounded_wait(condition, timeout, what, interval=POLL):
