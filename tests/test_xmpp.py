@@ -190,15 +190,13 @@ def test_a_server_that_skips_the_scram_proof_is_refused(reply):
 
 
 @contextmanager
-def scripted_server(*replies, connections=1, heard=None):
-    """A real loopback peer: on each of `connections` connections it answers each thing the
-    client sends with the next of `replies` (bytes, or a function of what the client sent),
-    then waits for one more read and hangs up. What the client sent goes to `heard`."""
+def loopback_server(handle, connections=1):
+    """A real peer on 127.0.0.1: handle(conn) for each of `connections` connections (10 s
+    timeout; OSError ends that one), in a thread stopped and joined on exit. Yields the port."""
     srv = socket.socket()
     srv.bind(("127.0.0.1", 0))
     srv.listen(connections)
     srv.settimeout(30)
-    heard = [] if heard is None else heard
 
     def serve():
         for _ in range(connections):
@@ -208,10 +206,7 @@ def scripted_server(*replies, connections=1, heard=None):
                 return
             conn.settimeout(10)
             try:
-                for reply in replies:
-                    heard.append(conn.recv(4096))
-                    conn.sendall(reply(heard[-1]) if callable(reply) else reply)
-                heard.append(conn.recv(4096))
+                handle(conn)
             except OSError:
                 pass
             finally:
@@ -228,6 +223,22 @@ def scripted_server(*replies, connections=1, heard=None):
         t.join(30)
         srv.close()
         assert not t.is_alive()
+
+
+@contextmanager
+def scripted_server(*replies, connections=1, heard=None):
+    """A real loopback peer: on each of `connections` connections it answers each thing the
+    client sends with the next of `replies` (bytes, or a function of what the client sent),
+    then waits for one more read and hangs up. What the client sent goes to `heard`."""
+    heard = [] if heard is None else heard
+
+    def handle(conn):
+        for reply in replies:
+            heard.append(conn.recv(4096))
+            conn.sendall(reply(heard[-1]) if callable(reply) else reply)
+        heard.append(conn.recv(4096))
+    with loopback_server(handle, connections) as port:
+        yield port
 
 
 # -- a hostile server or network around STARTTLS (CVE-2011-0411) ------------------------------
@@ -275,47 +286,25 @@ def starttls_server(tls_files, injected, connections=1):
     connection: "no TLS", or the stream header the client sent over TLS)."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(tls_files[1], tls_files[2])
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(connections)
-    srv.settimeout(30)
     log = []
 
-    def serve():
-        for _ in range(connections):
-            try:
-                conn, _ = srv.accept()
-            except OSError:
-                return
-            conn.settimeout(10)
-            try:
-                read_until(conn, b"'>")  # the client's stream header
-                conn.sendall(HEAD + OFFER_TLS)
-                read_until(conn, b"/>")  # <starttls/>
-                conn.sendall(PROCEED + injected)
-                try:
-                    tls = ctx.wrap_socket(conn, server_side=True)
-                except (ssl.SSLError, OSError):
-                    log.append("no TLS")
-                    continue
-                conn = tls
-                log.append(read_until(conn, b"'>"))  # its new stream header; then hang up
-            except OSError as e:
-                log.append(f"server: {e}")
-            finally:
-                conn.close()
-    t = threading.Thread(target=serve)
-    t.start()
-    try:
-        yield srv.getsockname()[1], log
-    finally:
+    def handle(conn):
         try:
-            srv.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        t.join(30)
-        srv.close()
-        assert not t.is_alive()
+            read_until(conn, b"'>")  # the client's stream header
+            conn.sendall(HEAD + OFFER_TLS)
+            read_until(conn, b"/>")  # <starttls/>
+            conn.sendall(PROCEED + injected)
+            try:
+                tls = ctx.wrap_socket(conn, server_side=True)
+            except (ssl.SSLError, OSError):
+                log.append("no TLS")
+                return
+            with tls:
+                log.append(read_until(tls, b"'>"))  # its new stream header; then hang up
+        except OSError as e:
+            log.append(f"server: {e}")
+    with loopback_server(handle, connections) as port:
+        yield port, log
 
 
 def test_the_scripted_starttls_server_does_tls(tls_files):
