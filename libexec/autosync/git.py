@@ -188,8 +188,9 @@ class Repo:
     def current_branch(self) -> str | None:
         """The checked-out branch (None: detached). Read from HEAD itself, as git does,
         without a process: this is asked before every commit and every merge."""
-        try:
-            with open(os.path.join(self.git_dir, "HEAD"), "rb") as f:
+        try:  # (a symbolic link, core.preferSymlinkRefs of old, is left to git)
+            fd = os.open(os.path.join(self.git_dir, "HEAD"), os.O_RDONLY | os.O_NOFOLLOW)
+            with os.fdopen(fd, "rb") as f:
                 head = f.read(4096).decode("utf-8", "surrogateescape").strip()
         except OSError:
             head = ""
