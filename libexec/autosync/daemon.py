@@ -40,9 +40,10 @@ from .watch import Batch, Watcher
 
 EVERYTHING = Batch(set(), True)  # a batch standing for every change in the work tree
 QUIET = 60.0  # seconds after announcements that fetched nothing when the remote is asked first
-# The branch follows the clones' own refs: the clone that leads (sync.Remote.leads) moves it
-# LEAD_DELAY seconds after its last push (LEAD_MAX after the first that left it behind); any
-# clone that still finds it behind LEADER_GRACE seconds later does (the leader went away).
+# The branch follows the clones' own refs: the clone that leads (sync.Remote.leads) folds
+# them and moves it LEAD_DELAY seconds after its last push (LEAD_MAX after the first that left
+# it behind); the others fast-forward to it. A clone that finds B stuck LEADER_GRACE seconds
+# (no move meanwhile) folds and moves it itself: the leader went away.
 LEAD_DELAY = 0.3
 LEAD_MAX = 2.0
 LEADER_GRACE = 5.0
@@ -118,7 +119,8 @@ class Network(threading.Thread):
     """Runs the engine's fetch and push, one at a time, on request; posts what happened.
 
     Requests: "fetch" (catch up), "push" (a new commit; "branch" also moves the branch
-    when the clone that leads did not, see sync.Remote.leads), and announced commits (a
+    when the clone that leads did not, see sync.Remote.leads; "takeover" at once, after a
+    fold made in its stead), and announced commits (a
     notification: fetched unless already here, checked once per batch, with the remote's
     refs asked first during a burst of announcements that brought nothing). It owns the
     remote's schedule: polling while no transport is connected, and the retry policy."""
@@ -143,6 +145,7 @@ class Network(threading.Thread):
         self.announced_at = 0.0  # announced commits are not fetched before
         self.branch_mode = "lead"
         self.behind_since: float | None = None  # since when B lacks this clone's commit
+        self.behind_main: str | None = None  # ... and has been at this commit
 
     def request(self, *kinds: str) -> None:
         with self.cond:
@@ -207,8 +210,9 @@ class Network(threading.Thread):
             return
         # own commits first: they reach the others sooner, and a push is never in the
         # way of a fetch (this clone's ref is its own)
-        if wanted & {"push", "branch"} and engine.pushes:
-            mode = self.branch_mode if "branch" in wanted else "own"
+        if wanted & {"push", "branch", "takeover"} and engine.pushes:
+            mode = ("any" if "takeover" in wanted else
+                    self.branch_mode if "branch" in wanted else "own")
             if mode == "any" and remote.probe().get(remote.tracking_ref) != remote.tracking():
                 self.request("fetch")  # B moved meanwhile: bring that in, then lead again
                 mode = "own"
@@ -246,7 +250,9 @@ class Network(threading.Thread):
             self.behind_since = None
             self.branch_due = None
             return
-        self.behind_since = self.behind_since or now
+        if self.behind_since is None or pushed.main != self.behind_main:
+            # B moved since: the clone that leads is at work, the grace starts again
+            self.behind_since, self.behind_main = now, pushed.main
         if pushed.leads:
             self.branch_mode = "lead"
             self.branch_due = min(now + LEAD_DELAY, self.behind_since + LEAD_MAX)
@@ -291,6 +297,7 @@ class Daemon:
         self.retry_due = 0.0
         self.carry: Batch | None = None  # not committed yet (a busy lock, a full disk)
         self.pending_tips: list[str] | None = None  # fetched, not integrated yet
+        self.waiting_since: float | None = None  # for the clone that leads to fold
         self.lost_with: str | None = None  # why the transport was lost last (logged once)
 
     def _transport(self) -> Transport | None:
@@ -509,7 +516,9 @@ class Daemon:
             self.commit(batch)
         for attempt in (1, 2):
             try:
-                result = self.engine.integrate(tips)
+                patient = (self.waiting_since is None
+                           or time.monotonic() < self.waiting_since + LEADER_GRACE)
+                result = self.engine.integrate(tips, patient)
                 break
             except Error as e:
                 if attempt == 2 or isinstance(e, Retry):
@@ -521,6 +530,12 @@ class Daemon:
                 self.commit(EVERYTHING)
         self.backoff.reset()
         self.pending_tips = None
+        if result is not None and result.waiting:  # folded by yet another clone: its fold
+            # comes with a fetch; should it not, this clone folds after LEADER_GRACE
+            self.waiting_since = self.waiting_since or time.monotonic()
+            self.pending_tips, self.retry_due = tips, self.waiting_since + LEADER_GRACE
+            return
+        self.waiting_since = None
         self.show_refused()
         if result is not None and result.deferred:  # a flood of tips: the rest right after
             self.pending_tips, self.retry_due = tips, time.monotonic()
@@ -545,8 +560,8 @@ class Daemon:
             self.state.add_to("kept", [{"path": p, "where": w} for p, w in result.kept])
             self.desktop("git-autosync moved local files out of the way",
                          "\n".join(f"{p} -> {w}" for p, w in result.kept))
-        if self.engine.pushes:
-            self.network.request("push")
+        if self.engine.pushes:  # a fold made in the leader's stead moves B at once too
+            self.network.request("push" if patient else "takeover")
 
     def show_refused(self) -> None:
         """A commit git would not check out: in status and on the desktop, once; local

@@ -295,6 +295,7 @@ class Integrated:
     refused: list = field(default_factory=list)  # Refused: tips git would not check out
     tips: list = field(default_factory=list)  # the tips brought in
     deferred: bool = False  # more tips than MAX_FOLD: the rest wait for the next time
+    waiting: bool = False  # a fold is needed, and another clone leads (see integrate)
 
 
 def local_side(repo: Repo, head: str) -> list[str]:
@@ -332,12 +333,15 @@ REFUSED_HINT = ("nothing was changed; syncing resumes by itself once the branch 
                 "to a commit without it")
 
 
-def integrate(repo: Repo, tips: str | Sequence[str], config: Config) -> Integrated:
+def integrate(repo: Repo, tips: str | Sequence[str], config: Config,
+              leads: Callable[[bool], bool] | None = None) -> Integrated:
     """Bring the checked-out branch to include every acceptable commit of tips (one commit
     id or several), updating the work tree: a fast-forward when one tip contains all the
     others and HEAD, else the fold of them all (`fold`).
 
-    The caller has committed local changes and holds repo.lock(). A tip whose tree git
+    leads(mine), when given, says whether this clone is the one to fold (sync.Remote.leads;
+    mine: HEAD has commits no tip has); when not, nothing is done (.waiting) unless it is a
+    fast-forward. The caller has committed local changes and holds repo.lock(). A tip whose tree git
     would not check out is left out (in .refused) and the others are brought in.
     checkout.advance asks for a commit first when local edits are in the way (Busy), and
     never overwrites a file saved in the meantime.
@@ -345,11 +349,19 @@ def integrate(repo: Repo, tips: str | Sequence[str], config: Config) -> Integrat
     recover(repo)
     head = repo.rev("HEAD")
     tips = [tips] if isinstance(tips, str) else list(dict.fromkeys(tips))
-    # HEAD as the remote has it is no merge of this clone's own (fast-forwards mostly)
-    ours = [] if head is None else [head] if head in tips else local_side(repo, head)
+    ours = [] if head is None else [head]
     new = repo.out("merge-base", "--independent", *ours, *tips).split()
+    if head is not None and head in new and head not in tips and len(new) > 1:
+        # HEAD holds something no tip has: when that is a fold autosync made here, its
+        # parents stand for it (local_side). A HEAD a tip holds is shared history as it is.
+        ours = local_side(repo, head)
+        if ours != [head]:
+            new = repo.out("merge-base", "--independent", *ours, *tips).split()
     result = Integrated(head)
     others = [t for t in new if t not in ours]
+    if len(new) > 1 and leads is not None and not leads(len(new) > len(others)):
+        result.waiting = True
+        return result
     if len(others) > MAX_FOLD:  # someone flooding: the oldest first, the rest next time
         others = oldest(repo, others)[:MAX_FOLD]
         result.deferred = True

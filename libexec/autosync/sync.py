@@ -4,14 +4,18 @@ How clones share a branch B without fighting over it: each clone pushes its own 
 to a ref of its own on the remote, `refs/autosync/B/<clone>`, which only it writes, so a
 push is never rejected because another clone got there first. Every clone fetches all of
 those refs and B itself (the "tips") and brings them in with `merge.integrate`: a
-fast-forward when one tip holds all the others, otherwise the deterministic fold of the
-tips - the same set of tips gives the very same merge commit on every clone, so there is
-nothing to push back and no merge of merges. B itself follows, as a fast-forward, pushed by
-one clone: the one that `leads` (the daemon waits a moment for the clones to settle, see
-daemon.follow), or the one running `git autosync sync`; losing that race costs nothing (the
-next fetch brings the winner's commit). Any plain bare repository works, with or without
-the post-receive hook; a user pushing B with plain git is folded in like a clone; a server
-that refuses refs/autosync/* gets B alone, the clones taking turns on it as git users do.
+fast-forward when one tip holds all the others. When they must be merged, one clone does
+it, the one that `leads` (the first name among the clones with commits B lacks): it makes
+the deterministic fold of the tips - the same set of tips gives the very same merge commit
+anywhere, so there is no merge of merges - and moves B there, as a fast-forward (the daemon
+waits a moment for the clones to settle, see daemon.follow); the others fast-forward to B,
+so nobody builds on a fold of their own (criss-cross histories, costly to merge), and a
+fold is computed once, not by every clone. Should the clone that leads stay away, the
+others fold and move B themselves after daemon.LEADER_GRACE; `git autosync sync` does at
+once. Losing that race costs nothing (the next fetch brings the winner's commit). Any plain
+bare repository works, with or without the post-receive hook; a user pushing B with plain
+git is folded in like a clone; a server that refuses refs/autosync/* gets B alone, the
+clones taking turns on it as git users do.
 
 `Engine` holds the steps; `sync_once` runs them in order for `git autosync sync` and the
 push helper, the daemon runs the same steps from two threads (daemon.py). Failures are of
@@ -99,6 +103,7 @@ class Pushed:
     known: bool = False  # only B moved, to a commit announced with a clone's ref before
     waiting: bool = False  # B is not at this clone's commit yet (see push's `branch`)
     leads: bool = False  # and this clone is the one to move it there (Remote.leads)
+    main: str | None = None  # where B was, as of the last fetch
 
 
 @dataclass
@@ -269,12 +274,12 @@ class Remote:
             targets[self.clones_ref + self.me] = mine  # never rejected: only we write it
         main = tips.get(self.tracking_ref)
         ahead = local != main and (main is None or self.repo.is_ancestor(main, local))
-        leads = ahead and branch != "any" and self.leads(local, main)
+        leads = ahead and branch != "any" and self.leads(own)
         if ahead and (branch == "any" or branch == "lead" and leads
                       or own and self.branch_only):
             targets[f"refs/heads/{self.branch}"] = self.tracking_ref
         if not targets:
-            return Pushed(waiting=local != main, leads=leads)
+            return Pushed(waiting=local != main, leads=leads, main=main)
         # the push option tells the remote's post-receive hook that we announce this push
         # (at once, over the connection we hold): it stays quiet. A remote that takes no
         # push options (a hosting service, or receive.advertisePushOptions off) is pushed
@@ -329,15 +334,21 @@ class Remote:
         known = self.clones_ref + self.me not in done and local in (
             oid for ref, oid in tips.items() if ref != self.tracking_ref)
         return Pushed(local if done else None, branch in done, branch in lost, known=known,
-                      waiting=branch not in targets and local != main, leads=leads)
+                      waiting=branch not in targets and local != main, leads=leads, main=main)
 
-    def leads(self, local: str, main: str | None) -> bool:
-        """Whether this clone moves B to local: the clone with the first name among those
-        whose commits local brings to B does (every clone that has seen the same commits
-        has the same local; one push of it is enough, and two would race)."""
-        out = self.repo.out("for-each-ref", "--format=%(refname)", f"--merged={local}",
+    def leads(self, mine: bool) -> bool:
+        """Whether this clone is the one to fold the clones' new commits and move B there:
+        the clone with the first name among those whose refs hold commits B lacks (this
+        one too when mine: it has such commits of its own). Every clone that fetched the
+        same refs names the same one: it folds, the others fast-forward to its fold (or
+        fold themselves, should it stay away: daemon.LEADER_GRACE), so a fold is computed
+        once and not by every clone, and no clone builds on a fold of its own."""
+        main = self.tracking()
+        out = self.repo.out("for-each-ref", "--format=%(refname)",
                             *([f"--no-merged={main}"] if main else []), self.copies_ref)
-        names = [n[len(self.copies_ref):] for n in out.splitlines()]
+        names = {n[len(self.copies_ref):] for n in out.splitlines()}
+        if mine:
+            names.add(self.me)
         return not names or min(names) == self.me
 
 
@@ -402,9 +413,11 @@ class Engine:
         """A Refused naming a commit this clone is leaving out now, or None."""
         return next(iter(self.fetch_refused + list(self.refused.values())), None)
 
-    def integrate(self, tips: list[str] | None = None) -> Integrated | None:
+    def integrate(self, tips: list[str] | None = None,
+                  patient: bool = False) -> Integrated | None:
         """Bring in the fetched tips (default: as of the last fetch), leaving out refused
-        ones. None when there is nothing to bring in; .deferred: call again for the rest."""
+        ones. None when there is nothing to bring in; .deferred: call again for the rest.
+        patient: a fold is left to the clone that leads (.waiting), unless it is this one."""
         if tips is None:
             assert self.remote is not None, "integrate() without tips needs a remote"
             tips = list(self.remote.tips().values())
@@ -416,11 +429,12 @@ class Engine:
         with self.repo.lock():
             check_committable(self.repo)
             check_branch(self.repo, self.config)
-            result = integrate(self.repo, tips, self.config)
+            result = integrate(self.repo, tips, self.config,
+                               self.remote.leads if patient and self.remote else None)
         for e in result.refused:
             log.warning("%s", e.message)
             self.refused[e.commit] = e
-        return result if result.head != head or result.deferred else None
+        return result if result.head != head or result.deferred or result.waiting else None
 
     def announce(self, pushed: Pushed) -> None:
         """Tell the other clones of a push (the remote's hook leaves it to us, PUSH_OPTION),
