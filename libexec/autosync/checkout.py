@@ -683,20 +683,20 @@ def _untracked_inside(repo: Repo, path: str) -> bool:
 def advance(repo: Repo, branch: str, old: str, new: str,
             names: tuple[str, int, str] | None = None,
             uncommittable: Callable[[list[str]], dict[str, str]] | None = None,
-            ) -> tuple[Moved, Moved]:
+            todo: list[Change] | None = None) -> tuple[Moved, Moved]:
     """Update work tree, index and branch from old to new (a descendant of old).
 
     names: (host, time) naming a copy of a new version that a save pushed aside, and this
     machine's host for an older save (default: the new commit's time, 'merge', 'local').
     uncommittable(paths) -> {path: reason} for those autosync would not commit (default:
-    none). Returns (copies, kept): new versions kept beside a save, local content moved out
-    of the way.
+    none). todo: changes(repo, old, new), when the caller has it already. Returns (copies,
+    kept): new versions kept beside a save, local content moved out of the way.
     Raises Refused (the new tree is unsafe), Busy (commit first) or Retry; in every case
     before anything in the work tree changed.
     """
     recover(repo)
     check_update(repo, repo.tree(old), repo.tree(new))
-    todo = changes(repo, old, new)
+    todo = changes(repo, old, new) if todo is None else todo
     dirty, blocked, clean = in_the_way(repo, todo)
     if dirty or blocked:
         reasons = uncommittable(sorted(dirty | set(blocked))) if uncommittable else {}

@@ -310,7 +310,7 @@ def commit_changes(repo: Repo, config: Config, paths: Collection[str] | None = N
             raise Retry(f"cannot commit in '{repo.cwd}': {last}",
                         "free some disk space; autosync retries by itself")
         raise Error(f"cannot commit in '{repo.cwd}': {last}")
-    result.commit = repo.rev("HEAD")
+    result.commit = repo.head()
     log.info("committed %.10s %s", result.commit, result.message)
     return result
 

@@ -167,10 +167,14 @@ class Repo:
             return self.trees[commit]
         tree = self.out("rev-parse", "--verify", "--end-of-options", commit + "^{tree}")
         if is_hex_oid(commit):
-            if len(self.trees) >= 1024:
-                self.trees.clear()
-            self.trees[commit] = tree
+            self.know_tree(commit, tree)
         return tree
+
+    def know_tree(self, commit: str, tree: str) -> None:
+        """Remember commit's tree, learnt by whoever read the commit (see tree())."""
+        if len(self.trees) >= 1024:
+            self.trees.clear()
+        self.trees[commit] = tree
 
     def missing_commits(self, oids: Iterable[str]) -> set[str]:
         """Those of oids that are not commits here (one git process for all of them)."""
@@ -185,21 +189,35 @@ class Repo:
     def is_ancestor(self, a: str, b: str) -> bool:
         return self.ok("merge-base", "--is-ancestor", a, b)
 
+    def _read_ref(self, path: str) -> str:
+        """The text of a ref file as git writes it (whole, by rename), "" when it cannot
+        be read; never through a symbolic link (core.preferSymlinkRefs of old)."""
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+            with os.fdopen(fd, "rb") as f:
+                return f.read(4096).decode("utf-8", "surrogateescape").strip()
+        except OSError:
+            return ""
+
     def current_branch(self) -> str | None:
         """The checked-out branch (None: detached). Read from HEAD itself, as git does,
         without a process: this is asked before every commit and every merge."""
-        try:  # (a symbolic link, core.preferSymlinkRefs of old, is left to git)
-            fd = os.open(os.path.join(self.git_dir, "HEAD"), os.O_RDONLY | os.O_NOFOLLOW)
-            with os.fdopen(fd, "rb") as f:
-                head = f.read(4096).decode("utf-8", "surrogateescape").strip()
-        except OSError:
-            head = ""
+        head = self._read_ref(os.path.join(self.git_dir, "HEAD"))
         if head.startswith("ref: refs/heads/") and head != "ref: refs/heads/.invalid":
             return head[len("ref: refs/heads/"):]  # (.invalid: a reftable repository)
         if is_hex_oid(head):
             return None
         res = self.run("symbolic-ref", "-q", "--short", "HEAD", check=False)
         return res.stdout.decode().strip() if res.returncode == 0 else None
+
+    def head(self) -> str | None:
+        """HEAD's commit id (None: an unborn branch), from HEAD and the branch's loose ref
+        file without a process when they are plain (asked before every merge); else, a
+        packed ref say, from git."""
+        head = self._read_ref(os.path.join(self.git_dir, "HEAD"))
+        if head.startswith("ref: refs/heads/") and valid_branch_name(head[16:]):
+            head = self._read_ref(os.path.join(self.common_dir, head[5:]))
+        return head if is_hex_oid(head) else self.rev("HEAD")
 
     def config_all(self) -> dict[str, list[str]]:
         """All config entries as {lowercased-key: [values]} (one git process)."""

@@ -18,7 +18,7 @@ from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from .checkout import advance, recover
+from .checkout import advance, changes, recover
 from .commit import check_committable, hold, ignored_untracked, uncommittable
 from .config import Config
 from .copies import copy_name
@@ -83,12 +83,13 @@ def describe(repo: Repo, oid: str, path: str | None = None) -> Tip:
 
 def _describe(repo: Repo, oid: str, path: str | None) -> Tip:
     # log, not show: show sets up a diff it then skips (60 ms on a large tree)
-    args = ["log", "-1", "--format=%H%x00%ct%x00%an%x00%s", oid]
+    args = ["log", "-1", "--format=%H%x00%T%x00%ct%x00%an%x00%s", oid]
     args += ["--no-merges", "--", ":(literal)" + path] if path else ["--no-walk", "--"]
-    fields = repo.out(*args).split("\0", 3)
-    if len(fields) < 4:  # the path's history is all merges: name it after the tip
+    fields = repo.out(*args).split("\0", 4)
+    if len(fields) < 5:  # the path's history is all merges: name it after the tip
         return describe(repo, oid)
-    return Tip(fields[0], int(fields[1]), fields[3], fields[2])
+    repo.know_tree(fields[0], fields[1])  # asked for next, mostly
+    return Tip(fields[0], int(fields[2]), fields[4], fields[3])
 
 
 def conflict_copy_name(repo: Repo, path: str, tip: Tip, blob: str,
@@ -347,7 +348,7 @@ def integrate(repo: Repo, tips: str | Sequence[str], config: Config,
     never overwrites a file saved in the meantime.
     """
     recover(repo)
-    head = repo.rev("HEAD")
+    head = repo.head()
     tips = [tips] if isinstance(tips, str) else list(dict.fromkeys(tips))
     ours = [] if head is None else [head]
     new = repo.out("merge-base", "--independent", *ours, *tips).split()
@@ -414,14 +415,14 @@ def _bring_in(repo: Repo, config: Config, head: str | None, incoming: list[str],
     # ignored until now: everything ignored now is held before the new rules can reach
     # the folder (a crash or a failure half way must not let a commit take it); what the
     # new rules still ignore is let go afterwards
-    rules = any(p.rpartition("/")[2] == ".gitignore" for p in repo.out(
-        "diff-tree", "-r", "-z", "--name-only", head, merged).split("\0"))
+    todo = changes(repo, head, merged)
+    rules = any(c.path.rpartition("/")[2] == ".gitignore" for c in todo)
     ignored = ignored_untracked(repo) if rules else set()
     if ignored:
         hold(repo, add=ignored)
     result.copies, result.kept = advance(
         repo, branch, head, merged, (newest.host, newest.time, config.host),
-        lambda paths: uncommittable(repo, config, paths))
+        lambda paths: uncommittable(repo, config, paths), todo)
     if ignored:
         unignored = hold(repo, drop=ignored_untracked(repo)) & ignored
         if unignored:
@@ -446,7 +447,7 @@ def main(argv: list[str]) -> int:
     if target is None:
         raise Error(f"not a commit: '{args.commit}'")
     if args.print_only:
-        head = repo.rev("HEAD")  # None on an unborn branch: the commit itself is the result
+        head = repo.head()  # None on an unborn branch: the commit itself is the result
         print(merge_commits(repo, head, target)[0] if head else target)
         return 0
     with repo.lock():

@@ -116,6 +116,7 @@ class Remote:
     # until it moves
     branch_only: bool = False  # the remote refuses refs/autosync/*: push B alone
     push_options: bool = True  # the remote takes `git push -o` (PUSH_OPTION)
+    left_out: frozenset[str] = frozenset()  # commits integrate refused (see leads)
 
     @property
     def tracking_ref(self) -> str:
@@ -344,9 +345,13 @@ class Remote:
         fold themselves, should it stay away: daemon.LEADER_GRACE), so a fold is computed
         once and not by every clone, and no clone builds on a fold of its own."""
         main = self.tracking()
-        out = self.repo.out("for-each-ref", "--format=%(refname)",
+        out = self.repo.out("for-each-ref", "--format=%(refname) %(objecttype) %(objectname)",
                             *([f"--no-merged={main}"] if main else []), self.copies_ref)
-        names = {n[len(self.copies_ref):] for n in out.splitlines()}
+        # a ref that can never be merged (not a commit, or a commit refused) does not lead:
+        # it would hold every fold back by LEADER_GRACE
+        names = {ref[len(self.copies_ref):] for ref, kind, oid in (
+            line.split(" ") for line in out.splitlines() if line.count(" ") == 2)
+            if kind == "commit" and oid not in self.left_out}
         if mine:
             names.add(self.me)
         return not names or min(names) == self.me
@@ -423,7 +428,7 @@ class Engine:
             tips = list(self.remote.tips().values())
         self.refused = {c: e for c, e in self.refused.items() if c in tips}
         tips = [t for t in tips if t not in self.refused]
-        head = self.repo.rev("HEAD")
+        head = self.repo.head()
         if not tips or tips == [head]:
             return None
         with self.repo.lock():
@@ -434,6 +439,8 @@ class Engine:
         for e in result.refused:
             log.warning("%s", e.message)
             self.refused[e.commit] = e
+        if self.remote is not None:
+            self.remote.left_out = frozenset(self.refused)
         return result if result.head != head or result.deferred or result.waiting else None
 
     def announce(self, pushed: Pushed) -> None:
