@@ -18,7 +18,7 @@ from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from .checkout import advance, changes, recover
+from .checkout import Change, Entry, advance, changes, recover
 from .commit import check_committable, hold, ignored_untracked, uncommittable
 from .config import Config
 from .copies import copy_name
@@ -129,12 +129,14 @@ def resolve(repo: Repo, stages: Stages, first: Tip, second: Tip, winner_is_first
     for path in sorted(stages):
         s = stages[path]
         moved = next((t for t in (first, second) if path.endswith("~" + t.oid)), None)
-        if moved is not None and len(s) == 1:
+        if moved is not None:
             # git moved a file aside as PATH~<commit> because the other side has a
-            # directory there: the directory stays, the file becomes a conflict copy
+            # directory there: the directory stays, the file becomes a conflict copy (the
+            # version the side moved has; its base version, the only one, when it was
+            # deleted on the side that has the directory)
             lines.append(_index_line("0", "0" * len(moved.oid), path))
             real = path[:-len(moved.oid) - 1]
-            mode, blob = next(iter(s.values()))
+            mode, blob = s.get(2) or s.get(3) or s[1]
             copy = conflict_copy_name(repo, real, moved, blob, taken)
             lines.append(_index_line(mode, blob, copy))
             conflicts.append(Conflict(real, "file-directory", copy))
@@ -169,19 +171,25 @@ def merge_commits(repo: Repo, a: str, b: str,
 
 def _merge(repo: Repo, a: str, b: str) -> tuple[str, list[Conflict]]:
     first, second = sorted((describe(repo, a), describe(repo, b)), key=lambda t: t.oid)
-    left, right = _merge_sides(repo, first.oid, second.oid)
+    left, right, base = _merge_sides(repo, first.oid, second.oid)
     res = repo.run("merge-tree", "--write-tree", "-z", "--no-messages",
                    "--allow-unrelated-histories", left, right, check=False)
     if res.returncode not in (0, 1):
         raise Error(f"cannot merge {first.oid[:10]} and {second.oid[:10]}: "
                     + res.stderr.decode(errors="replace").strip())
     tree, stages = parse_merge_tree(res.stdout.decode(errors="surrogateescape"))
+    stages = {_moved_aside(path, (left, first.oid), (right, second.oid)): v
+              for path, v in stages.items()}
+    fixed: dict[str, Entry | None] = {}
+    if base is not None:
+        sides = [changes(repo, base, side) for side in (left, right)]
+        if any(_renames_possible(side) for side in sides):
+            fixed = _undo_renames(repo, base, tree, stages, *sides)
     conflicts: list[Conflict] = []
-    if stages:
+    if stages or fixed:
         winner_is_first = (first.time, first.oid) > (second.time, second.oid)
-        stages = {_moved_aside(path, (left, first.oid), (right, second.oid)): v
-                  for path, v in stages.items()}
-        tree, conflicts = _rewrite_tree(repo, tree, stages, first, second, winner_is_first)
+        tree, conflicts = _rewrite_tree(repo, tree, stages, first, second, winner_is_first,
+                                        fixed)
     newer = max(first.time, second.time)
     env = dict(MERGE_IDENT, GIT_AUTHOR_DATE=f"@{newer} +0000",
                GIT_COMMITTER_DATE=f"@{newer} +0000")
@@ -191,25 +199,66 @@ def _merge(repo: Repo, a: str, b: str) -> tuple[str, list[Conflict]]:
     return commit, conflicts
 
 
+def _renames_possible(side: list[Change]) -> bool:
+    """Whether git could see a rename in one side's changes: a path deleted and another
+    added (merge-tree follows renames, and git 2.39 has no switch to stop it)."""
+    return any(c.new is None for c in side) and any(c.old is None for c in side)
+
+
+def _undo_renames(repo: Repo, base: str, tree: str, stages: Stages, left: list[Change],
+                  right: list[Change]) -> dict[str, Entry | None]:
+    """Autosync's commits know no renames (a file saved, a file deleted), but merge-tree
+    follows them: an edit of p lands in q when the other side deleted p and added a q
+    much like it, or q gets conflict markers, reported clean. Here every path the merged
+    tree has other than each side's changes say is put right: what one side alone changed
+    is taken as it is; what both changed, other than both modifying a file (merged line
+    by line, which no rename can touch), becomes stages (in stages) for resolve. Returns
+    the entries to set (None: remove)."""
+    ours = {c.path: c for c in left}
+    theirs = {c.path: c for c in right}
+    got = {c.path: c for c in changes(repo, base, tree)}  # what the merge changed
+    fixed: dict[str, Entry | None] = {}
+    for path in sorted(ours.keys() | theirs.keys() | got.keys()):
+        o, t = ours.get(path), theirs.get(path)
+        if o is None and t is None:  # changed by neither side: the merge keeps base's
+            if path not in stages:
+                fixed[path] = got[path].old
+            continue
+        if o is not None and t is not None and o.new != t.new:
+            aside = any(p.startswith(path + "~") for p in stages)  # (merge-tree's own:
+            # a file moved aside for a directory, see resolve)
+            if None in (o.old, o.new, t.new) and not aside:  # added on both, or modified
+                # and deleted
+                stages[path] = {n: e for n, e in ((2, o.new), (3, t.new)) if e is not None}
+            continue  # (both modified: merged line by line, which no rename can touch)
+        one = o or t  # one side's change, or the same change on both
+        assert one is not None
+        have = got[path].new if path in got else one.old
+        if have != one.new or path in stages:
+            stages.pop(path, None)
+            fixed[path] = one.new
+    return fixed
+
+
 MAX_BASES = 1  # best common ancestors git's own recursive merge is left to combine
 
 
-def _merge_sides(repo: Repo, a: str, b: str) -> tuple[str, str]:
-    """What merge-tree merges for a and b: themselves when they have few best common
-    ancestors. With more (the criss-cross histories concurrent folds make), git's own
-    recursive merge of the bases costs seconds and grows with the history; then the base
-    is their fold - remembered, like every merge here, so each is merged once - and a's and
-    b's trees are merged against it through commits made for that (same trees, with that
-    base as their only history)."""
+def _merge_sides(repo: Repo, a: str, b: str) -> tuple[str, str, str | None]:
+    """What merge-tree merges for a and b, and their merge base (None: unrelated):
+    themselves when they have few best common ancestors. With more (the criss-cross
+    histories concurrent folds make), git's own recursive merge of the bases costs seconds
+    and grows with the history; then the base is their fold - remembered, like every merge
+    here, so each is merged once - and a's and b's trees are merged against it through
+    commits made for that (same trees, with that base as their only history)."""
     bases = repo.out("merge-base", "--all", a, b).split()
     if len(bases) <= MAX_BASES:
-        return a, b
+        return a, b, bases[0] if bases else None
     base = fold(repo, bases)[0]
     env = dict(MERGE_IDENT, GIT_AUTHOR_DATE="@0 +0000", GIT_COMMITTER_DATE="@0 +0000")
     root = repo.out("commit-tree", repo.tree(base), "-m", "autosync: merge base", env=env)
     left, right = (repo.out("commit-tree", repo.tree(side), "-p", root, "-m",
                             "autosync: side", env=env) for side in (a, b))
-    return left, right
+    return left, right, root
 
 
 def _moved_aside(path: str, *sides: tuple[str, str]) -> str:
@@ -254,13 +303,37 @@ def _fold(repo: Repo, tips: Sequence[str]) -> tuple[str, list[Conflict]]:
 
 
 def _rewrite_tree(repo: Repo, tree: str, stages: Stages, first: Tip, second: Tip,
-                  winner_is_first: bool) -> tuple[str, list[Conflict]]:
-    taken: dict[str, str] = {}  # path -> blob, of the merged tree
+                  winner_is_first: bool,
+                  fixed: dict[str, Entry | None]) -> tuple[str, list[Conflict]]:
+    """tree with the entries of fixed set (None: removed) and every conflicted path
+    resolved (resolve)."""
+    start: dict[str, Entry] = {}  # path -> (mode, blob) of tree
     for entry in repo.out("ls-tree", "-r", "-z", tree).split("\0"):
         meta, _, name = entry.partition("\t")
         if name:
-            taken[name] = meta.rpartition(" ")[2]
+            mode, _, oid = meta.split(" ")
+            start[name] = (mode, oid)
+    final = dict(start)
+    for path, e in fixed.items():
+        if e:
+            final[path] = e
+        else:
+            final.pop(path, None)
+    taken = {path: e[1] for path, e in final.items()}
     lines, conflicts = resolve(repo, stages, first, second, winner_is_first, taken)
+    for line in lines:
+        meta, _, path = line.rstrip("\0").partition("\t")
+        mode, _, oid = meta.partition(" ")
+        if mode == "0":
+            final.pop(path, None)
+        else:
+            final[path] = (mode, oid)
+    _file_directory(repo, final, conflicts, (first, second), taken)
+    # removals first: update-index would let a file replace a directory (or the other way
+    # round) on the way, and the tree lose it
+    zero = "0" * len(tree)
+    lines = [_index_line("0", zero, path) for path in start if path not in final]
+    lines += [_index_line(*e, path) for path, e in final.items() if start.get(path) != e]
     index = os.path.join(repo.ensure_state_dir(), f"merge-index.{os.getpid()}")
     env = {"GIT_INDEX_FILE": index}
     try:
@@ -273,6 +346,21 @@ def _rewrite_tree(repo: Repo, tree: str, stages: Stages, first: Tip, second: Tip
             os.unlink(index)
         except FileNotFoundError:
             pass
+
+
+def _file_directory(repo: Repo, final: dict[str, Entry], conflicts: list[Conflict],
+                    tips: tuple[Tip, Tip], taken: dict[str, str]) -> None:
+    """A file at a path the merged tree (final) needs as a directory goes to a conflict
+    copy, as merge-tree does with a file in the way."""
+    dirs = {path[:i] for path in final for i, c in enumerate(path) if c == "/"}
+    for path in sorted(p for p in final if p in dirs):
+        mode, blob = final.pop(path)
+        tip = next((t for t in tips if repo.out("rev-parse", "-q", "--verify",
+                                                 f"{t.oid}:{path}", check=False) == blob),
+                   tips[0])
+        copy = conflict_copy_name(repo, path, tip, blob, taken)
+        final[copy] = (mode, blob)
+        conflicts.append(Conflict(path, "file-directory", copy))
 
 
 def merge_message(conflicts: list[Conflict]) -> str:
