@@ -384,7 +384,7 @@ class Integrated:
     refused: list = field(default_factory=list)  # Refused: tips git would not check out
     tips: list = field(default_factory=list)  # the tips brought in
     deferred: bool = False  # more tips than MAX_FOLD: the rest wait for the next time
-    waiting: bool = False  # a fold is needed, and another clone leads (see integrate)
+    waiting: bool = False  # a fold is needed, and another clone makes it (see integrate)
 
 
 def local_side(repo: Repo, head: str) -> list[str]:
@@ -423,17 +423,17 @@ REFUSED_HINT = ("nothing was changed; syncing resumes by itself once the branch 
 
 
 def integrate(repo: Repo, tips: str | Sequence[str], config: Config,
-              leads: Callable[[bool], bool] | None = None) -> Integrated:
+              folds: Callable[[list[str], bool], bool] | None = None) -> Integrated:
     """Bring the checked-out branch to include every acceptable commit of tips (one commit
     id or several), updating the work tree: a fast-forward when one tip contains all the
     others and HEAD, else the fold of them all (`fold`).
 
-    leads(mine), when given, says whether this clone is the one to fold (sync.Remote.leads;
-    mine: HEAD has commits no tip has); when not, nothing is done (.waiting) unless it is a
-    fast-forward. The caller has committed local changes and holds repo.lock(). A tip whose tree git
-    would not check out is left out (in .refused) and the others are brought in.
-    checkout.advance asks for a commit first when local edits are in the way (Busy), and
-    never overwrites a file saved in the meantime.
+    folds(new, mine), when given, says whether this clone is the one to fold the independent
+    tips new (sync.Remote.folds; mine: HEAD has commits no tip has); when not, nothing is
+    done (.waiting) unless it is a fast-forward. The caller has committed local changes and
+    holds repo.lock(). A tip whose tree git would not check out is left out (in .refused)
+    and the others are brought in. checkout.advance asks for a commit first when local
+    edits are in the way (Busy), and never overwrites a file saved in the meantime.
     """
     recover(repo)
     head = repo.head()
@@ -448,7 +448,7 @@ def integrate(repo: Repo, tips: str | Sequence[str], config: Config,
             new = repo.out("merge-base", "--independent", *ours, *tips).split()
     result = Integrated(head)
     others = [t for t in new if t not in ours]
-    if len(new) > 1 and leads is not None and not leads(len(new) > len(others)):
+    if len(new) > 1 and folds is not None and not folds(new, len(new) > len(others)):
         result.waiting = True
         return result
     if len(others) > MAX_FOLD:  # someone flooding: the oldest first, the rest next time

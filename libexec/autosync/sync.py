@@ -5,13 +5,14 @@ to a ref of its own on the remote, `refs/autosync/B/<clone>`, which only it writ
 push is never rejected because another clone got there first. Every clone fetches all of
 those refs and B itself (the "tips") and brings them in with `merge.integrate`: a
 fast-forward when one tip holds all the others. When they must be merged, one clone does
-it, the one that `leads` (the first name among the clones with commits B lacks): it makes
-the deterministic fold of the tips - the same set of tips gives the very same merge commit
-anywhere, so there is no merge of merges - and moves B there, as a fast-forward (the daemon
-waits a moment for the clones to settle, see daemon.follow); the others fast-forward to B,
+it, the one that `folds` (the first name among the clones whose refs are at those tips):
+it makes the deterministic fold of the tips - the same set of tips gives the very same
+merge commit anywhere, so there is no merge of merges - and the others fast-forward to it,
 so nobody builds on a fold of their own (criss-cross histories, costly to merge), and a
-fold is computed once, not by every clone. Should the clone that leads stay away, the
-others fold and move B themselves after daemon.LEADER_GRACE; `git autosync sync` does at
+fold is computed once, not by every clone. B itself follows, as a fast-forward, pushed by
+the clone that `leads`: whose own commit or fold holds every clone's commits (the daemon
+waits a moment for the clones to settle, see daemon.follow). Should that clone stay away,
+the others fold and move B themselves after daemon.LEADER_GRACE; `git autosync sync` does at
 once. Losing that race costs nothing (the next fetch brings the winner's commit). Any plain
 bare repository works, with or without the post-receive hook; a user pushing B with plain
 git is folded in like a clone; a server that refuses refs/autosync/* gets B alone, the
@@ -116,7 +117,7 @@ class Remote:
     # until it moves
     branch_only: bool = False  # the remote refuses refs/autosync/*: push B alone
     push_options: bool = True  # the remote takes `git push -o` (PUSH_OPTION)
-    left_out: frozenset[str] = frozenset()  # commits integrate refused (see leads)
+    left_out: frozenset[str] = frozenset()  # commits integrate refused (see folds)
 
     @property
     def tracking_ref(self) -> str:
@@ -275,7 +276,7 @@ class Remote:
             targets[self.clones_ref + self.me] = mine  # never rejected: only we write it
         main = tips.get(self.tracking_ref)
         ahead = local != main and (main is None or self.repo.is_ancestor(main, local))
-        leads = ahead and branch != "any" and self.leads(own)
+        leads = ahead and branch != "any" and self.leads(local, tips)
         if ahead and (branch == "any" or branch == "lead" and leads
                       or own and self.branch_only):
             targets[f"refs/heads/{self.branch}"] = self.tracking_ref
@@ -337,24 +338,33 @@ class Remote:
         return Pushed(local if done else None, branch in done, branch in lost, known=known,
                       waiting=branch not in targets and local != main, leads=leads, main=main)
 
-    def leads(self, mine: bool) -> bool:
-        """Whether this clone is the one to fold the clones' new commits and move B there:
-        the clone with the first name among those whose refs hold commits B lacks (this
-        one too when mine: it has such commits of its own). Every clone that fetched the
-        same refs names the same one: it folds, the others fast-forward to its fold (or
-        fold themselves, should it stay away: daemon.LEADER_GRACE), so a fold is computed
-        once and not by every clone, and no clone builds on a fold of its own."""
-        main = self.tracking()
-        out = self.repo.out("for-each-ref", "--format=%(refname) %(objecttype) %(objectname)",
-                            *([f"--no-merged={main}"] if main else []), self.copies_ref)
-        # a ref that can never be merged (not a commit, or a commit refused) does not lead:
-        # it would hold every fold back by LEADER_GRACE
-        names = {ref[len(self.copies_ref):] for ref, kind, oid in (
-            line.split(" ") for line in out.splitlines() if line.count(" ") == 2)
-            if kind == "commit" and oid not in self.left_out}
+    def folds(self, tips: Collection[str], mine: bool) -> bool:
+        """Whether this clone is the one to fold tips (commits none of which holds another):
+        the first by name of the clones whose refs are at one of them (this one too when
+        mine: one is its own work). Every clone that fetched the same refs names the same
+        one, whatever each knows of B: it folds and moves B there (`leads`), the others
+        fast-forward to that - a fold is computed once, not by every clone, and no clone
+        builds on a fold of its own - or fold themselves, should it stay away (daemon.
+        LEADER_GRACE). A tip no clone's ref is at (B pushed by plain git) and a commit
+        integrate refused (which would hold every fold back) have no say."""
+        names = {ref[len(self.copies_ref):] for ref, oid in self.tips().items()
+                 if oid in tips and ref.startswith(self.copies_ref) and oid not in self.left_out}
         if mine:
             names.add(self.me)
         return not names or min(names) == self.me
+
+    def leads(self, local: str, tips: dict[str, str]) -> bool:
+        """Whether this clone moves B to local: local is its own making (no other ref on the
+        remote is at it: a commit of its own, or its fold) and holds every clone's commits
+        it knows of. One clone is such at a time (the last to save, or the one that folds),
+        whatever each knows of B, which moves without announcement. tips: refs()."""
+        mine = self.copies_ref + self.me
+        if local in (oid for ref, oid in tips.items() if ref != mine):
+            return False
+        out = self.repo.out("for-each-ref", "--format=%(objecttype) %(objectname)",
+                            f"--no-merged={local}", self.copies_ref)
+        return not any(kind == "commit" and oid not in self.left_out
+                       for kind, _, oid in (line.partition(" ") for line in out.splitlines()))
 
 
 def check_branch(repo: Repo, config: Config) -> None:
@@ -435,7 +445,7 @@ class Engine:
             check_committable(self.repo)
             check_branch(self.repo, self.config)
             result = integrate(self.repo, tips, self.config,
-                               self.remote.leads if patient and self.remote else None)
+                               self.remote.folds if patient and self.remote else None)
         for e in result.refused:
             log.warning("%s", e.message)
             self.refused[e.commit] = e
