@@ -135,6 +135,8 @@ class Network(threading.Thread):
         self.wanted: set[str] = set()
         self.announced: set[str] = set()  # commits notifications named since the last batch
         self.last_empty_fetch = 0.0
+        self.last_tips: list[str] | None = None  # as the last fetch left them (this clone's
+        # pushes move its own: a fetch after one counts as bringing something)
         self.stopping = False
         self.backoff = Backoff()
         self.retry_at: float | None = None
@@ -230,12 +232,15 @@ class Network(threading.Thread):
                     wanted = wanted | {"fetch"}
         fetch = engine.pulls and self._should_fetch(remote, wanted)
         if fetch:
-            before, started = remote.tips(), time.monotonic()
+            before = self.last_tips if self.last_tips is not None else list(
+                remote.tips().values())
+            started = time.monotonic()
             fetched = remote.fetch()
+            self.last_tips = fetched.tips
             # the next announcement waits twice as long as this fetch took: nothing on an
             # idle machine, and a busy one brings several commits in at once
             self.announced_at = time.monotonic() + min(1.0, 2 * (time.monotonic() - started))
-            if sorted(fetched.tips) != sorted(set(before.values())):
+            if sorted(set(fetched.tips)) != sorted(set(before)):
                 self.last_empty_fetch = 0.0  # announcements are trusted again
             elif "fetch" not in wanted:  # announced commits that were not there
                 self.last_empty_fetch = time.monotonic()
@@ -298,6 +303,7 @@ class Daemon:
         self.carry: Batch | None = None  # not committed yet (a busy lock, a full disk)
         self.pending_tips: list[str] | None = None  # fetched, not integrated yet
         self.waiting_since: float | None = None  # for the clone that leads to fold
+        self.patience = LEADER_GRACE  # how long, from then
         self.lost_with: str | None = None  # why the transport was lost last (logged once)
 
     def _transport(self) -> Transport | None:
@@ -517,7 +523,7 @@ class Daemon:
         for attempt in (1, 2):
             try:
                 patient = (self.waiting_since is None
-                           or time.monotonic() < self.waiting_since + LEADER_GRACE)
+                           or time.monotonic() < self.waiting_since + self.patience)
                 result = self.engine.integrate(tips, patient)
                 break
             except Error as e:
@@ -531,9 +537,12 @@ class Daemon:
         self.backoff.reset()
         self.pending_tips = None
         if result is not None and result.waiting:  # folded by yet another clone: its fold
-            # comes with a fetch; should it not, this clone folds after LEADER_GRACE
+            # comes with a fetch; should it not, this clone folds after LEADER_GRACE - or
+            # LEAD_MAX, with work of its own to fold in (a clone saving all the time takes
+            # in the others' work at that pace at least)
             self.waiting_since = self.waiting_since or time.monotonic()
-            self.pending_tips, self.retry_due = tips, self.waiting_since + LEADER_GRACE
+            self.patience = LEAD_MAX if result.mine else LEADER_GRACE
+            self.pending_tips, self.retry_due = tips, self.waiting_since + self.patience
             return
         self.waiting_since = None
         self.show_refused()

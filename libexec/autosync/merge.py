@@ -385,6 +385,7 @@ class Integrated:
     tips: list = field(default_factory=list)  # the tips brought in
     deferred: bool = False  # more tips than MAX_FOLD: the rest wait for the next time
     waiting: bool = False  # a fold is needed, and another clone makes it (see integrate)
+    mine: bool = False  # ... of work of this clone's own, among others
 
 
 def local_side(repo: Repo, head: str) -> list[str]:
@@ -448,8 +449,9 @@ def integrate(repo: Repo, tips: str | Sequence[str], config: Config,
             new = repo.out("merge-base", "--independent", *ours, *tips).split()
     result = Integrated(head)
     others = [t for t in new if t not in ours]
-    if len(new) > 1 and folds is not None and not folds(new, len(new) > len(others)):
-        result.waiting = True
+    mine = len(new) > len(others)
+    if len(new) > 1 and folds is not None and not folds(new, mine):
+        result.waiting, result.mine = True, mine
         return result
     if len(others) > MAX_FOLD:  # someone flooding: the oldest first, the rest next time
         others = oldest(repo, others)[:MAX_FOLD]

@@ -275,8 +275,11 @@ class Remote:
         if own and local != tips.get(mine) and not self.branch_only:
             targets[self.clones_ref + self.me] = mine  # never rejected: only we write it
         main = tips.get(self.tracking_ref)
+        made = local not in (oid for ref, oid in tips.items() if ref != mine)
+        if not made and branch != "any":  # at another clone's commit: B is for it to move
+            return Pushed(waiting=local != main, main=main)
         ahead = local != main and (main is None or self.repo.is_ancestor(main, local))
-        leads = ahead and branch != "any" and self.leads(local, tips)
+        leads = ahead and branch != "any" and self.leads(local)
         if ahead and (branch == "any" or branch == "lead" and leads
                       or own and self.branch_only):
             targets[f"refs/heads/{self.branch}"] = self.tracking_ref
@@ -344,23 +347,21 @@ class Remote:
         mine: one is its own work). Every clone that fetched the same refs names the same
         one, whatever each knows of B: it folds and moves B there (`leads`), the others
         fast-forward to that - a fold is computed once, not by every clone, and no clone
-        builds on a fold of its own - or fold themselves, should it stay away (daemon.
-        LEADER_GRACE). A tip no clone's ref is at (B pushed by plain git) and a commit
-        integrate refused (which would hold every fold back) have no say."""
+        builds on a fold of its own - or fold themselves when it takes too long (daemon:
+        LEADER_GRACE, LEAD_MAX for a clone with work of its own to fold). A tip no clone's
+        ref is at (B pushed by plain git) and a commit integrate refused (which would hold
+        every fold back) have no say."""
         names = {ref[len(self.copies_ref):] for ref, oid in self.tips().items()
                  if oid in tips and ref.startswith(self.copies_ref) and oid not in self.left_out}
         if mine:
             names.add(self.me)
         return not names or min(names) == self.me
 
-    def leads(self, local: str, tips: dict[str, str]) -> bool:
-        """Whether this clone moves B to local: local is its own making (no other ref on the
-        remote is at it: a commit of its own, or its fold) and holds every clone's commits
-        it knows of. One clone is such at a time (the last to save, or the one that folds),
-        whatever each knows of B, which moves without announcement. tips: refs()."""
-        mine = self.copies_ref + self.me
-        if local in (oid for ref, oid in tips.items() if ref != mine):
-            return False
+    def leads(self, local: str) -> bool:
+        """Whether this clone moves B to local, which it made (a commit of its own, or its
+        fold): when local holds every clone's commits it knows of. One clone is such at a
+        time (the last to save, or the one that folded), whatever each knows of B, which
+        moves without announcement."""
         out = self.repo.out("for-each-ref", "--format=%(objecttype) %(objectname)",
                             f"--no-merged={local}", self.copies_ref)
         return not any(kind == "commit" and oid not in self.left_out
