@@ -20,7 +20,7 @@ from typing import cast
 
 from .checkout import interrupted_paths, recover
 from .config import Config
-from .git import Repo
+from .git import Repo, diagnosis
 from .ignore import is_temp
 from .treecheck import MAX_DEPTH, name_problem
 from .util import Error, Retry, log, warn
@@ -305,11 +305,16 @@ def commit_changes(repo: Repo, config: Config, paths: Collection[str] | None = N
         err = res.stderr.decode(errors="replace").strip()
         if "index.lock" in err:
             raise Retry("index.lock appeared while committing; will retry")
-        last = err.splitlines()[-1] if err else "failed"
+        # git's diagnosis whole: gpg's reason for a failed signature, the identity to set
+        said = diagnosis(err) or f"'git commit' failed (exit status {res.returncode})"
         if "no space left on device" in err.lower():
-            raise Retry(f"cannot commit in '{repo.cwd}': {last}",
+            raise Retry(f"cannot commit in '{repo.cwd}': {said}",
                         "free some disk space; autosync retries by itself")
-        raise Error(f"cannot commit in '{repo.cwd}': {last}")
+        if "gpg failed to sign" in err:  # git (2.39) keeps gpg's own reason to itself
+            raise Error(f"cannot commit in '{repo.cwd}': {said}",
+                        f"echo test | {config.other('gpg.program') or 'gpg'} --clearsign   "
+                        "(says why it cannot sign; or: git config commit.gpgSign false)")
+        raise Error(f"cannot commit in '{repo.cwd}': {said}")
     result.commit = repo.head()
     log.info("committed %.10s %s", result.commit, result.message)
     return result

@@ -2,6 +2,7 @@
 
 import fcntl
 import os
+import re
 import subprocess
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -16,11 +17,69 @@ ZERO_OID = "0" * 40
 Env = Mapping[str, str]
 
 
+MAX_DIAGNOSIS = 1500  # characters of git's diagnosis kept in one message (a server's hook
+# may print a lot): its start (the cause, e.g. ssh's) and its end (git's fatal: line)
+_PREFIXED = re.compile(r"[A-Za-z][\w .-]*: ")  # "fatal: ", "ssh: ", "remote: ", "gpg: "
+
+
+def diagnosis(stderr: str) -> str:
+    """What git said on stderr, whole, as one line: every line but its `hint:` lines (and
+    gpg's machine-readable `[GNUPG:]` status lines), so the cause a last line leaves out
+    (gpg's reason, ssh's, the identity git asks for) is kept.
+
+    A line that goes on the sentence before it (a lowercase start, same indentation) is
+    joined to it with a space, a line after one ending in ':' too; an indented block after
+    an unpunctuated line ("Run", then commands) with ': '; everything else with '; '.
+    Control characters become '?' (a server's hook prints what it likes); at most
+    MAX_DIAGNOSIS characters, the middle left out."""
+    items: list[tuple[str, bool]] = []  # (text, indented)
+    gap = True  # a blank line (or the start) came before this line
+    for raw in stderr.replace("\r\n", "\n").replace("\r", "\n").split("\n"):
+        line = raw.rstrip()
+        text = " ".join(line.split())
+        if not text:
+            gap = True
+            continue
+        if text.startswith(("hint:", "[GNUPG:]")):
+            continue
+        text = re.sub(r"^\*+ *", "", text)  # "*** Please tell me who you are."
+        text = "".join("?" if ord(c) < 0x20 or ord(c) == 0x7f else c for c in text)
+        indented = line[:1].isspace()
+        if items:
+            prev, prev_indented = items[-1]
+            if prev.endswith(":") and not gap:
+                items[-1] = (f"{prev} {text}", prev_indented)
+                gap = False
+                continue
+            if (not gap and not indented and not prev_indented and text[:1].islower()
+                    and not _PREFIXED.match(text)):
+                items[-1] = (f"{prev} {text}", prev_indented)
+                continue
+        items.append((text, indented))
+        gap = False
+    out = ""
+    for i, (text, indented) in enumerate(items):
+        if i:
+            prev = items[i - 1][0]
+            sep = (": " if indented and not items[i - 1][1] and prev[-1:].isalnum()
+                   else " " if prev.endswith(":") else "; ")
+            out = (out[:-1] if sep != " " and out.endswith(".") and not out.endswith("..")
+                   else out) + sep
+        out += text
+    if out.endswith(".") and not out.endswith(".."):
+        out = out[:-1]
+    if len(out) > MAX_DIAGNOSIS:
+        half = MAX_DIAGNOSIS // 2
+        out = f"{out[:half]} [...] {out[-half:]}"
+    return out
+
+
 class GitFailed(Error):
     def __init__(self, args: Sequence[str], returncode: int, stderr: str) -> None:
-        first = (stderr.strip().splitlines() or [""])[-1]
+        said = diagnosis(stderr)
         full = "no space left on device" in stderr.lower() or "quota" in stderr.lower()
-        super().__init__(f"'git {' '.join(args[:2])}' failed: {first}".rstrip(": "),
+        super().__init__(f"'git {' '.join(args[:2])}' failed: "
+                         + (said or f"exit status {returncode}, nothing on stderr"),
                          *(["free some disk space; autosync retries by itself"] if full
                            else []), code=RETRY if full else HUMAN)
         self.args_, self.returncode, self.stderr = args, returncode, stderr

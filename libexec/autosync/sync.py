@@ -50,32 +50,37 @@ _FULL = ("no space left", "unpacker error", "unpack failed", "disk quota exceede
          "unable to write", "failed to write")
 
 
-_TRANSIENT = ("could not read from remote repository", "does not appear to be a git repository",
-              "unable to access", "connection refused", "could not resolve", "timed out",
-              "network is unreachable", "early eof", "the remote end hung up",
-              "connection reset", "no route to host", "temporary failure",
-              "unable to create", "index.lock", "cannot lock ref", "is at")
+_TRANSIENT = ("could not read from remote repository", "unable to access", "connection refused",
+              "could not resolve", "timed out", "network is unreachable", "early eof",
+              "the remote end hung up", "connection reset", "no route to host",
+              "temporary failure", "unable to create", "index.lock", "cannot lock ref", "is at")
 _HUMAN = ("authentication failed", "permission denied", "remote rejected", "pre-receive hook",
-          "denied")
+          "denied", "returned error: 403")
+# the remote's repository is not there (a wrong path or URL, a server repository never
+# made): waiting does not bring it back, a human must fix the URL (exit 1, not 75)
+_GONE = ("does not appear to be a git repository", "repository not found",
+         "returned error: 404")
 
 
 def classify(what: str, remote: str, stderr: str) -> Error:
-    """An exception for a failed fetch/push, sorted into retry-later or needs-a-human."""
-    text = stderr.strip()
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    # git's own diagnosis is its first fatal:/error: line; the lines after it are advice
-    first = next((line for line in lines if line.startswith(("fatal:", "error:"))), None)
-    last = (first.split(":", 1)[1].strip() if first else lines[-1] if lines else "failed")
+    """An exception for a failed fetch/push, sorted into retry-later or needs-a-human,
+    with git's diagnosis in full (git.diagnosis: the cause ssh, a hook or the server gave
+    as well as git's last line; `git push --porcelain`'s "To URL" and "Done" left out)."""
+    from .git import diagnosis  # (here: the lines above classify are another's to edit)
+    text = "\n".join(line for line in stderr.strip().splitlines()
+                     if line.rstrip() != "Done" and not line.startswith("To "))
+    said = f"cannot {what} '{remote}': {diagnosis(text) or 'failed'}"
     low = text.lower()
     if any(s in low for s in _FULL):
-        return Retry(f"cannot {what} '{remote}': {last}", "free some disk space; autosync "
-                     "retries by itself")
+        return Retry(said, "free some disk space; autosync retries by itself")
     if any(s in low for s in _HUMAN):
-        return Error(f"cannot {what} '{remote}': {last}",
-                     f"check your access with 'git ls-remote {remote}'")
+        return Error(said, f"check your access with 'git ls-remote {remote}'")
+    if any(s in low for s in _GONE) or re.search(r"repository '[^']*' not found", low):
+        return Error(said, f"git remote set-url {remote} URL   (the URL it has: "
+                           f"git remote get-url {remote})")
     if any(s in low for s in _TRANSIENT) or not text:
-        return Retry(f"cannot {what} '{remote}': {last}")
-    return Error(f"cannot {what} '{remote}': {last}")
+        return Retry(said)
+    return Error(said)
 
 
 class Rejected(Exception):
