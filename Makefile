@@ -125,7 +125,7 @@ endif
 install-systemd: install
 	@test -n '$(REPO)' || { echo "git-autosync: REPO is not set" >&2; \
 	    echo "hint: make install-systemd REPO=~/notes" >&2; exit 2; }
-	@'$(LIBEXECDIR)/autosync-systemd' enable '$(REPO)'
+	@'$(LIBEXECDIR)/git-autosync' -C '$(REPO)' systemd enable
 
 # -- development -------------------------------------------------------------------------
 # `deps` makes a fresh machine (python3, git, make) ready for the tests: a venv with the

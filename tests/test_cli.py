@@ -19,7 +19,7 @@ def run(tenv, *args, cwd=None):
 def test_help_lists_commands_and_exit_codes(tenv, tmp_path):
     res = run(tenv, "-h", cwd=tmp_path)
     assert res.returncode == 0
-    for word in ("run", "start", "stop", "status", "sync", "log", "exit codes",
+    for word in ("run", "start", "stop", "status", "sync", "log", "systemd", "exit codes",
                  "75 retry later"):
         assert word in res.stdout
 
@@ -31,7 +31,8 @@ def test_dash_dash_help_opens_the_installed_man_page(tenv, tmp_path):
     assert res.returncode == 0 and "EXIT STATUS" in res.stdout
 
 
-@pytest.mark.parametrize("command", ["run", "start", "stop", "status", "sync", "log"])
+@pytest.mark.parametrize("command", ["run", "start", "stop", "status", "sync", "log",
+                                     "systemd"])
 def test_each_command_has_help(tenv, tmp_path, command):
     res = run(tenv, command, "-h", cwd=tmp_path)
     assert res.returncode == 0 and f"git autosync {command}" in res.stdout

@@ -1,4 +1,4 @@
-"""The `git autosync` front end: run, start, stop, status, sync, log.
+"""The `git autosync` front end: run, start, stop, status, sync, log, systemd.
 
 Each command is a thin layer over a module that can also be used alone (daemon, sync,
 commit); this file parses arguments, starts and stops the daemon, and formats status.
@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from . import VERSION, pidfile
+from . import VERSION, pidfile, systemd
 from .config import Config
 from .copies import is_conflict_copy
 from .daemon import Daemon, State
@@ -33,6 +33,7 @@ commands:
   status    what the daemon is doing (--json for scripts)
   sync      one-shot: commit, fetch, merge, push
   log       show the end of the daemon's log (-f to follow)
+  systemd   enable | disable [--timer]: sync at login with a systemd user unit
 
 Run 'git autosync COMMAND -h' for a command's options. Configuration lives in
 'git config autosync.*' (see 'man git-autosync').
@@ -71,6 +72,18 @@ def parser() -> argparse.ArgumentParser:
                        description="Show the end of $GIT_DIR/autosync/log.")
     p.add_argument("-n", type=int, default=20, metavar="N", help="lines (default 20)")
     p.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
+    p = sub.add_parser("systemd", help="sync at login with a systemd user unit",
+                       description="enable: install the systemd user units and enable and "
+                                   "start this repository's daemon unit (with --timer: a "
+                                   "one-shot sync every five minutes instead). disable: stop "
+                                   "and disable this repository's units (--timer: the timer "
+                                   "only) and remove the unit files no other repository "
+                                   "uses; every file removed is listed.")
+    p.add_argument("action", choices=("enable", "disable"))
+    p.add_argument("--timer", action="store_true",
+                   help="the periodic one-shot sync instead of the daemon")
+    p.add_argument("-C", dest="dir", default=argparse.SUPPRESS, metavar="DIR",
+                   help="the repository (default: the current one)")
     return ap
 
 
@@ -83,6 +96,8 @@ def main(argv: list[str]) -> int:
     if args.command is None:
         ap.print_help()
         return 2
+    if args.command == "systemd":  # (disable works for a repository deleted already)
+        return cmd_systemd(args)
     repo = Repo(args.dir or os.getcwd())
     return COMMANDS[args.command](repo, args)
 
@@ -308,6 +323,17 @@ def cmd_log(repo: Repo, args: argparse.Namespace) -> int:
                     sys.stdout.flush()
                 else:
                     time.sleep(0.2)
+    return OK
+
+
+# -- systemd ---------------------------------------------------------------------------------
+def cmd_systemd(args: argparse.Namespace) -> int:
+    top = systemd.repository(getattr(args, "dir", None) or os.getcwd(), args.action)
+    if args.action == "enable":
+        lines = systemd.enable(top, args.timer)
+    else:
+        lines = systemd.disable(top, args.timer)
+    print("\n".join(lines))
     return OK
 
 

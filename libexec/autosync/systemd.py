@@ -1,20 +1,32 @@
 """autosync-systemd: sync a repository at login with a systemd user unit, or stop doing so.
 
-    autosync-systemd enable DIR [--timer]    install the units, enable and start them
-    autosync-systemd disable DIR [--timer]   stop and disable them
+    git autosync systemd enable [--timer]    (or: autosync-systemd enable DIR [--timer])
+    git autosync systemd disable [--timer]   (or: autosync-systemd disable DIR [--timer])
     autosync-systemd name DIR                print the unit's instance name
 
-The instance name is DIR escaped the way `systemd-escape --path` does it. Without a
-reachable user manager (no login session, a container) the units are still written and
-the exact command to run later is printed.
+`enable` writes the template units into the user's unit directory
+($XDG_CONFIG_HOME/systemd/user) and enables the repository's instance - the daemon,
+git-autosync@INSTANCE.service, or with --timer the periodic one-shot sync,
+git-autosync-sync@INSTANCE.timer - and starts it. The instance name is DIR escaped the
+way `systemd-escape --path` does it. Without a reachable user manager (no login session,
+a container) it makes the link `systemctl enable` makes, so the unit starts at the next
+login, and prints the command that starts it now.
+
+`disable` stops the repository's units (both kinds; --timer: the timer only), removes
+their links, and removes the template units no other repository's instance uses; it
+prints every file it removed. Only files carrying our marker line are written over or
+removed.
 """
 
 import argparse
+import fnmatch
 import os
 import shutil
 import subprocess
+from dataclasses import dataclass
 
-from .git import Repo
+from . import pidfile
+from .git import Repo, diagnosis
 from .util import Error
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -22,6 +34,7 @@ SHARE = os.path.normpath(os.path.join(HERE, os.pardir, os.pardir, os.pardir, "sh
                                       "git-autosync", "systemd"))
 SERVICE, SYNC_SERVICE, TIMER = "git-autosync@.service", "git-autosync-sync@.service", \
     "git-autosync-sync@.timer"
+MARKER = "managed-by: git-autosync"  # the first line of every unit file we install
 SAFE = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789:_.")
 
 
@@ -52,9 +65,29 @@ def instance(path: str) -> str:
     return escape_path(path)
 
 
+@dataclass(frozen=True)
+class Kind:
+    """One way of running autosync under systemd: its template files, the unit enabled per
+    repository (from the template `link_to`), and the target whose .wants/ holds its link."""
+    templates: tuple[str, ...]
+    unit: str  # with {} for the instance name
+    link_to: str
+    wants: str
+
+
+DAEMON = Kind((SERVICE,), "git-autosync@{}.service", SERVICE, "default.target.wants")
+PERIODIC = Kind((SYNC_SERVICE, TIMER), "git-autosync-sync@{}.timer", TIMER,
+                "timers.target.wants")
+
+
 def unit_dir() -> str:
     base = os.environ.get("XDG_CONFIG_HOME") or os.path.expanduser("~/.config")
     return os.path.join(base, "systemd", "user")
+
+
+def link_path(kind: Kind, name: str) -> str:
+    """Where `systemctl --user enable` puts the link that starts the unit at login."""
+    return os.path.join(unit_dir(), kind.wants, kind.unit.format(name))
 
 
 def user_manager() -> str | None:
@@ -62,55 +95,224 @@ def user_manager() -> str | None:
     tool = shutil.which("systemctl")
     if not tool:
         return None
-    res = subprocess.run([tool, "--user", "show-environment"], stdout=subprocess.DEVNULL,
-                         stderr=subprocess.DEVNULL, timeout=10)
+    try:
+        res = subprocess.run([tool, "--user", "show-environment"], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
     return tool if res.returncode == 0 else None
 
 
-def install_units(names: list[str]) -> None:
+def _ours(path: str) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return MARKER.encode() in f.read(4096)
+    except OSError:
+        return False
+
+
+def install_units(names: tuple[str, ...]) -> list[str]:
+    """Write the template units (those not there, or ours and out of date); the paths
+    written. A file of that name that is not ours is never written over."""
     os.makedirs(unit_dir(), exist_ok=True)
+    written: list[str] = []
     for name in names:
         src = os.path.join(SHARE, name)
-        if not os.path.isfile(src):
-            raise Error(f"unit file '{src}' is missing", "make install")
-        shutil.copyfile(src, os.path.join(unit_dir(), name))
+        try:
+            with open(src, "rb") as f:
+                text = f.read()
+        except OSError:
+            raise Error(f"unit file '{src}' is missing",
+                        "make install   (in the git-autosync source tree)") from None
+        dst = os.path.join(unit_dir(), name)
+        try:
+            with open(dst, "rb") as f:
+                old: bytes | None = f.read()
+        except FileNotFoundError:
+            old = None
+        except OSError as e:
+            raise Error(f"cannot read '{dst}': {(e.strerror or str(e)).lower()}") from None
+        if old == text:
+            continue
+        if old is not None and MARKER.encode() not in old:
+            raise Error(f"'{dst}' exists and is not git-autosync's; not writing over it",
+                        f"mv '{dst}' '{dst}.mine'   (then run this again)")
+        tmp = dst + ".autosync-tmp"
+        try:
+            with open(tmp, "wb") as f:
+                f.write(text)
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, dst)
+        except OSError as e:
+            raise Error(f"cannot write '{dst}': {(e.strerror or str(e)).lower()}") from None
+        written.append(dst)
+    return written
+
+
+def _link(kind: Kind, name: str) -> bool:
+    """Enable by hand, as `systemctl --user enable` does: a symbolic link to the template
+    in the target's .wants/ directory. True when it was made now."""
+    link, target = link_path(kind, name), os.path.join(unit_dir(), kind.link_to)
+    if os.path.islink(link):
+        if os.readlink(link) == target:
+            return False
+        _remove(link)
+    elif os.path.lexists(link):
+        raise Error(f"'{link}' is not a symbolic link; not touching it")
+    try:
+        os.makedirs(os.path.dirname(link), exist_ok=True)
+        os.symlink(target, link)
+    except OSError as e:
+        raise Error(f"cannot make '{link}': {(e.strerror or str(e)).lower()}") from None
+    return True
+
+
+def _remove(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except OSError as e:
+        raise Error(f"cannot remove '{path}': {(e.strerror or str(e)).lower()}") from None
+
+
+def _in_use(kind: Kind) -> bool:
+    """Whether any repository's instance of kind is enabled (a link in a .wants/ or
+    .requires/ directory of the unit directory)."""
+    pattern = kind.unit.format("*")
+    try:
+        dirs = [d for d in os.listdir(unit_dir()) if d.endswith((".wants", ".requires"))]
+    except OSError:
+        return False
+    for d in dirs:
+        try:
+            names = os.listdir(os.path.join(unit_dir(), d))
+        except OSError:
+            continue
+        if any(fnmatch.fnmatchcase(n, pattern) for n in names):
+            return True
+    return False
+
+
+def _systemctl(systemctl: str, args: list[str], unit: str, check: bool = True) -> bool:
+    try:
+        res = subprocess.run([systemctl, "--user", *args], stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True, timeout=60)
+    except subprocess.TimeoutExpired:
+        raise Error(f"'systemctl --user {' '.join(args)}' did not finish within 60 s",
+                    f"journalctl --user -u '{unit}'") from None
+    if check and res.returncode != 0:
+        raise Error(f"'systemctl --user {' '.join(args)}' failed: "
+                    f"{diagnosis(res.stdout) or f'exit status {res.returncode}'}",
+                    f"journalctl --user -u '{unit}'")
+    return res.returncode == 0
+
+
+def repository(path: str, action: str) -> str:
+    """The work tree whose units `action` is about. A directory that is gone (a repository
+    deleted before its unit was disabled) can still be disabled, by its path."""
+    path = os.path.abspath(os.path.expanduser(path))
+    if action == "disable" and not os.path.lexists(path):
+        return path
+    repo = Repo(path)
+    if repo.bare:
+        raise Error(f"'{repo.cwd}' is a bare repository: its hook does the work, "
+                    "no unit needed")
+    return repo.work_tree
+
+
+def enable(top: str, timer: bool = False) -> list[str]:
+    """Install and enable the unit for the work tree top (the daemon, or the timer) and
+    start it; the lines to print. While a daemon started by hand (`git autosync start`)
+    runs there, the daemon's unit is enabled for the next login but not started now."""
+    running = bool(pidfile.running_pid(Repo(top)))
+    kind = PERIODIC if timer else DAEMON
+    name = instance(top)
+    unit = kind.unit.format(name)
+    written = install_units(kind.templates)
+    systemctl = user_manager()
+    lines: list[str] = []
+    if systemctl is not None:
+        _systemctl(systemctl, ["daemon-reload"], unit)
+        now = timer or not running or _systemctl(systemctl, ["is-active", "--quiet", unit],
+                                                 unit, check=False)
+        _systemctl(systemctl, ["enable", *(["--now"] if now else []), unit], unit)
+        lines.append(f"enabled {unit}: " + ("started now and at every login" if now else
+                     "it starts at the next login (a daemon started by hand runs now; "
+                     f"to hand over: git -C '{top}' autosync stop && "
+                     f"systemctl --user start '{unit}')"))
+    else:
+        made = _link(kind, name)
+        lines.append(f"enabled {unit} for your next login "
+                     f"({'made' if made else 'kept'} {link_path(kind, name)}); no systemd "
+                     "user manager is reachable here to start it now, so run this in your "
+                     "login session:")
+        lines.append(f"  systemctl --user daemon-reload && systemctl --user enable --now "
+                     f"'{unit}'")
+    if written:
+        lines.append("wrote " + ", ".join(written))
+    return lines
+
+
+def disable(top: str, timer: bool = False) -> list[str]:
+    """Stop and disable the work tree top's units (both kinds; timer: the timer only),
+    then remove the template units no repository's instance uses any more: what enable
+    wrote. The lines to print, naming every file removed."""
+    kinds = [PERIODIC] if timer else [DAEMON, PERIODIC]
+    name = instance(top)
+    systemctl = user_manager()
+    disabled: list[str] = []
+    removed: list[str] = []
+    for kind in kinds:
+        unit, link = kind.unit.format(name), link_path(kind, name)
+        enabled = os.path.islink(link)
+        template = os.path.join(unit_dir(), kind.link_to)
+        if systemctl is not None and os.path.exists(template) and (
+                enabled or _systemctl(systemctl, ["is-active", "--quiet", unit], unit,
+                                      check=False)):
+            _systemctl(systemctl, ["disable", "--now", unit], unit)  # stops it too
+        if os.path.islink(link):  # no manager (or it left the link): as it would do
+            _remove(link)
+        if enabled:
+            disabled.append(unit)
+            removed.append(link)
+        try:
+            os.rmdir(os.path.dirname(link))  # only when empty
+        except OSError:
+            pass
+    for kind in kinds:
+        if _in_use(kind):
+            continue
+        for t in kind.templates:
+            path = os.path.join(unit_dir(), t)
+            if _ours(path):
+                _remove(path)
+                removed.append(path)
+    if systemctl is not None and removed:
+        _systemctl(systemctl, ["daemon-reload"], kinds[0].unit.format(name))
+    if not removed:
+        return [f"no git-autosync unit is enabled for '{top}'; nothing to remove"]
+    lines = [f"disabled {', '.join(disabled)}" if disabled else
+             f"no git-autosync unit was enabled for '{top}'"]
+    lines += [f"removed {p}" for p in removed]
+    return lines
 
 
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="autosync-systemd",
                                  description="Sync a repository at login with a systemd user "
-                                             "unit (Type=notify), or stop doing so.")
+                                             "unit (Type=notify), or stop doing so. The same "
+                                             "as 'git -C DIR autosync systemd enable|disable'.")
     ap.add_argument("action", choices=("enable", "disable", "name"))
     ap.add_argument("dir", metavar="DIR")
     ap.add_argument("--timer", action="store_true",
-                    help="periodic one-shot sync (every 5 min) instead of the daemon")
+                    help="periodic one-shot sync (every 5 min) instead of the daemon "
+                         "(disable: the timer only)")
     args = ap.parse_args(argv)
-    repo = Repo(os.path.expanduser(args.dir))
-    if repo.bare:
-        raise Error(f"'{repo.cwd}' is a bare repository: its hook does the work, "
-                    "no unit needed")
-    name = instance(repo.cwd)
+    top = repository(args.dir, args.action)
     if args.action == "name":
-        print(name)
+        print(instance(top))
         return 0
-    units = [SYNC_SERVICE, TIMER] if args.timer else [SERVICE]
-    unit = (f"git-autosync-sync@{name}.timer" if args.timer
-            else f"git-autosync@{name}.service")
-    if args.action == "enable":
-        install_units(units)
-    systemctl = user_manager()
-    verb = ["enable", "--now"] if args.action == "enable" else ["disable", "--now"]
-    if systemctl is None:
-        print(f"wrote the units to {unit_dir()}; no systemd user manager is reachable here, "
-              f"so run this in your login session:\n"
-              f"  systemctl --user daemon-reload && systemctl --user {' '.join(verb)} '{unit}'")
-        return 0
-    for cmd in (["daemon-reload"], [*verb, unit]):
-        res = subprocess.run([systemctl, "--user", *cmd], stdout=subprocess.PIPE,
-                             stderr=subprocess.STDOUT, text=True, timeout=60)
-        if res.returncode != 0:
-            raise Error(f"'systemctl --user {' '.join(cmd)}' failed: "
-                        f"{(res.stdout.strip().splitlines() or [''])[-1]}",
-                        f"journalctl --user -u '{unit}'")
-    print(f"{args.action}d {unit}")
+    lines = enable(top, args.timer) if args.action == "enable" else disable(top, args.timer)
+    print("\n".join(lines))
     return 0
