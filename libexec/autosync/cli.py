@@ -14,13 +14,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from . import VERSION, pidfile, systemd
+from . import VERSION, checks, pidfile, systemd
 from .config import Config
 from .copies import is_conflict_copy
 from .daemon import Daemon, State
 from .git import Repo
 from .sync import Engine, sync_once
-from .util import NOT_RUNNING, OK, RETRY, Error, setup_logging
+from .util import NOT_RUNNING, OK, RETRY, Error, log, setup_logging
 
 DESCRIPTION = """\
 Keep a git work tree in sync like a Dropbox folder: every saved file is committed,
@@ -112,6 +112,8 @@ def cmd_run(repo: Repo, args: argparse.Namespace) -> int:
         raise Error(f"'{repo.cwd}' is a bare repository; its post-receive hook does the work",
                     "run 'git autosync run' in a clone with a work tree")
     setup_logging(args.log, verbose=args.verbose)
+    for problem in checks.problems(Config(repo)):  # `start` printed them; the log keeps them
+        log.warning("%s", problem.line())
     ready_fd = os.environ.pop("GIT_AUTOSYNC_READY_FD", None)
 
     def ready() -> None:
@@ -129,7 +131,10 @@ def cmd_start(repo: Repo, args: argparse.Namespace) -> int:
     if pid:
         raise Error(f"already running for '{repo.cwd}' (pid {pid})",
                     f"git -C '{repo.cwd}' autosync stop")
-    _ = Config(repo).branch  # fail here, not in the background, on a detached HEAD
+    config = Config(repo)
+    _ = config.branch  # fail here, not in the background, on a detached HEAD
+    for problem in checks.problems(config):  # no remote, a broker URL that is not one
+        print(f"warning: {problem.message}\nhint: {problem.hint}", file=sys.stderr)
     logfile = log_path(repo)
     rfd, wfd = os.pipe()
     env = dict(os.environ, GIT_AUTOSYNC_READY_FD=str(wfd))
@@ -200,6 +205,12 @@ def gather_status(repo: Repo) -> dict[str, Any]:
                 "transport_connected", "transport_error", "pending", "skipped_large",
                 "nested", "error", "refused", "kept", "held"):
         info[key] = state.get(key) if live or key in ("last_push", "last_pull") else None
+    info["has_remote"] = config.has_remote
+    info["config_warnings"] = [{"message": p.message, "hint": p.hint}
+                               for p in checks.problems(config)]
+    if info["transport_error"] and any(w["message"].startswith(info["transport_error"])
+                                       for w in info["config_warnings"]):
+        info["transport_error"] = None  # the same bad broker URL, said once
     in_progress = repo.operation_in_progress()
     if in_progress:
         info["error"] = f"a {in_progress} started by hand is in progress; autosync waits"
@@ -235,8 +246,10 @@ def cmd_status(repo: Repo, args: argparse.Namespace) -> int:
         print(json.dumps(info, indent=1, sort_keys=True))
         return OK if info["running"] else NOT_RUNNING
     running = f"running (pid {info['pid']})" if info["running"] else "not running"
+    where = (f" <-> {info['remote']}" if info["has_remote"] else
+             f", local only (no remote '{info['remote']}')")
     lines = [f"git-autosync: {running} in {info['repository']}",
-             f"  branch:        {info['branch'] or '(detached)'} <-> {info['remote']}"
+             f"  branch:        {info['branch'] or '(detached)'}{where}"
              f" (channel {info['channel']})"]
     lc = info.get("last_commit")
     if lc:
@@ -249,12 +262,16 @@ def cmd_status(repo: Repo, args: argparse.Namespace) -> int:
         t = info.get("transport")
         lines.append("  notifications: " + (
             f"{t} ({'connected' if info['transport_connected'] else 'not connected'})"
-            if t else "none (polling the remote)"))
+            if t else "none (polling the remote)" if info["has_remote"] else
+            "none (local only)"))
         lines.append(f"  pending:       {info.get('pending') or 0} changed paths")
     if info["unpushed"] is not None:
         lines.append(f"  unpushed:      {info['unpushed']} commits")
     for c in info["conflict_copies"]:
         lines.append(f"  conflict copy: {c}")
+    for w in info["config_warnings"]:
+        lines.append(f"  warning:       {w['message']}")
+        lines.append(f"  hint:          {w['hint']}")
     for key, label in (("push_error", "push failing"), ("pull_error", "pull failing"),
                        ("transport_error", "notifications"), ("error", "attention")):
         if info.get(key):

@@ -10,6 +10,7 @@ becomes one precise line in the log and in `last_error`. publish_once() is the
 short-lived variant for hooks: bounded in time, never raising because the broker is away.
 """
 
+import re
 import secrets
 import socket
 import ssl
@@ -57,17 +58,66 @@ class Client(paho.Client):
 
 
 def parse_url(url: object) -> tuple[bool, str, int]:
-    """(tls, host, port) of mqtt://host[:port] or mqtts://host[:port] ([::1] for IPv6)."""
+    """(tls, host, port) of mqtt://host[:port] or mqtts://host[:port] ([::1] for IPv6).
+
+    A URL that is not one raises Error naming what is wrong with it, and the
+    `git config autosync.mqtt.url ...` that fixes it (the URL meant, when it can be told)."""
+    text = str(url or "").strip()
     try:
-        parts = urlsplit(str(url or "").strip())
+        parts = urlsplit(text)
         port = parts.port
     except ValueError:
-        parts, port = None, None
+        parts, port = None, -1
     if parts is None or parts.scheme not in DEFAULT_PORTS or not parts.hostname or \
             "@" in parts.netloc or parts.path not in ("", "/") or parts.query or \
             parts.fragment or port == 0:
-        raise Error(f"bad broker URL '{url}' in autosync.mqtt.url", URL_HINT)
+        shown = re.sub(r"(://[^/@:]*):[^/@]*@", r"\1:***@", text)  # never a password
+        raise Error(f"bad broker URL '{shown}' in autosync.mqtt.url: {_url_problem(text)}",
+                    _url_fix(text))
     return parts.scheme == "mqtts", parts.hostname, port or DEFAULT_PORTS[parts.scheme]
+
+
+def _url_problem(text: str) -> str:
+    """What is wrong with a broker URL that parse_url refuses, in a few words."""
+    scheme, sep, rest = text.partition("://")
+    if not sep:
+        return "it does not start with mqtt:// or mqtts://"
+    if scheme.lower() not in DEFAULT_PORTS:
+        return f"unknown scheme '{scheme}' (mqtt:// or mqtts://)"
+    if "@" in rest.split("/", 1)[0]:
+        return "a user name goes in autosync.mqtt.username, a password in a file " \
+            "(autosync.mqtt.passwordFile)"
+    netloc, slash, path = rest.partition("/")
+    if path or "?" in netloc or "#" in netloc:
+        return "a broker URL is only a host and a port"
+    host, colon, port = netloc.rpartition(":") if not netloc.endswith("]") else (netloc, "", "")
+    if not colon:
+        host = netloc
+    if not host or host == "[]":
+        return "no host"
+    if colon and not (port.isdigit() and 0 < int(port) < 65536):
+        return f"the port '{port}' is not a number from 1 to 65535"
+    return "not a host and a port"
+
+
+def _url_fix(text: str) -> str:
+    """The `git config` that sets the URL meant (mqtt//host:1883, host:1883, mqtt:/host,
+    mqtt://host:notaport), else the general form."""
+    m = re.fullmatch(r"(?:([A-Za-z][A-Za-z0-9+.-]*):?/{1,2})?"
+                     r"([A-Za-z0-9][A-Za-z0-9._-]*|\[[0-9A-Fa-f:.]+\])(?::([^/@]*))?/?", text)
+    if m:
+        scheme = "mqtts" if (m.group(1) or "").lower() in ("mqtts", "ssl", "tls", "wss",
+                                                          "https") else "mqtt"
+        port = m.group(3) or ""
+        if not (port.isdigit() and 0 < int(port) < 65536):
+            port = str(DEFAULT_PORTS[scheme])
+        guess = f"{scheme}://{m.group(2)}:{port}"
+        try:
+            urlsplit(guess).port  # noqa: B018 (a check: raises for a bad IPv6 literal)
+        except ValueError:
+            return URL_HINT
+        return f"git config autosync.mqtt.url {guess}"
+    return URL_HINT
 
 
 def make_client(config: Config, name: str) -> tuple[Client, str, int]:
