@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from . import VERSION, checks, pidfile, systemd
+from . import VERSION, checks, pidfile, pushlog, systemd
 from .config import Config
 from .copies import is_conflict_copy
 from .daemon import Daemon, State
@@ -205,6 +205,8 @@ def gather_status(repo: Repo) -> dict[str, Any]:
                 "transport_connected", "transport_error", "pending", "skipped_large",
                 "nested", "error", "refused", "kept", "held"):
         info[key] = state.get(key) if live or key in ("last_push", "last_pull") else None
+    # the daemon's last push, or one `sync` or the hook's push helper made since
+    info["last_push"] = pushlog.newest(info["last_push"], pushlog.last(repo))
     info["has_remote"] = config.has_remote
     info["config_warnings"] = [{"message": p.message, "hint": p.hint}
                                for p in checks.problems(config)]
