@@ -125,8 +125,6 @@ def test_status_shows_the_newer_of_the_daemons_push_and_the_others(tenv, make_re
     assert "last push:     never" in status(tenv, path).stdout
 
 
-@pytest.mark.xfail(strict=True, reason="needs the lead's one-line pushlog.record(...) call in "
-                                       "sync.Remote.push; remove this mark when it is there")
 def test_status_shows_a_push_made_by_sync(tenv, server_and_clones):
     _, clone = server_and_clones
     path = clone("c")

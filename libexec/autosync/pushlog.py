@@ -6,7 +6,7 @@ The daemon's own state.json belongs to the daemon alone (daemon.State), so every
 records here instead, after each successful push (sync.Remote.push): `record(repo, commit)`.
 
 The file is small JSON, {"commit": ID, "time": UNIX-SECONDS}, replaced whole (a temporary
-file, fsync, rename) under an flock, so a reader never sees half of one and a slower
+file, rename) under an flock, so a reader never sees half of one and a slower
 writer never puts an older push over a newer one. Recording is best effort: a full disk, a
 read-only .git or any other failure to write logs nothing and leaves the old file as it
 was (status is then one push behind, nothing else depends on it). `last(repo)` reads it,
@@ -45,9 +45,8 @@ def record(repo: Repo, commit: str) -> None:
                      | os.O_NOFOLLOW, 0o666)
         try:
             view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
+            while view:  # (no fsync: this is on the way from a push to its announcement;
+                view = view[os.write(fd, view):]  # a crash costs status one push)
         finally:
             os.close(fd)
         os.replace(tmp, target)

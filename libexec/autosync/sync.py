@@ -30,6 +30,7 @@ import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
+from . import pushlog
 from .commit import Result, check_committable, commit_changes
 from .config import Config
 from .git import Repo
@@ -327,6 +328,7 @@ class Remote:
         if done:
             self.repo.run("update-ref", "--stdin", input="".join(
                 f"update {targets[ref]} {local}\n" for ref in done))
+            pushlog.record(self.repo, local)  # status: the last push, whoever made it
         if self.clones_ref + self.me in lost:
             if "failed to update ref" in mine_line:
                 # only this clone writes it, so no race: the name is taken on the server
