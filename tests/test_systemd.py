@@ -302,3 +302,19 @@ def test_disable_by_path_after_the_repository_is_gone(no_manager, make_repo, hom
     assert tree(home / ".config" / "systemd" / "user") == {}
     res = autosync(no_manager, "systemd", "enable", "-C", str(repo), cwd=tmp_path)
     assert res.returncode == 1 and "not a directory" in res.stderr
+
+
+def test_uninstall_also_disables_what_enable_wrote(toolkit, no_manager, make_repo, home):
+    """`make uninstall REPO=DIR` removes the units `git autosync systemd enable` wrote for
+    DIR, so none is left pointing at a toolkit that may be removed next."""
+    repo = make_repo("notes")
+    unit_dir = home / ".config" / "systemd" / "user"
+    for args in (("enable",), ("enable", "--timer")):
+        assert autosync(no_manager, "systemd", *args, cwd=repo).returncode == 0
+    assert any(os.scandir(unit_dir))
+    res = subprocess.run([toolkit.tool("autosync-install"), "uninstall", str(repo)],
+                         env=no_manager, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert "disabled git-autosync@" in res.stdout and "git-autosync-sync@" in res.stdout
+    assert not [e.name for e in os.scandir(unit_dir)], tree(unit_dir)

@@ -34,7 +34,7 @@ import stat
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from . import VERSION, pidfile
+from . import VERSION, pidfile, systemd
 from .config import default_channel
 from .git import Repo
 from .util import Error
@@ -398,6 +398,12 @@ class Installer:
             self.drop_empty_section(section)
         with contextlib.suppress(OSError):  # an entry left behind is forgotten later
             Registry().remove(self.repo.cwd)
+        if self.repo.top is not None and systemd.enabled(self.repo.top):
+            try:  # `git autosync systemd enable` was part of the set-up: undone too
+                self.changes += systemd.disable(self.repo.top)
+            except (Error, OSError) as e:
+                why = e.message if isinstance(e, Error) else e.strerror or str(e)
+                self.changes.append(f"could not disable its systemd units: {why}")
         return self.changes
 
 

@@ -254,6 +254,11 @@ def enable(top: str, timer: bool = False) -> list[str]:
     return lines
 
 
+def enabled(top: str) -> bool:
+    """Whether a unit of either kind is enabled for the work tree top."""
+    return any(os.path.islink(link_path(kind, instance(top))) for kind in (DAEMON, PERIODIC))
+
+
 def disable(top: str, timer: bool = False) -> list[str]:
     """Stop and disable the work tree top's units (both kinds; timer: the timer only),
     then remove the template units no repository's instance uses any more: what enable
