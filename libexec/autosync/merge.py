@@ -352,7 +352,12 @@ def _file_directory(repo: Repo, final: dict[str, Entry], conflicts: list[Conflic
                     tips: tuple[Tip, Tip], taken: dict[str, str]) -> None:
     """A file at a path the merged tree (final) needs as a directory goes to a conflict
     copy, as merge-tree does with a file in the way."""
-    dirs = {path[:i] for path in final for i, c in enumerate(path) if c == "/"}
+    dirs: set[str] = set()
+    for path in final:
+        i = path.rfind("/")
+        while i > 0 and path[:i] not in dirs:  # (each directory's parents are in already)
+            dirs.add(path[:i])
+            i = path.rfind("/", 0, i)
     for path in sorted(p for p in final if p in dirs):
         mode, blob = final.pop(path)
         tip = next((t for t in tips if repo.out("rev-parse", "-q", "--verify",
