@@ -172,8 +172,10 @@ def merge_commits(repo: Repo, a: str, b: str,
 def _merge(repo: Repo, a: str, b: str) -> tuple[str, list[Conflict]]:
     first, second = sorted((describe(repo, a), describe(repo, b)), key=lambda t: t.oid)
     left, right, base = _merge_sides(repo, first.oid, second.oid)
-    res = repo.run("merge-tree", "--write-tree", "-z", "--no-messages",
-                   "--allow-unrelated-histories", left, right, check=False)
+    # (no directory renames: a file saved into a folder the other side moved stays where
+    # it was saved; git 2.39 takes merge.directoryRenames, not merge.renames)
+    res = repo.run("-c", "merge.directoryRenames=false", "merge-tree", "--write-tree", "-z",
+                   "--no-messages", "--allow-unrelated-histories", left, right, check=False)
     if res.returncode not in (0, 1):
         raise Error(f"cannot merge {first.oid[:10]} and {second.oid[:10]}: "
                     + res.stderr.decode(errors="replace").strip())
@@ -184,7 +186,8 @@ def _merge(repo: Repo, a: str, b: str) -> tuple[str, list[Conflict]]:
     if base is not None:
         sides = [changes(repo, base, side) for side in (left, right)]
         if any(_renames_possible(side) for side in sides):
-            fixed = _undo_renames(repo, base, tree, stages, *sides)
+            aside = {p for p in stages if p.endswith(("~" + first.oid, "~" + second.oid))}
+            fixed = _undo_renames(repo, base, tree, stages, aside, *sides)
     conflicts: list[Conflict] = []
     if stages or fixed:
         winner_is_first = (first.time, first.oid) > (second.time, second.oid)
@@ -205,15 +208,17 @@ def _renames_possible(side: list[Change]) -> bool:
     return any(c.new is None for c in side) and any(c.old is None for c in side)
 
 
-def _undo_renames(repo: Repo, base: str, tree: str, stages: Stages, left: list[Change],
-                  right: list[Change]) -> dict[str, Entry | None]:
+def _undo_renames(repo: Repo, base: str, tree: str, stages: Stages, aside: set[str],
+                  left: list[Change], right: list[Change]) -> dict[str, Entry | None]:
     """Autosync's commits know no renames (a file saved, a file deleted), but merge-tree
     follows them: an edit of p lands in q when the other side deleted p and added a q
     much like it, or q gets conflict markers, reported clean. Here every path the merged
     tree has other than each side's changes say is put right: what one side alone changed
     is taken as it is; what both changed, other than both modifying a file (merged line
-    by line, which no rename can touch), becomes stages (in stages) for resolve. Returns
-    the entries to set (None: remove)."""
+    by line, which no rename can touch), becomes stages (in stages) for resolve; a path
+    neither changed keeps base's entry, whatever merge-tree made of it, unless it is a
+    file merge-tree moved aside for a directory (aside: PATH~<commit>, see resolve).
+    Returns the entries to set (None: remove)."""
     ours = {c.path: c for c in left}
     theirs = {c.path: c for c in right}
     got = {c.path: c for c in changes(repo, base, tree)}  # what the merge changed
@@ -221,13 +226,15 @@ def _undo_renames(repo: Repo, base: str, tree: str, stages: Stages, left: list[C
     for path in sorted(ours.keys() | theirs.keys() | got.keys()):
         o, t = ours.get(path), theirs.get(path)
         if o is None and t is None:  # changed by neither side: the merge keeps base's
-            if path not in stages:
-                fixed[path] = got[path].old
+            if path not in aside:
+                stages.pop(path, None)
+                if path in got:
+                    fixed[path] = got[path].old
             continue
         if o is not None and t is not None and o.new != t.new:
-            aside = any(p.startswith(path + "~") for p in stages)  # (merge-tree's own:
+            moved = any(p.startswith(path + "~") for p in aside)  # (merge-tree's own:
             # a file moved aside for a directory, see resolve)
-            if None in (o.old, o.new, t.new) and not aside:  # added on both, or modified
+            if None in (o.old, o.new, t.new) and not moved:  # added on both, or modified
                 # and deleted
                 stages[path] = {n: e for n, e in ((2, o.new), (3, t.new)) if e is not None}
             continue  # (both modified: merged line by line, which no rename can touch)
@@ -241,6 +248,7 @@ def _undo_renames(repo: Repo, base: str, tree: str, stages: Stages, left: list[C
 
 
 MAX_BASES = 1  # best common ancestors git's own recursive merge is left to combine
+MAX_FOLDED_BASES = 8  # more are merged by git (one process) and not folded (one each)
 
 
 def _merge_sides(repo: Repo, a: str, b: str) -> tuple[str, str, str | None]:
@@ -253,6 +261,8 @@ def _merge_sides(repo: Repo, a: str, b: str) -> tuple[str, str, str | None]:
     bases = repo.out("merge-base", "--all", a, b).split()
     if len(bases) <= MAX_BASES:
         return a, b, bases[0] if bases else None
+    if len(bases) > MAX_FOLDED_BASES:  # made to be costly (a hostile push): git merges the
+        return a, b, None  # bases itself, in one process, the same on every clone
     base = fold(repo, bases)[0]
     env = dict(MERGE_IDENT, GIT_AUTHOR_DATE="@0 +0000", GIT_COMMITTER_DATE="@0 +0000")
     root = repo.out("commit-tree", repo.tree(base), "-m", "autosync: merge base", env=env)
