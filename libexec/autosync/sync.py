@@ -172,13 +172,19 @@ class Remote:
         """{local ref: commit} of the refs() that are commits (anything else under
         refs/autosync/ is someone else's mistake or mischief, never merged): B, this
         clone's own, and of the others those with the newest commits, MAX_TIPS commits at
-        most (more is someone flooding the namespace; they come in as those are merged)."""
+        most (more is someone flooding the namespace; they come in as those are merged).
+        Past MAX_TIPS, refs HEAD holds already come last: dates are the pusher's to
+        choose, and refs dated in the future must not hide a clone's new commits."""
         refs = {ref: v for ref, v in self.refs(with_branch).items() if v[1] == "commit"}
         fixed = (self.tracking_ref, f"refs/heads/{self.branch}", self.copies_ref + self.me)
         found = {ref: refs[ref][0] for ref in fixed if ref in refs}
         commits = set(found.values())
+        held: set[str] = set()
+        if len({v[0] for v in refs.values()} - commits) > MAX_TIPS - len(commits):
+            held = set(self.repo.out("for-each-ref", "--format=%(refname)", "--merged=HEAD",
+                                     self.copies_ref).splitlines())
         for ref, (oid, _, _) in sorted(((r, v) for r, v in refs.items() if r not in found),
-                                       key=lambda rv: (-rv[1][2], rv[0])):
+                                       key=lambda rv: (rv[0] in held, -rv[1][2], rv[0])):
             if oid not in commits and len(commits) >= MAX_TIPS:
                 continue
             commits.add(oid)
