@@ -19,7 +19,7 @@ from collections import OrderedDict
 from .config import Config
 from .git import Repo
 from .message import DropLog, Notification, encode, repo_digest
-from .mqtt import MqttTransport
+from .mqtt import MqttTransport, masked
 from .transport_base import Transport
 from .util import Error, log, setup_logging
 from .xmpp import XmppTransport
@@ -115,7 +115,7 @@ def main(argv: list[str]) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda s, f: done.set())
     bridge.start()
-    log.info("bridging %s and xmpp %s", config["mqtt.url"], config["xmpp.jid"])
+    log.info("bridging %s and xmpp %s", masked(config["mqtt.url"]), config["xmpp.jid"])
     done.wait()
     bridge.stop()
     return 0

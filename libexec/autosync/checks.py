@@ -8,6 +8,7 @@ them to the daemon's log, and `git autosync status` shows them, each with the co
 that fixes it.
 """
 
+import shlex
 from dataclasses import dataclass
 
 from .config import Config
@@ -28,8 +29,8 @@ class Problem:
 def remotes(config: Config) -> list[str]:
     """The names of the remotes that have a URL, in the order git lists them."""
     found = []
-    for key in config.raw:
-        if key.startswith("remote.") and key.endswith(".url"):
+    for key, values in config.raw.items():
+        if key.startswith("remote.") and key.endswith(".url") and values and values[-1]:
             name = key[len("remote."):-len(".url")]
             if name and name not in found:
                 found.append(name)
@@ -41,7 +42,13 @@ def problems(config: Config) -> list[Problem]:
     found = []
     if not config.repo.bare and not config.has_remote:
         others = remotes(config)
-        if others:
+        if config.remote_url() is not None:  # `git remote add origin "$URL"`, URL unset
+            found.append(Problem(
+                f"remote '{config.remote}' has no URL: nothing is pushed or fetched, commits "
+                "stay in this repository",
+                f"git remote set-url {shlex.quote(config.remote)} URL   "
+                "(the shared bare repository)"))
+        elif others:
             found.append(Problem(
                 f"autosync.remote is '{config.remote}', but there is no remote of that name "
                 f"(there is {', '.join(repr(r) for r in others)}): nothing is pushed or "

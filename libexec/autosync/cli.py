@@ -7,6 +7,7 @@ commit); this file parses arguments, starts and stops the daemon, and formats st
 import argparse
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -20,7 +21,7 @@ from .copies import is_conflict_copy
 from .daemon import Daemon, State
 from .git import Repo
 from .sync import Engine, sync_once
-from .util import NOT_RUNNING, OK, RETRY, Error, log, setup_logging
+from .util import HUMAN, NOT_RUNNING, OK, RETRY, Error, log, printable, setup_logging, shown
 
 DESCRIPTION = """\
 Keep a git work tree in sync like a Dropbox folder: every saved file is committed,
@@ -130,7 +131,7 @@ def cmd_start(repo: Repo, args: argparse.Namespace) -> int:
     pid = pidfile.running_pid(repo)
     if pid:
         raise Error(f"already running for '{repo.cwd}' (pid {pid})",
-                    f"git -C '{repo.cwd}' autosync stop")
+                    f"git -C {shlex.quote(repo.cwd)} autosync stop")
     config = Config(repo)
     _ = config.branch  # fail here, not in the background, on a detached HEAD
     for problem in checks.problems(config):  # no remote, a broker URL that is not one
@@ -152,8 +153,9 @@ def cmd_start(repo: Repo, args: argparse.Namespace) -> int:
         tail = _tail(logfile, 5)
         reason = next((line for line in reversed(tail) if "git-autosync:" in line
                        or "WARNING" in line or "ERROR" in line), tail[-1] if tail else "no log")
-        raise Error(f"the daemon did not start (exit {code}): {reason.strip()}",
-                    f"git -C '{repo.cwd}' autosync log")
+        raise Error(f"the daemon did not start (exit {code}): {printable(reason.strip())}",
+                    f"git -C {shlex.quote(repo.cwd)} autosync log",
+                    code=RETRY if code == RETRY else HUMAN)  # (a full disk: retry later)
     print(f"started git-autosync for '{repo.cwd}' (pid {proc.pid}); log: {logfile}")
     return OK
 
@@ -270,7 +272,7 @@ def cmd_status(repo: Repo, args: argparse.Namespace) -> int:
     if info["unpushed"] is not None:
         lines.append(f"  unpushed:      {info['unpushed']} commits")
     for c in info["conflict_copies"]:
-        lines.append(f"  conflict copy: {c}")
+        lines.append(f"  conflict copy: {shown(c)}")
     for w in info["config_warnings"]:
         lines.append(f"  warning:       {w['message']}")
         lines.append(f"  hint:          {w['hint']}")
@@ -280,21 +282,22 @@ def cmd_status(repo: Repo, args: argparse.Namespace) -> int:
             lines.append(f"  warning:       {label}: {info[key]}")
     refused = info.get("refused")
     if refused:
-        lines.append(f"  warning:       {refused['reason']}")
+        lines.append(f"  warning:       {printable(str(refused['reason']))}")
     for k in info.get("kept") or []:
-        lines.append(f"  moved aside:   {k['path']} (autosync does not commit it; a merge "
-                     f"added that path) -> {k['where']}")
+        lines.append(f"  moved aside:   {shown(str(k['path']))} (autosync does not commit it; "
+                     f"a merge added that path) -> {shown(str(k['where']))}")
     if info.get("interrupted_merge"):
         lines.append("  warning:       a merge was interrupted; the next start or sync "
                      "completes it")
     for p in info.get("skipped_large") or []:
-        lines.append(f"  warning:       not committed (larger than autosync.maxFileSize): {p}")
+        lines.append("  warning:       not committed (larger than autosync.maxFileSize): "
+                     + shown(p))
     for p in info.get("held") or []:
         lines.append(f"  warning:       not committed (ignored until a merge changed "
-                     f".gitignore; git add it by hand to share it): {p}")
+                     f".gitignore; git add it by hand to share it): {shown(p)}")
     for p in info.get("nested") or []:
-        lines.append(f"  warning:       nested repository not synced: {p}")
-    print("\n".join(lines))
+        lines.append(f"  warning:       nested repository not synced: {shown(p)}")
+    print(printable("\n".join(lines)))  # (a branch, a commit subject: a peer wrote them)
     return OK if info["running"] else NOT_RUNNING
 
 
@@ -306,10 +309,10 @@ def cmd_sync(repo: Repo, args: argparse.Namespace) -> int:
     engine = Engine.one_shot(repo)
     outcome = sync_once(engine)
     for c in outcome.conflicts:
-        print(f"conflict: {c.path}" + (f": other version kept as {c.copy}" if c.copy else
-                                       ": modified version kept"))
+        print(f"conflict: {shown(c.path)}" + (f": other version kept as {shown(c.copy)}"
+                                              if c.copy else ": modified version kept"))
     for e in outcome.refused:
-        print(f"warning: {e.message}")
+        print(f"warning: {printable(e.message)}")
     print(f"pushed {outcome.pushed[:10]} to {engine.config.remote}" if outcome.pushed
           else "up to date")
     return OK
@@ -331,14 +334,14 @@ def cmd_log(repo: Repo, args: argparse.Namespace) -> int:
         print(f"no log yet: '{path}'")
         return OK
     for line in _tail(path, args.n):
-        print(line)
+        print(printable(line))
     if args.follow:
         with open(path, "rb") as f:
             f.seek(0, os.SEEK_END)
             while True:  # until Ctrl-C, like tail -f
                 new = f.readline()
                 if new:
-                    sys.stdout.write(new.decode(errors="replace"))
+                    sys.stdout.write(printable(new.decode(errors="replace")))
                     sys.stdout.flush()
                 else:
                     time.sleep(0.2)
@@ -347,11 +350,12 @@ def cmd_log(repo: Repo, args: argparse.Namespace) -> int:
 
 # -- systemd ---------------------------------------------------------------------------------
 def cmd_systemd(args: argparse.Namespace) -> int:
-    top = systemd.repository(getattr(args, "dir", None) or os.getcwd(), args.action)
+    path = getattr(args, "dir", None) or os.getcwd()
+    top = systemd.repository(path, args.action)
     if args.action == "enable":
         lines = systemd.enable(top, args.timer)
     else:
-        lines = systemd.disable(top, args.timer)
+        lines = systemd.disable_all(path, top, args.timer)
     print("\n".join(lines))
     return OK
 

@@ -74,14 +74,49 @@ class State:
 
     @classmethod
     def read(cls, repo: Repo) -> dict[str, Any]:
-        """The state a daemon wrote last (the defaults where there is none)."""
+        """The state a daemon wrote last (the defaults where there is none). Read like a
+        file anyone could have put there: a regular file of at most 1 MiB (never a FIFO,
+        never through a symbolic link), each key of the type its default has (numbers
+        finite), else that key's default."""
+        from . import pushlog  # (here: the imports above are another's to edit)
+        from .util import is_number, read_regular
+
+        def opt(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
+            return lambda v: v is None or check(v)
+
+        def strings(*keys: str) -> Callable[[Any], bool]:
+            return lambda v: isinstance(v, list) and all(
+                isinstance(i, dict) and all(isinstance(i.get(k), str) for k in keys)
+                if keys else isinstance(i, str) for i in v)
+
+        text = opt(lambda v: isinstance(v, str))
+        number = opt(is_number)
+        kinds: dict[str, Callable[[Any], bool]] = {
+            "pid": opt(lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0),
+            "started": number, "last_pull": number,
+            "last_commit": opt(lambda v: isinstance(v, dict) and isinstance(
+                v.get("commit"), str) and is_number(v.get("time")) and isinstance(
+                v.get("message"), str)),
+            "last_push": opt(lambda v: pushlog.valid(v) is not None),
+            "push_error": text, "pull_error": text, "transport": text,
+            "transport_error": text, "error": text,
+            "transport_connected": lambda v: isinstance(v, bool),
+            "pending": lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
+            "conflicts": lambda v: isinstance(v, list) and all(
+                isinstance(i, dict) and isinstance(i.get("path"), str) for i in v),
+            "skipped_large": strings(), "nested": strings(), "held": strings(),
+            "kept": strings("path", "where"),
+            "refused": opt(lambda v: isinstance(v, dict) and isinstance(v.get("reason"), str)),
+        }
         data = dict(cls.DEFAULTS)
         try:
-            with open(os.path.join(repo.state_dir, "state.json")) as f:
-                found = json.load(f)
-            data.update({k: v for k, v in found.items() if k in cls.DEFAULTS})
-        except (OSError, ValueError, AttributeError):
-            pass
+            found = json.loads(read_regular(os.path.join(repo.state_dir, "state.json"),
+                                            1 << 20))
+        except (OSError, ValueError, RecursionError):
+            return data
+        if isinstance(found, dict):
+            data.update({k: v for k, v in found.items()
+                         if k in cls.DEFAULTS and kinds.get(k, lambda _: False)(v)})
         return data
 
     def update(self, **changes: Any) -> None:

@@ -3,13 +3,14 @@
 import fcntl
 import os
 import re
+import shlex
 import subprocess
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import IO
 
-from .util import HUMAN, RETRY, Error, Retry, log
+from .util import HUMAN, RETRY, Error, Retry, log, os_error, printable
 
 ZERO_OID = "0" * 40
 
@@ -30,7 +31,7 @@ def diagnosis(stderr: str) -> str:
     A line that goes on the sentence before it (a lowercase start, same indentation) is
     joined to it with a space, a line after one ending in ':' too; an indented block after
     an unpunctuated line ("Run", then commands) with ': '; everything else with '; '.
-    Control characters become '?' (a server's hook prints what it likes); at most
+    Control and format characters become '?' (a server's hook prints what it likes); at most
     MAX_DIAGNOSIS characters, the middle left out."""
     items: list[tuple[str, bool]] = []  # (text, indented)
     gap = True  # a blank line (or the start) came before this line
@@ -43,7 +44,7 @@ def diagnosis(stderr: str) -> str:
         if text.startswith(("hint:", "[GNUPG:]")):
             continue
         text = re.sub(r"^\*+ *", "", text)  # "*** Please tell me who you are."
-        text = "".join("?" if ord(c) < 0x20 or ord(c) == 0x7f else c for c in text)
+        text = printable(text)  # (C0, DEL, C1, bidi and other format characters)
         indented = line[:1].isspace()
         if items:
             prev, prev_indented = items[-1]
@@ -258,6 +259,23 @@ class Repo:
         except OSError:
             return ""
 
+    def last_ref_update(self, ref: str) -> tuple[str, str] | None:
+        """(old, new) commit ids of the newest entry of ref's reflog, read from the file
+        without a process; None when there is none (no reflog, reftable, unreadable)."""
+        base = self.git_dir if ref.count("/") < 1 or ref == "HEAD" else self.common_dir
+        try:
+            with open(os.path.join(base, "logs", ref), "rb") as f:
+                f.seek(0, os.SEEK_END)
+                f.seek(max(0, f.tell() - 4096))
+                lines = f.read().splitlines()
+        except OSError:
+            return None
+        fields = lines[-1].split(b" ", 2) if lines else []
+        if len(fields) < 3:
+            return None
+        old, new = fields[0].decode(errors="replace"), fields[1].decode(errors="replace")
+        return (old, new) if is_hex_oid(old) and is_hex_oid(new) else None
+
     def current_branch(self) -> str | None:
         """The checked-out branch (None: detached). Read from HEAD itself, as git does,
         without a process: this is asked before every commit and every merge."""
@@ -310,7 +328,16 @@ class Repo:
         return None
 
     def ensure_state_dir(self) -> str:
-        os.makedirs(self.state_dir, exist_ok=True)
+        """$GIT_DIR/autosync, created when missing (an Error naming it when it cannot be:
+        a file in the way, no permission; Retry on a full disk)."""
+        try:
+            os.makedirs(self.state_dir, exist_ok=True)
+        except OSError as e:
+            if isinstance(e, FileExistsError):
+                raise Error(f"cannot create '{self.state_dir}': a file is in the way",
+                            f"mv {shlex.quote(self.state_dir)} "
+                            f"{shlex.quote(self.state_dir + '.old')}") from None
+            raise os_error(e, f"cannot create '{self.state_dir}'") from None
         return self.state_dir
 
     @contextmanager
@@ -321,7 +348,10 @@ class Repo:
         take it, so they never interleave. timeout=None waits forever.
         """
         path = os.path.join(self.ensure_state_dir(), name + ".lock")
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as e:
+            raise os_error(e, f"cannot open the lock '{path}'") from None
         try:
             deadline = None if timeout is None else time.monotonic() + timeout
             while True:

@@ -37,7 +37,7 @@ from typing import Any
 from . import VERSION, pidfile, systemd
 from .config import default_channel
 from .git import Repo
-from .util import Error
+from .util import Error, warn
 
 MARKER = "# managed-by: git-autosync"
 CHAINED = ".pre-autosync"
@@ -102,10 +102,13 @@ class Registry:
 
     def __init__(self, directory: str | None = None) -> None:
         if directory is None:
-            data = os.environ.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share")
+            data = os.environ.get("XDG_DATA_HOME", "")
+            if not os.path.isabs(data):  # unset, or relative: ignored (the XDG spec)
+                data = os.path.expanduser("~/.local/share")
             directory = os.path.join(data, "git-autosync")
         self.dir = directory
         self.path = os.path.join(directory, self.NAME)
+        self.warned = False
 
     def entries(self) -> list[dict[str, str]]:
         try:
@@ -114,7 +117,13 @@ class Registry:
         except (OSError, ValueError):
             return []
         found = data.get("repositories") if isinstance(data, dict) else None
-        return [e for e in found or [] if isinstance(e, dict)
+        if not isinstance(found, list):  # a hand edit, another tool: not a registry
+            if not self.warned:
+                self.warned = True
+                warn(f"ignoring '{self.path}': it is not a list of repositories (the "
+                     "next install writes a new one)")
+            return []
+        return [e for e in found if isinstance(e, dict)
                 and isinstance(e.get("dir"), str) and isinstance(e.get("toolkit"), str)]
 
     @contextlib.contextmanager
@@ -366,7 +375,7 @@ class Installer:
         pid = pidfile.running_pid(self.repo)
         if pid:
             raise Error(f"the daemon is running for '{self.repo.cwd}' (pid {pid})",
-                        f"git -C '{self.repo.cwd}' autosync stop")
+                        f"git -C {shlex.quote(self.repo.cwd)} autosync stop")
         manifest = self.load_manifest()
         hook_paths = {os.path.join(self.hooks_dir, n) for n in self.hook_names}
         hook_paths |= {h["path"] for h in manifest.get("hooks", {}).values()
@@ -398,9 +407,11 @@ class Installer:
             self.drop_empty_section(section)
         with contextlib.suppress(OSError):  # an entry left behind is forgotten later
             Registry().remove(self.repo.cwd)
-        if self.repo.top is not None and systemd.enabled(self.repo.top):
+        for top in systemd.spellings(self.repo.top) if self.repo.top is not None else []:
+            if not systemd.enabled(top):  # (by its real path, or the link it was given by)
+                continue
             try:  # `git autosync systemd enable` was part of the set-up: undone too
-                self.changes += systemd.disable(self.repo.top)
+                self.changes += systemd.disable(top)
             except (Error, OSError) as e:
                 why = e.message if isinstance(e, Error) else e.strerror or str(e)
                 self.changes.append(f"could not disable its systemd units: {why}")

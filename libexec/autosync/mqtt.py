@@ -71,14 +71,27 @@ def parse_url(url: object) -> tuple[bool, str, int]:
     if parts is None or parts.scheme not in DEFAULT_PORTS or not parts.hostname or \
             "@" in parts.netloc or parts.path not in ("", "/") or parts.query or \
             parts.fragment or port == 0:
-        shown = re.sub(r"(://[^/@:]*):[^/@]*@", r"\1:***@", text)  # never a password
-        raise Error(f"bad broker URL '{shown}' in autosync.mqtt.url: {_url_problem(text)}",
-                    _url_fix(text))
+        raise Error(f"bad broker URL '{masked(text)}' in autosync.mqtt.url: "
+                    f"{_url_problem(text)}", _url_fix(text))
     return parts.scheme == "mqtts", parts.hostname, port or DEFAULT_PORTS[parts.scheme]
 
 
+def masked(url: str) -> str:
+    """url as it may be shown: whatever comes before its last '@' (user name, password),
+    after the scheme, is '***' - whatever the scheme, separators or slashes look like."""
+    head, at, host = url.rpartition("@")
+    if not at:
+        return url
+    scheme = re.match(r"[A-Za-z][A-Za-z0-9+.-]*:?/+", head)  # mqtt:// mqtt// mqtt:/
+    return f"{scheme.group(0) if scheme else ''}***@{host}"
+
+
 def _url_problem(text: str) -> str:
-    """What is wrong with a broker URL that parse_url refuses, in a few words."""
+    """What is wrong with a broker URL that parse_url refuses, in a few words (never a
+    part of a user name or password)."""
+    if "@" in text:
+        return "a user name goes in autosync.mqtt.username, a password in a file " \
+            "(autosync.mqtt.passwordFile)"
     scheme, sep, rest = text.partition("://")
     if not sep:
         return "it does not start with mqtt:// or mqtts://"

@@ -6,9 +6,10 @@ with SIGKILL never leaves a stale "running" behind.
 
 import fcntl
 import os
+import shlex
 
 from .git import Repo
-from .util import Error
+from .util import Error, os_error
 
 
 def path(repo: Repo) -> str:
@@ -38,14 +39,21 @@ def acquire(repo: Repo) -> int:
     Returns the open descriptor, which must stay open for the daemon's lifetime.
     """
     repo.ensure_state_dir()
-    fd = os.open(path(repo), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fd = os.open(path(repo), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError as e:
+        raise os_error(e, f"cannot open the pid file '{path(repo)}'") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)
         pid = running_pid(repo)
         raise Error(f"already running for '{repo.cwd}' (pid {pid})",
-                    f"git -C '{repo.cwd}' autosync stop") from None
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+                    f"git -C {shlex.quote(repo.cwd)} autosync stop") from None
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    except OSError as e:  # a full disk: retry later (systemd restarts on 75, not on 1)
+        os.close(fd)
+        raise os_error(e, f"cannot write the pid file '{path(repo)}'") from None
     return fd

@@ -6,8 +6,9 @@ The daemon's own state.json belongs to the daemon alone (daemon.State), so every
 records here instead, after each successful push (sync.Remote.push): `record(repo, commit)`.
 
 The file is small JSON, {"commit": ID, "time": UNIX-SECONDS}, replaced whole (a temporary
-file, rename) under an flock, so a reader never sees half of one and a slower
-writer never puts an older push over a newer one. Recording is best effort: a full disk, a
+file, rename) under an flock, so a reader never sees half of one; and a slower
+writer never puts an older push over a newer one: a commit that the recorded one already
+contains (its push returned late) leaves the record as it is. Recording is best effort: a full disk, a
 read-only .git or any other failure to write logs nothing and leaves the old file as it
 was (status is then one push behind, nothing else depends on it). `last(repo)` reads it,
 taking anything that is not such a record for no record.
@@ -22,6 +23,7 @@ import time
 from typing import Any
 
 from .git import Repo, is_hex_oid
+from .util import Error, read_regular
 
 NAME = "last-push.json"
 MAX_SIZE = 4096  # a record is about 80 bytes; a larger file is not one
@@ -40,6 +42,10 @@ def record(repo: Repo, commit: str) -> None:
         os.makedirs(repo.state_dir, exist_ok=True)
         lock = os.open(target + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
         fcntl.flock(lock, fcntl.LOCK_EX)
+        recorded = last(repo)
+        if recorded and recorded["commit"] != commit and repo.is_ancestor(
+                commit, recorded["commit"]):
+            return  # a push that returned late: a newer one, with this commit, came first
         data = json.dumps({"commit": commit, "time": time.time()}).encode()
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
                      | os.O_NOFOLLOW, 0o666)
@@ -50,7 +56,7 @@ def record(repo: Repo, commit: str) -> None:
         finally:
             os.close(fd)
         os.replace(tmp, target)
-    except OSError:  # no space, read-only: the previous record stays as it was
+    except (OSError, Error):  # no space, read-only: the previous record stays as it was
         try:
             os.unlink(tmp)
         except OSError:
@@ -62,13 +68,10 @@ def record(repo: Repo, commit: str) -> None:
 
 def last(repo: Repo) -> dict[str, Any] | None:
     """{"commit": ID, "time": UNIX-SECONDS} of the last recorded push, or None (none yet,
-    or a file that is not a record: truncated, garbage, a symbolic link)."""
-    try:
-        fd = os.open(path(repo), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        with os.fdopen(fd, "rb") as f:
-            raw = f.read(MAX_SIZE + 1)
-        found = json.loads(raw) if len(raw) <= MAX_SIZE else None
-    except (OSError, ValueError):
+    or a file that is not a record: truncated, garbage, a symbolic link, a FIFO)."""
+    try:  # (a FIFO, a device: not a record, and never waited on)
+        found = json.loads(read_regular(path(repo), MAX_SIZE))
+    except (OSError, ValueError, RecursionError):
         return None
     return valid(found)
 

@@ -56,7 +56,12 @@ _TRANSIENT = ("could not read from remote repository", "unable to access", "conn
               "the remote end hung up", "connection reset", "no route to host",
               "temporary failure", "unable to create", "index.lock", "cannot lock ref", "is at")
 _HUMAN = ("authentication failed", "permission denied", "remote rejected", "pre-receive hook",
-          "denied", "returned error: 403")
+          "denied", "returned error: 403",
+          # ssh refusing for good: a changed host key (a new server, or an attack), its own
+          # set-up files ~/.ssh/config and keys with the wrong owner, mode or syntax
+          "host key verification failed", "remote host identification has changed",
+          "bad owner or permissions", "bad configuration option", "bad permissions",
+          "unprotected private key file")
 # the remote's repository is not there (a wrong path or URL, a server repository never
 # made): waiting does not bring it back, a human must fix the URL (exit 1, not 75)
 _GONE = ("does not appear to be a git repository", "repository not found",
@@ -74,6 +79,9 @@ def classify(what: str, remote: str, stderr: str) -> Error:
     low = text.lower()
     if any(s in low for s in _FULL):
         return Retry(said, "free some disk space; autosync retries by itself")
+    if "host key verification failed" in low or "host identification has changed" in low:
+        return Error(said, "check the server's new host key with its administrator; then "
+                           "ssh-keygen -R HOST   (forgets the old one)")
     if any(s in low for s in _HUMAN):
         return Error(said, f"check your access with 'git ls-remote {remote}'")
     if any(s in low for s in _GONE) or re.search(r"repository '[^']*' not found", low):
@@ -332,8 +340,26 @@ class Remote:
         if not done and not lost:
             raise classify("push to", self.name, err + out)
         if done:
-            self.repo.run("update-ref", "--stdin", input="".join(
-                f"update {targets[ref]} {local}\n" for ref in done))
+            # the local copies of the refs pushed, moved only forward: from where they
+            # were before the push. Another pusher (a `sync` beside the daemon) that pushed
+            # a newer commit meanwhile moved them on already; they stay there (the next
+            # fetch puts every copy where the remote has it). git push itself moves the
+            # remote-tracking copy of B without looking: its reflog says from where, and
+            # a newer commit it overwrote is put back.
+            updates = []
+            for ref in sorted(done):
+                copy, old = targets[ref], tips.get(targets[ref])
+                last = self.repo.last_ref_update(copy)
+                if last is None or last[1] != local:
+                    updates.append(f"update {copy} {local}" + (f" {old}" if old else ""))
+                elif last[0] not in (local, old) and last[0].strip("0") and \
+                        self.repo.is_ancestor(local, last[0]):
+                    updates.append(f"update {copy} {last[0]} {local}")
+            if updates and not self.repo.ok("update-ref", "--stdin",
+                                            input="".join(u + "\n" for u in updates)) \
+                    and len(updates) > 1:
+                for update in updates:  # (one moved on: the others each on their own)
+                    self.repo.ok("update-ref", "--stdin", input=update + "\n")
             pushlog.record(self.repo, local)  # status: the last push, whoever made it
         if self.clones_ref + self.me in lost:
             if "failed to update ref" in mine_line:

@@ -21,6 +21,7 @@ removed.
 import argparse
 import fnmatch
 import os
+import shlex
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -43,15 +44,16 @@ def escape_path(path: str) -> str:
     parts = [p for p in os.path.normpath(path).split("/") if p]
     if not parts:
         return "-"
-    text = "/".join(parts)
+    raw = os.fsencode("/".join(parts))  # (a name that is not UTF-8: its own bytes)
     out = []
-    for i, ch in enumerate(text):
+    for i, b in enumerate(raw):
+        ch = chr(b)
         if ch == "/":
             out.append("-")
-        elif ch in SAFE and not (i == 0 and ch == "."):
+        elif b < 0x80 and ch in SAFE and not (i == 0 and ch == "."):
             out.append(ch)
         else:
-            out.append("".join(f"\\x{b:02x}" for b in ch.encode()))
+            out.append(f"\\x{b:02x}")
     return "".join(out)
 
 
@@ -81,7 +83,9 @@ PERIODIC = Kind((SYNC_SERVICE, TIMER), "git-autosync-sync@{}.timer", TIMER,
 
 
 def unit_dir() -> str:
-    base = os.environ.get("XDG_CONFIG_HOME") or os.path.expanduser("~/.config")
+    base = os.environ.get("XDG_CONFIG_HOME", "")
+    if not os.path.isabs(base):  # unset, or relative: ignored (the XDG spec; systemd does)
+        base = os.path.expanduser("~/.config")
     return os.path.join(base, "systemd", "user")
 
 
@@ -209,16 +213,44 @@ def _systemctl(systemctl: str, args: list[str], unit: str, check: bool = True) -
 
 
 def repository(path: str, action: str) -> str:
-    """The work tree whose units `action` is about. A directory that is gone (a repository
-    deleted before its unit was disabled) can still be disabled, by its path."""
+    """The work tree whose units `action` is about, by its real path (the one git works
+    in, whatever symbolic link led there). A directory that is gone or no longer a
+    repository (a repository deleted before its unit was disabled) can still be
+    disabled, by its path."""
     path = os.path.abspath(os.path.expanduser(path))
-    if action == "disable" and not os.path.lexists(path):
-        return path
-    repo = Repo(path)
+    if action == "disable":
+        try:
+            repo = Repo(path)
+        except Error:
+            return os.path.realpath(path)
+    else:
+        repo = Repo(path)
     if repo.bare:
         raise Error(f"'{repo.cwd}' is a bare repository: its hook does the work, "
                     "no unit needed")
-    return repo.work_tree
+    return os.path.realpath(repo.work_tree)
+
+
+def spellings(path: str) -> list[str]:
+    """The paths a unit for the repository at path may have been named after: its real
+    path, and the path as given when a symbolic link leads there (older versions named
+    the unit after that)."""
+    given = os.path.abspath(os.path.expanduser(path))
+    try:
+        top = Repo(given).top or given
+    except Error:
+        top = given
+    return list(dict.fromkeys([os.path.realpath(top), top, given]))
+
+
+def disable_all(path: str, top: str, timer: bool = False) -> list[str]:
+    """disable() for top and for every other spelling of path that has a unit enabled."""
+    lines = disable(top, timer)
+    for other in spellings(path):
+        if other != top and enabled(other):
+            more = disable(other, timer)
+            lines = [line for line in lines if not line.endswith("nothing to remove")] + more
+    return lines
 
 
 def enable(top: str, timer: bool = False) -> list[str]:
@@ -239,8 +271,8 @@ def enable(top: str, timer: bool = False) -> list[str]:
         _systemctl(systemctl, ["enable", *(["--now"] if now else []), unit], unit)
         lines.append(f"enabled {unit}: " + ("started now and at every login" if now else
                      "it starts at the next login (a daemon started by hand runs now; "
-                     f"to hand over: git -C '{top}' autosync stop && "
-                     f"systemctl --user start '{unit}')"))
+                     f"to hand over: git -C {shlex.quote(top)} autosync stop && "
+                     f"systemctl --user start {shlex.quote(unit)})"))
     else:
         made = _link(kind, name)
         lines.append(f"enabled {unit} for your next login "
@@ -248,7 +280,7 @@ def enable(top: str, timer: bool = False) -> list[str]:
                      "user manager is reachable here to start it now, so run this in your "
                      "login session:")
         lines.append(f"  systemctl --user daemon-reload && systemctl --user enable --now "
-                     f"'{unit}'")
+                     f"{shlex.quote(unit)}")
     if written:
         lines.append("wrote " + ", ".join(written))
     return lines
@@ -318,6 +350,7 @@ def main(argv: list[str]) -> int:
     if args.action == "name":
         print(instance(top))
         return 0
-    lines = enable(top, args.timer) if args.action == "enable" else disable(top, args.timer)
+    lines = enable(top, args.timer) if args.action == "enable" else \
+        disable_all(args.dir, top, args.timer)
     print("\n".join(lines))
     return 0

@@ -13,7 +13,7 @@ git's own verify_path() then runs on every changed path when the scratch index i
 import re
 
 from .git import GitProcess, Repo
-from .util import Error
+from .util import Error, shown
 
 BLOB_MODES = {b"100644": "100644", b"100755": "100755", b"100664": "100644",
               b"120000": "120000"}
@@ -35,6 +35,12 @@ class Refused(Error):
     def __init__(self, message: str, *hints: str, commit: str | None = None) -> None:
         super().__init__(message, *hints)
         self.commit = commit
+
+
+def _q(path: str) -> str:
+    """A path of a peer's tree in a message: 'plain', or quoted like git (util.shown)."""
+    quoted = shown(path)
+    return quoted if quoted != path else f"'{path}'"
 
 
 def name_problem(name: bytes, mode: bytes) -> str | None:
@@ -99,22 +105,22 @@ class TreeChecker:
             space = data.find(b" ", pos)
             nul = data.find(b"\0", space + 1)
             if space < 0 or nul < 0 or nul + 1 + width > len(data):
-                raise Refused(f"tree {oid[:10]} ('{where or '/'}') is malformed")
+                raise Refused(f"tree {oid[:10]} ({_q(where or '/')}) is malformed")
             mode, name = data[pos:space], data[space + 1:nul]
             pos = nul + 1 + width
             path = (where + "/" if where else "") + name.decode(errors="replace")
             if mode not in BLOB_MODES and mode not in TREE_MODES and mode != GITLINK:
-                raise Refused(f"'{path}' has mode {mode.decode(errors='replace')}, "
+                raise Refused(f"{_q(path)} has mode {mode.decode(errors='replace')}, "
                               "which git does not know")
             problem = name_problem(name, mode)
             if problem:
-                raise Refused(f"it contains {problem}: '{path}'")
+                raise Refused(f"it contains {problem}: {_q(path)}")
             if name in seen:
-                raise Refused(f"it holds '{path}' twice (git keeps only one of them)")
+                raise Refused(f"it holds {_q(path)} twice (git keeps only one of them)")
             seen.add(name)
             key = _sort_key(name, mode)
             if last is not None and key <= last:
-                raise Refused(f"tree '{where or '/'}' is not sorted the way git writes trees")
+                raise Refused(f"tree {_q(where or '/')} is not sorted the way git writes trees")
             last = key
         if len(PASSED) > 100000:
             PASSED.clear()
@@ -157,7 +163,7 @@ def check_update(repo: Repo, old_tree: str | None, new_tree: str) -> None:
         for path, oid in changed_trees(repo, old_tree, new_tree):
             if path.count("/") >= MAX_DEPTH:
                 raise Refused(f"it is more than {MAX_DEPTH} directories deep: "
-                              f"'{path[:60]}...'")
+                              f"{_q(path[:60] + '...')}")
             checker.check(oid, path)
     finally:
         checker.close()

@@ -1,10 +1,14 @@
 """Messages in git's style, exit codes, logging and small shared helpers."""
 
+import errno
 import logging
+import math
 import os
+import stat
 import sys
 import threading
 import time
+import unicodedata
 from collections.abc import Callable
 from typing import NoReturn
 
@@ -47,6 +51,91 @@ class Retry(Error):
         super().__init__(message, *hints, code=RETRY)
 
 
+# A full disk, a quota, a read-only file system: nothing is wrong with the set-up, and the
+# operation works again once there is space (README "Exit codes": 75, retry later).
+_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
+
+
+def os_error(e: OSError, what: str) -> Error:
+    """An OSError met while doing `what` ("cannot create 'PATH'") as the Error to raise:
+    Retry for a full disk, a quota or a read-only file system, else one that needs a human."""
+    reason = e.strerror or str(e)
+    if e.errno in _FULL_ERRNOS:
+        return Retry(f"{what}: {reason}",
+                     *(["free some disk space; autosync retries by itself"]
+                       if e.errno != errno.EROFS else []))
+    return Error(f"{what}: {reason}")
+
+
+_C_ESCAPES = {"\a": "\\a", "\b": "\\b", "\t": "\\t", "\n": "\\n", "\v": "\\v",
+              "\f": "\\f", "\r": "\\r", '"': '\\"', "\\": "\\\\"}
+
+
+def _unsafe(c: str) -> bool:
+    """A character that must not reach a terminal as it is: a control (C0, DEL, C1), a
+    format character (bidi overrides, zero-width), a line or paragraph separator, or a
+    byte that is not UTF-8 (a surrogate escape)."""
+    return unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp", "Cs") and c not in _JOINERS
+
+
+_JOINERS = "\u200c\u200d"  # zero-width (non-)joiner: part of emoji and of several scripts
+
+
+def shown(path: str) -> str:
+    """A path as it is printed to the user, quoted like git's core.quotePath: unchanged
+    when it is plain, else in double quotes with C escapes (\\t, \\n, \\", \\\\) and the
+    octal UTF-8 bytes of every control or format character and of every byte that is not
+    UTF-8; readable letters of any script stay as they are (git's quotePath=false)."""
+    if not any(_unsafe(c) or c in '"\\' for c in path):
+        return path
+    out = []
+    for c in path:
+        if c in _C_ESCAPES:
+            out.append(_C_ESCAPES[c])
+        elif _unsafe(c):
+            raw = os.fsencode(c) if "\udc80" <= c <= "\udcff" else c.encode(
+                "utf-8", "surrogatepass")
+            out.append("".join(f"\\{b:03o}" for b in raw))
+        else:
+            out.append(c)
+    return '"' + "".join(out) + '"'
+
+
+def printable(text: str) -> str:
+    """text with every control or format character but newline made '?': for a message
+    that holds what a peer or a server wrote (a log line, git's diagnosis)."""
+    return "".join("?" if c != "\n" and _unsafe(c) else c for c in text)
+
+
+def read_regular(path: str, limit: int) -> bytes:
+    """The whole content of a small regular file that a reader must not trust: never
+    through a symbolic link, never blocking on a FIFO or a device, never more than limit
+    bytes. OSError when it cannot be read, ValueError when it is not such a file."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ValueError(f"'{path}' is not a regular file")
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            chunk = os.read(fd, limit + 1 - size)
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > limit:
+                raise ValueError(f"'{path}' is larger than {limit} bytes")
+    finally:
+        os.close(fd)
+
+
+def is_number(value: object) -> bool:
+    """A finite int or float from JSON (not a bool, not NaN or infinity)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and \
+        math.isfinite(value)
+
+
 def warn(message: str, *hints: str) -> None:
     """Warn the way git does; also goes to the log when one is set up."""
     log.warning(message)
@@ -60,13 +149,24 @@ def _logging_to_stderr() -> bool:
     return any(getattr(h, "stream", None) is sys.stderr for h in logging.getLogger().handlers)
 
 
+class _Printable(logging.Formatter):
+    """Log lines hold what peers and servers wrote (file names, git's stderr): no control
+    or format character of theirs reaches the log or the terminal."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return printable(super().format(record))
+
+
 def setup_logging(path: str | None = None, verbose: bool = False) -> None:
     """Log to a file (daemon) or stderr; one timestamped line per event."""
-    handler: logging.Handler = (logging.FileHandler(path) if path
-                                else logging.StreamHandler(sys.stderr))
+    try:
+        handler: logging.Handler = (logging.FileHandler(path) if path
+                                    else logging.StreamHandler(sys.stderr))
+    except OSError as e:
+        raise os_error(e, f"cannot open the log '{path}'") from None
     fmt = ("%(asctime)s.%(msecs)03d %(levelname)s %(message)s" if path
            else f"{PROG}: %(message)s")
-    handler.setFormatter(logging.Formatter(fmt, "%Y-%m-%d %H:%M:%S"))
+    handler.setFormatter(_Printable(fmt, "%Y-%m-%d %H:%M:%S"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
@@ -93,8 +193,8 @@ def run_main(func: Callable[[list[str]], int | None], argv: list[str] | None = N
               "private environment)", file=sys.stderr)
         code = HUMAN
     except Exception as e:  # last resort: one line, details only in the log
-        if logging.getLogger().handlers:  # the log file; never a traceback on the terminal
-            log.exception("internal error")
+        if logging.getLogger().handlers and not _logging_to_stderr():
+            log.exception("internal error")  # the log file; never a traceback on the terminal
         print(f"{PROG}: internal error: {type(e).__name__}: {e}", file=sys.stderr)
         print("hint: run again with GIT_AUTOSYNC_DEBUG=1 for details", file=sys.stderr)
         if os.environ.get("GIT_AUTOSYNC_DEBUG"):
