@@ -41,6 +41,7 @@ from .treecheck import Refused
 from .util import Backoff, Error, Retry, log
 
 NETWORK_TIMEOUT = 120  # seconds for one fetch or push; a hung ssh must not hang autosync
+PASSED_OVER = 600.0  # seconds a clone that did not fold in time has no say in who folds
 MAX_TIPS = 256  # distinct commits of clone refs looked at; more is someone flooding
 # how `git push --porcelain` says a ref moved on meanwhile (the last: two pushes at once)
 LOST = ("fetch first", "non-fast-forward", "stale info", "failed to update ref")
@@ -132,6 +133,7 @@ class Remote:
     branch_only: bool = False  # the remote refuses refs/autosync/*: push B alone
     push_options: bool = True  # the remote takes `git push -o` (PUSH_OPTION)
     left_out: frozenset[str] = frozenset()  # commits integrate refused (see folds)
+    passed_over: dict[str, float] = field(default_factory=dict)  # clone -> until (folder)
 
     @property
     def tracking_ref(self) -> str:
@@ -380,31 +382,49 @@ class Remote:
         return Pushed(local if done else None, branch in done, branch in lost, known=known,
                       waiting=branch not in targets and local != main, leads=leads, main=main)
 
-    def folds(self, tips: Collection[str], mine: bool) -> bool:
-        """Whether this clone is the one to fold tips (commits none of which holds another):
-        the first by name of the clones whose refs are at one of them (this one too when
-        mine: one is its own work). Every clone that fetched the same refs names the same
-        one, whatever each knows of B: it folds and moves B there (`leads`), the others
-        fast-forward to that - a fold is computed once, not by every clone, and no clone
-        builds on a fold of its own - or fold themselves when it takes too long (daemon:
-        LEADER_GRACE, LEAD_MAX for a clone with work of its own to fold). A tip no clone's
-        ref is at (B pushed by plain git) and a commit integrate refused (which would hold
-        every fold back) have no say."""
+    def folder(self, tips: Collection[str], mine: bool) -> str | None:
+        """The clone to fold tips (commits none of which holds another): the first by name
+        of the clones whose refs are at one of them (this one too when mine: one is its own
+        work). Every clone that fetched the same refs names the same one, whatever each
+        knows of B: it folds and moves B there (`leads`), the others fast-forward to that -
+        a fold is computed once, not by every clone, and no clone builds on a fold of its
+        own - or fold themselves when it takes too long (daemon: LEADER_GRACE, LEAD_MAX for
+        a clone with work of its own to fold). No say have: a tip no clone's ref is at (B
+        pushed by plain git), a commit integrate refused, and a clone passed over (one
+        that did not fold in time: autosync.pull false, away, or squatting a first name)."""
+        now = time.monotonic()
+        self.passed_over = {n: t for n, t in self.passed_over.items() if t > now}
         names = {ref[len(self.copies_ref):] for ref, oid in self.tips().items()
                  if oid in tips and ref.startswith(self.copies_ref) and oid not in self.left_out}
+        names -= set(self.passed_over)
         if mine:
             names.add(self.me)
-        return not names or min(names) == self.me
+        return min(names) if names else None
+
+    def folds(self, tips: Collection[str], mine: bool) -> bool:
+        """Whether this clone is the one to fold tips (see folder)."""
+        return self.folder(tips, mine) in (None, self.me)
+
+    def pass_over(self, tips: Collection[str], mine: bool) -> bool:
+        """This clone folds tips in the stead of the clone that should have: that clone has
+        no say for PASSED_OVER seconds. Returns True (the fold goes ahead)."""
+        name = self.folder(tips, mine)
+        if name is not None and name != self.me:
+            log.info("folding in the stead of %s, which did not fold in time", name)
+            self.passed_over[name] = time.monotonic() + PASSED_OVER
+        return True
 
     def leads(self, local: str) -> bool:
         """Whether this clone moves B to local, which it made (a commit of its own, or its
-        fold): when local holds every clone's commits it knows of. One clone is such at a
-        time (the last to save, or the one that folded), whatever each knows of B, which
-        moves without announcement."""
-        out = self.repo.out("for-each-ref", "--format=%(objecttype) %(objectname)",
+        fold): when local holds every clone's commits it knows of (but those of a clone
+        passed over). One clone is such at a time (the last to save, or the one that
+        folded), whatever each knows of B, which moves without announcement."""
+        out = self.repo.out("for-each-ref", "--format=%(objecttype) %(objectname) %(refname)",
                             f"--no-merged={local}", self.copies_ref)
-        return not any(kind == "commit" and oid not in self.left_out
-                       for kind, _, oid in (line.partition(" ") for line in out.splitlines()))
+        skip = {self.copies_ref + n for n in list(self.passed_over)}
+        return not any(kind == "commit" and oid not in self.left_out and ref not in skip
+                       for kind, oid, ref in (line.split(" ", 2) for line in out.splitlines()
+                                              if line.count(" ") >= 2))
 
 
 def check_branch(repo: Repo, config: Config) -> None:
@@ -484,8 +504,8 @@ class Engine:
         with self.repo.lock():
             check_committable(self.repo)
             check_branch(self.repo, self.config)
-            result = integrate(self.repo, tips, self.config,
-                               self.remote.folds if patient and self.remote else None)
+            result = integrate(self.repo, tips, self.config, None if self.remote is None
+                               else self.remote.folds if patient else self.remote.pass_over)
         for e in result.refused:
             log.warning("%s", e.message)
             self.refused[e.commit] = e
