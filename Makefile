@@ -31,6 +31,8 @@ UNITS    := $(wildcard share/systemd/*)
 TEST_DEBS := mosquitto mosquitto-clients prosody openssl
 
 requires = $(shell $(PYTHON) share/requirements.py $(1))
+# REPO inside '...' in a recipe: each ' in it written as '\'' (a repository "Bob's notes")
+QREPO = $(subst ','\'',$(REPO))
 
 .PHONY: all install install-toolkit install-repo uninstall install-systemd test lint deps \
         bench soak demo clean check-python check-repo
@@ -44,13 +46,13 @@ check-python:
 # Refuse a bad REPO before anything is installed (stdlib only: runs on the system python).
 check-repo: check-python
 ifdef REPO
-	@$(PYTHON) libexec/autosync-install check --make '$(REPO)'
+	@$(PYTHON) libexec/autosync-install check --make '$(QREPO)'
 endif
 
 # -- the toolkit -----------------------------------------------------------------------
 install: check-repo install-toolkit
 ifdef REPO
-	@'$(DESTDIR)$(LIBEXECDIR)/autosync-install' install --make '$(REPO)'
+	@'$(DESTDIR)$(LIBEXECDIR)/autosync-install' install --make '$(QREPO)'
 endif
 
 install-toolkit: check-python $(DESTDIR)$(VENV)/.autosync-ok
@@ -63,7 +65,7 @@ install-toolkit: check-python $(DESTDIR)$(VENV)/.autosync-ok
 	done; rm -f '$(DESTDIR)$(LIBEXECDIR)'/.tmp
 	$(Q)install -m 0644 hooks/* '$(DESTDIR)$(SHAREDIR)/hooks/'
 	$(Q)for u in $(UNITS); do \
-	    sed -e 's|@BINDIR@|$(BINDIR)|g' -e 's|@LIBEXECDIR@|$(LIBEXECDIR)|g' "$$u" \
+	    $(PYTHON) share/units.py "$$u" '$(BINDIR)' '$(LIBEXECDIR)' \
 	        > '$(DESTDIR)$(SHAREDIR)/systemd/'"$${u##*/}" || exit 1; \
 	done
 	$(Q)install -m 0644 README.md '$(DESTDIR)$(SHAREDIR)/'
@@ -110,7 +112,7 @@ $(DESTDIR)$(VENV)/.autosync-ok: setup.cfg
 # PREFIX=~/.local): only our own files are removed from there.
 uninstall:
 ifdef REPO
-	@'$(LIBEXECDIR)/autosync-install' uninstall --make '$(REPO)'
+	@'$(LIBEXECDIR)/autosync-install' uninstall --make '$(QREPO)'
 else
 ifeq ($(DESTDIR),)
 	@$(PYTHON) libexec/autosync-install remove-toolkit '$(LIBEXECDIR)'
@@ -123,9 +125,9 @@ endif
 endif
 
 install-systemd: install
-	@test -n '$(REPO)' || { echo "git-autosync: REPO is not set" >&2; \
+	@test -n '$(QREPO)' || { echo "git-autosync: REPO is not set" >&2; \
 	    echo "hint: make install-systemd REPO=~/notes" >&2; exit 2; }
-	@'$(LIBEXECDIR)/git-autosync' -C '$(REPO)' systemd enable
+	@'$(LIBEXECDIR)/git-autosync' -C '$(QREPO)' systemd enable
 
 # -- development -------------------------------------------------------------------------
 # `deps` makes a fresh machine (python3, git, make) ready for the tests: a venv with the

@@ -447,10 +447,10 @@ def test_outside_a_repository_the_hint_names_the_callers_way_to_pass_one(toolkit
     cli = subprocess.run([toolkit.tool("git-autosync"), "status"], cwd=plain, env=env,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert cli.stderr.splitlines()[1:] == [
-        f"hint: create one with 'git init {plain}' or pass a repository with -C DIR"]
+        f"hint: create one with: git init {plain}   (or pass a repository with -C DIR)"]
     direct = install(toolkit, env, plain, check=False)
     assert "REPO=" not in direct.stderr and "autosync-install install DIR" in direct.stderr
     res = make(env, "install", f"PREFIX={toolkit.prefix}", f"REPO={plain}")
     assert res.returncode != 0
-    assert "hint: create one with 'git init " in res.stderr
+    assert "hint: create one with: git init " in res.stderr
     assert "or pass a repository with REPO=DIR" in res.stderr

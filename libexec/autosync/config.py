@@ -6,6 +6,7 @@ that the two agree.
 
 import os
 import re
+import shlex
 import socket
 import stat
 import threading
@@ -118,8 +119,8 @@ class Config:
         b = self["branch"] or self.repo.current_branch()
         if not b:
             raise Error("HEAD is detached and autosync.branch is not set",
-                        "git -C '%s' switch main   (or git config autosync.branch NAME)"
-                        % self.repo.cwd)
+                        f"git -C {shlex.quote(self.repo.cwd)} switch main   "
+                        "(or git config autosync.branch NAME)")
         return b
 
     @property

@@ -152,7 +152,7 @@ class Repo:
              "--show-cdup"], cwd=path, check=False)
         if out.returncode != 0:
             raise Error(f"not a git repository: '{path}'",
-                        f"create one with 'git init {path}' {hint}")
+                        f"create one with: git init {shlex.quote(path)}   ({hint})")
         lines = out.stdout.decode().splitlines()
         self.git_dir = lines[0]
         common = lines[1]
