@@ -238,12 +238,35 @@ def wait_for_index_lock(repo: Repo, timeout: float = LOCK_WAIT_SECONDS) -> None:
         time.sleep(0.05)
 
 
+def _parent(pid: int) -> int:
+    """The parent of process pid (0 when it cannot be told)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return int(f.read().rpartition(b")")[2].split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def _lineage(pid: int, limit: int = 64) -> list[int]:
+    """pid's parent, its parent, ... up to init (at most limit of them)."""
+    chain: list[int] = []
+    while len(chain) < limit:
+        pid = _parent(pid)
+        if pid <= 1 or pid in chain:
+            break
+        chain.append(pid)
+    return chain
+
+
 def git_running_in(repo: Repo) -> bool:
-    """Whether any git process (other than ours) works in this repository."""
+    """Whether any git process works in this repository, other than ours: this process's
+    own children, and the processes that started this one (`git autosync sync` runs in a
+    `git` that waits for it, in the repository, and holds no lock)."""
     roots = [repo.git_dir] + ([repo.top] if repo.top else [])
     me = os.getpid()
+    ancestors = set(_lineage(me))
     for pid in os.listdir("/proc"):
-        if not pid.isdigit() or int(pid) == me:
+        if not pid.isdigit() or int(pid) == me or int(pid) in ancestors:
             continue
         try:
             with open(f"/proc/{pid}/comm") as f:
@@ -254,9 +277,9 @@ def git_running_in(repo: Repo) -> bool:
                 environ = f.read()
         except OSError:
             continue
-        if any(cwd == r or cwd.startswith(r + "/") for r in roots):
-            return True
-        if b"GIT_DIR=" + repo.git_dir.encode() in environ:
+        if (any(cwd == r or cwd.startswith(r + "/") for r in roots)
+                or b"GIT_DIR=" + repo.git_dir.encode() in environ) \
+                and me not in _lineage(int(pid)):
             return True
     return False
 
