@@ -145,10 +145,13 @@ else:
 
 
 def tree(path):
-    """{relative path: 'link -> target' or the file's text} under path."""
+    """{relative path: 'link -> target' or the file's text} under path (but the record of
+    what autosync wrote, .git-autosync.sha256)."""
     found = {}
     for dirpath, dirnames, filenames in os.walk(path):
         for name in dirnames + filenames:
+            if name == ".git-autosync.sha256":
+                continue
             p = os.path.join(dirpath, name)
             rel = os.path.relpath(p, path)
             if os.path.islink(p):

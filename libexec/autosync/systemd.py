@@ -20,6 +20,7 @@ removed.
 
 import argparse
 import fnmatch
+import hashlib
 import os
 import shlex
 import shutil
@@ -115,11 +116,62 @@ def _ours(path: str) -> bool:
         return False
 
 
-def install_units(names: tuple[str, ...]) -> list[str]:
-    """Write the template units (those not there, or ours and out of date); the paths
-    written. A file of that name that is not ours is never written over."""
+HASHES = ".git-autosync.sha256"  # in the unit directory: what we wrote last, per unit file
+
+
+def _hashes() -> dict[str, str]:
+    """{unit file name: sha256 of what we wrote there last} (sha256sum's format)."""
+    found: dict[str, str] = {}
+    try:
+        with open(os.path.join(unit_dir(), HASHES)) as f:
+            for line in f:
+                digest, _, name = line.rstrip("\n").partition("  ")
+                if name:
+                    found[name] = digest
+    except (OSError, ValueError):
+        pass
+    return found
+
+
+def _save_hashes(hashes: dict[str, str]) -> None:
+    path = os.path.join(unit_dir(), HASHES)
+    try:
+        if not hashes:
+            if os.path.exists(path):
+                os.unlink(path)
+            return
+        with open(path + ".tmp", "w") as f:
+            f.writelines(f"{d}  {n}\n" for n, d in sorted(hashes.items()))
+        os.replace(path + ".tmp", path)
+    except OSError:
+        pass  # (then an edit made later is taken for ours: written over, as before)
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _edited(name: str, data: bytes | None, hashes: dict[str, str]) -> bool:
+    """Whether the user changed a unit file we wrote (it is not what we wrote last)."""
+    return data is not None and name in hashes and _digest(data) != hashes[name]
+
+
+def _read(path: str) -> bytes | None:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def install_units(names: tuple[str, ...]) -> tuple[list[str], list[str]]:
+    """Write the template units (those not there, or ours and out of date): (the paths
+    written, the paths kept because their user changed them). A file of that name that
+    is not ours is never written over, nor one of ours that its user edited."""
     os.makedirs(unit_dir(), exist_ok=True)
     written: list[str] = []
+    kept: list[str] = []
+    hashes = _hashes()
     for name in names:
         src = os.path.join(SHARE, name)
         try:
@@ -137,10 +189,17 @@ def install_units(names: tuple[str, ...]) -> list[str]:
         except OSError as e:
             raise Error(f"cannot read '{dst}': {(e.strerror or str(e)).lower()}") from None
         if old == text:
+            if hashes.get(name) != _digest(text):
+                hashes[name] = _digest(text)
+                _save_hashes(hashes)
             continue
         if old is not None and MARKER.encode() not in old:
             raise Error(f"'{dst}' exists and is not git-autosync's; not writing over it",
-                        f"mv '{dst}' '{dst}.mine'   (then run this again)")
+                        f"mv {shlex.quote(dst)} {shlex.quote(dst + '.mine')}   "
+                        "(then run this again)")
+        if _edited(name, old, hashes):
+            kept.append(dst)
+            continue
         tmp = dst + ".autosync-tmp"
         try:
             with open(tmp, "wb") as f:
@@ -150,7 +209,9 @@ def install_units(names: tuple[str, ...]) -> list[str]:
         except OSError as e:
             raise Error(f"cannot write '{dst}': {(e.strerror or str(e)).lower()}") from None
         written.append(dst)
-    return written
+        hashes[name] = _digest(text)
+        _save_hashes(hashes)
+    return written, kept
 
 
 def _link(kind: Kind, name: str) -> bool:
@@ -261,7 +322,7 @@ def enable(top: str, timer: bool = False) -> list[str]:
     kind = PERIODIC if timer else DAEMON
     name = instance(top)
     unit = kind.unit.format(name)
-    written = install_units(kind.templates)
+    written, kept = install_units(kind.templates)
     systemctl = user_manager()
     lines: list[str] = []
     if systemctl is not None:
@@ -283,6 +344,9 @@ def enable(top: str, timer: bool = False) -> list[str]:
                      f"{shlex.quote(unit)}")
     if written:
         lines.append("wrote " + ", ".join(written))
+    for path in kept:
+        lines.append(f"kept {path}: you changed it, so this version's is not written over "
+                     f"it (to take it: rm {shlex.quote(path)}, then enable again)")
     return lines
 
 
@@ -317,14 +381,20 @@ def disable(top: str, timer: bool = False) -> list[str]:
             os.rmdir(os.path.dirname(link))  # only when empty
         except OSError:
             pass
+    hashes = _hashes()
+    kept: list[str] = []
     for kind in kinds:
         if _in_use(kind):
             continue
         for t in kind.templates:
             path = os.path.join(unit_dir(), t)
-            if _ours(path):
+            if _edited(t, _read(path), hashes):
+                kept.append(path)
+            elif _ours(path):
                 _remove(path)
                 removed.append(path)
+                hashes.pop(t, None)
+    _save_hashes(hashes)
     if systemctl is not None and removed:
         _systemctl(systemctl, ["daemon-reload"], kinds[0].unit.format(name))
     if not removed:
@@ -332,6 +402,7 @@ def disable(top: str, timer: bool = False) -> list[str]:
     lines = [f"disabled {', '.join(disabled)}" if disabled else
              f"no git-autosync unit was enabled for '{top}'"]
     lines += [f"removed {p}" for p in removed]
+    lines += [f"kept {p}: you changed it (rm {shlex.quote(p)} removes it)" for p in kept]
     return lines
 
 
