@@ -15,6 +15,7 @@ creates SANDBOX/keep. The sandbox's files stay until its stop script removes the
 import os
 import shlex
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -108,9 +109,20 @@ def minutes():
     return max(value, 0.0)
 
 
-def expire(sandbox, seconds, poll=1.0):
-    """Run SANDBOX/halt after seconds, unless SANDBOX/keep appears or the sandbox is removed
-    first (its stop script ran). Returns whether it halted the demo."""
+def alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rpartition(b")")[2].split()[0] not in (b"Z", b"X")
+    except (OSError, IndexError):
+        return False
+
+
+def expire(sandbox, seconds, poll=1.0, demo=None):
+    """Run SANDBOX/halt seconds after the demo's own process (pid demo) ended, unless
+    SANDBOX/keep appears or the sandbox is removed first (its stop script ran). Returns
+    whether it halted the demo."""
+    while demo and alive(demo) and os.path.isdir(sandbox):
+        time.sleep(poll)  # (the demo's foreground still shows things: its time is not up)
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if os.path.exists(os.path.join(sandbox, "keep")) or not os.path.isdir(sandbox):
@@ -123,10 +135,11 @@ def expire(sandbox, seconds, poll=1.0):
 
 
 def start_timer(sandbox, seconds):
-    """The detached timer: its own session, so closing the terminal does not end it."""
+    """The detached timer: its own session, so closing the terminal does not end it. It
+    starts with the first daemon, and counts from the end of this process (killed, too)."""
     subprocess.Popen([sys.executable, os.path.abspath(__file__), "--expire", sandbox,
-                      str(seconds)], stdin=subprocess.DEVNULL, start_new_session=True,
-                     close_fds=True, **QUIET)
+                      str(seconds), str(os.getpid())], stdin=subprocess.DEVNULL,
+                     start_new_session=True, close_fds=True, **QUIET)
 
 
 def main():
@@ -153,6 +166,49 @@ def main():
     shutil.rmtree(seed)
 
     pid, url = start_mosquitto(sandbox)
+    clones = {name: os.path.join(sandbox, name) for name in ("laptop", "desktop")}
+    # what stops the demo exists from the moment something runs: the scripts, the timer,
+    # and Ctrl-C (or any failure) halting what was started
+    halt, stop = write_scripts(sandbox, clones, pid)
+    if limit:
+        start_timer(sandbox, limit * 60)
+    try:
+        return play(sandbox, prefix, env, server, clones, url, pid, limit, stop)
+    except BaseException as e:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C: halt all the same
+        subprocess.run([halt], stdin=subprocess.DEVNULL, **QUIET)
+        time.sleep(1)  # a daemon that was still starting: its pid file is there now
+        subprocess.run([halt], stdin=subprocess.DEVNULL, **QUIET)
+        say(f"\ndemo {'interrupted' if isinstance(e, KeyboardInterrupt) else 'failed'}: "
+            f"its daemons and broker are stopped; remove the sandbox with:\n"
+            f"  {shlex.quote(stop)}")
+        if isinstance(e, KeyboardInterrupt):
+            return 130
+        raise
+
+
+def write_scripts(sandbox, clones, pid):
+    """SANDBOX/halt (stop the daemons and the broker) and SANDBOX/stop (halt, then remove
+    the sandbox)."""
+    q = shlex.quote
+    halt = os.path.join(sandbox, "halt")
+    with open(halt, "w") as f:
+        f.write("#!/bin/sh\n# stop the demo's daemons and broker (the files stay)\n")
+        for path in clones.values():
+            f.write(f"[ ! -d {q(path)} ] || git -C {q(path)} autosync stop >/dev/null 2>&1\n")
+        if pid:
+            f.write(f"kill {pid} 2>/dev/null\n")
+        f.write("exit 0\n")
+    stop = os.path.join(sandbox, "stop")
+    with open(stop, "w") as f:
+        f.write(f"#!/bin/sh\n# stop the demo's daemons and broker, then remove the sandbox\n"
+                f"{q(halt)}\nrm -rf {q(sandbox)}\n")
+    for script in (halt, stop):
+        os.chmod(script, 0o755)
+    return halt, stop
+
+
+def play(sandbox, prefix, env, server, clones, url, pid, limit, stop):
     if url:
         say(f"2. mosquitto listening on {url} (pid {pid}): clones are told at once")
     else:
@@ -160,9 +216,7 @@ def main():
             "every 2 s (install mosquitto to see sub-second sync)")
     run(os.path.join(prefix, "libexec", "git-autosync", "autosync-install"), "install",
         server, env=env)
-    clones = {}
-    for name in ("laptop", "desktop"):
-        path = os.path.join(sandbox, name)
+    for name, path in clones.items():
         run("git", "clone", "-q", server, path, env=env)
         settings = {"user.name": f"Demo on {name}", "user.email": "demo@example.invalid",
                     "autosync.host": name, "autosync.debounce": "100",
@@ -173,7 +227,6 @@ def main():
             path, env=env)
         if url:
             run("git", "-C", path, "config", "autosync.mqtt.url", url)
-        clones[name] = path
     if url:
         run("git", "-C", server, "config", "autosync.mqtt.url", url)
 
@@ -214,22 +267,7 @@ def main():
         say("   the clones did not converge within 30 s (see git autosync log)")
 
     q = shlex.quote
-    halt = os.path.join(sandbox, "halt")
-    with open(halt, "w") as f:
-        f.write("#!/bin/sh\n# stop the demo's daemons and broker (the files stay)\n")
-        for path in clones.values():
-            f.write(f"git -C {q(path)} autosync stop >/dev/null 2>&1\n")
-        if pid:
-            f.write(f"kill {pid} 2>/dev/null\n")
-        f.write("exit 0\n")
-    stop = os.path.join(sandbox, "stop")
-    with open(stop, "w") as f:
-        f.write(f"#!/bin/sh\n# stop the demo's daemons and broker, then remove the sandbox\n"
-                f"{q(halt)}\nrm -rf {q(sandbox)}\n")
-    for script in (halt, stop):
-        os.chmod(script, 0o755)
     if limit:
-        start_timer(sandbox, limit * 60)
         until = time.strftime("%H:%M", time.localtime(time.time() + limit * 60))
         lifetime = (f"It stops by itself in {limit:g} minutes (at {until}): the daemons and the "
                     f"broker end,\nthe files stay. To keep it running instead:\n"
@@ -251,6 +289,7 @@ Stop it and remove the sandbox:
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--expire"]:
-        expire(sys.argv[2], float(sys.argv[3]))
+        expire(sys.argv[2], float(sys.argv[3]),
+               demo=int(sys.argv[4]) if sys.argv[4:5] else None)
         sys.exit(0)
     sys.exit(main())
