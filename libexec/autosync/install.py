@@ -447,6 +447,11 @@ def remove_toolkit(toolkit: str) -> list[str]:
         changes = Installer(repo).uninstall()  # also drops it from the registry
         done.append(f"uninstalled from '{directory}'" if changes
                     else f"forgot '{directory}' (nothing of ours left in it)")
+    try:  # units enabled with `git autosync systemd enable` outside any install
+        done += systemd.disable_toolkit(os.path.join(toolkit, "git-autosync"))
+    except (Error, OSError) as e:
+        done.append("could not disable the systemd units that run it: "
+                    + (e.message if isinstance(e, Error) else e.strerror or str(e)))
     return done
 
 

@@ -355,12 +355,66 @@ def enabled(top: str) -> bool:
     return any(os.path.islink(link_path(kind, instance(top))) for kind in (DAEMON, PERIODIC))
 
 
-def disable(top: str, timer: bool = False) -> list[str]:
+def unescape_path(name: str) -> str:
+    """The path an instance name was made from (escape_path undone)."""
+    raw = bytearray()
+    i = 0
+    while i < len(name):
+        if name.startswith("\\x", i) and len(name) >= i + 4:
+            try:
+                raw.append(int(name[i + 2:i + 4], 16))
+                i += 4
+                continue
+            except ValueError:
+                pass
+        raw += b"/" if name[i] == "-" else name[i].encode()
+        i += 1
+    return "/" + os.fsdecode(bytes(raw)).lstrip("/")
+
+
+def _exec_start(path: str) -> str | None:
+    """The program a unit file's ExecStart= runs, or None."""
+    data = _read(path)
+    for line in (data or b"").decode(errors="surrogateescape").splitlines():
+        if line.startswith("ExecStart="):
+            try:
+                words = shlex.split(line[len("ExecStart="):].replace("%%", "%"))
+            except ValueError:
+                return None
+            return words[0].lstrip("-@:+!") if words else None
+    return None
+
+
+def disable_toolkit(program: str) -> list[str]:
+    """Disable every repository's unit whose template runs program (a toolkit that is
+    being removed: its units would fail at every login), whether or not the repository
+    is in the install registry; the lines to print."""
+    real = os.path.realpath(program)
+    lines: list[str] = []
+    for kind in (DAEMON, PERIODIC):
+        ran = _exec_start(os.path.join(unit_dir(), kind.templates[0]))
+        if ran is None or os.path.realpath(ran) != real:
+            continue
+        prefix, suffix = kind.unit.split("{}")
+        try:
+            links = os.listdir(os.path.join(unit_dir(), kind.wants))
+        except OSError:
+            continue
+        for link in sorted(links):
+            if link.startswith(prefix) and link.endswith(suffix) and \
+                    len(link) > len(prefix) + len(suffix):
+                name = link[len(prefix):-len(suffix)]
+                lines += disable(unescape_path(name), kind is PERIODIC, name=name)
+    return lines
+
+
+def disable(top: str, timer: bool = False, name: str | None = None) -> list[str]:
     """Stop and disable the work tree top's units (both kinds; timer: the timer only),
     then remove the template units no repository's instance uses any more: what enable
-    wrote. The lines to print, naming every file removed."""
+    wrote. The lines to print, naming every file removed. name: the instance name, when
+    it is known already."""
     kinds = [PERIODIC] if timer else [DAEMON, PERIODIC]
-    name = instance(top)
+    name = name or instance(top)
     systemctl = user_manager()
     disabled: list[str] = []
     removed: list[str] = []
