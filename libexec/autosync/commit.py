@@ -259,9 +259,9 @@ def _lineage(pid: int, limit: int = 64) -> list[int]:
 
 
 def git_running_in(repo: Repo) -> bool:
-    """Whether any git process works in this repository, other than ours: this process's
-    own children, and the processes that started this one (`git autosync sync` runs in a
-    `git` that waits for it, in the repository, and holds no lock)."""
+    """Whether any git process works in this repository, other than this one and those
+    that started it (`git autosync sync` runs in a `git` that waits for it, in the
+    repository, and holds no lock)."""
     roots = [repo.git_dir] + ([repo.top] if repo.top else [])
     me = os.getpid()
     ancestors = set(_lineage(me))
@@ -277,9 +277,9 @@ def git_running_in(repo: Repo) -> bool:
                 environ = f.read()
         except OSError:
             continue
-        if (any(cwd == r or cwd.startswith(r + "/") for r in roots)
-                or b"GIT_DIR=" + repo.git_dir.encode() in environ) \
-                and me not in _lineage(int(pid)):
+        if any(cwd == r or cwd.startswith(r + "/") for r in roots):
+            return True
+        if b"GIT_DIR=" + repo.git_dir.encode() in environ:
             return True
     return False
 

@@ -333,11 +333,12 @@ class Repo:
         try:
             os.makedirs(self.state_dir, exist_ok=True)
         except OSError as e:
+            said = os_error(e, f"cannot create '{self.state_dir}'")
             if isinstance(e, FileExistsError):
-                raise Error(f"cannot create '{self.state_dir}': a file is in the way",
-                            f"mv {shlex.quote(self.state_dir)} "
-                            f"{shlex.quote(self.state_dir + '.old')}") from None
-            raise os_error(e, f"cannot create '{self.state_dir}'") from None
+                said.message = f"cannot create '{self.state_dir}': a file is in the way"
+                said.hints = [f"mv {shlex.quote(self.state_dir)} "
+                              f"{shlex.quote(self.state_dir + '.old')}"]
+            raise said from None
         return self.state_dir
 
     @contextmanager

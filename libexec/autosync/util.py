@@ -56,15 +56,28 @@ class Retry(Error):
 _FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
 
 
+class OSFailure(Error, OSError):
+    """An OSError said as an Error (one line; code that catches OSError still does)."""
+
+
+class OSRetry(Retry, OSError):
+    """An OSError that goes away by itself (a full disk), said as a Retry."""
+
+
 def os_error(e: OSError, what: str) -> Error:
     """An OSError met while doing `what` ("cannot create 'PATH'") as the Error to raise:
-    Retry for a full disk, a quota or a read-only file system, else one that needs a human."""
+    Retry for a full disk, a quota or a read-only file system, else one that needs a human.
+    It is an OSError too, with e's errno, for code that handles those."""
     reason = e.strerror or str(e)
+    said: Error
     if e.errno in _FULL_ERRNOS:
-        return Retry(f"{what}: {reason}",
-                     *(["free some disk space; autosync retries by itself"]
-                       if e.errno != errno.EROFS else []))
-    return Error(f"{what}: {reason}")
+        said = OSRetry(f"{what}: {reason}",
+                       *(["free some disk space; autosync retries by itself"]
+                         if e.errno != errno.EROFS else []))
+    else:
+        said = OSFailure(f"{what}: {reason}")
+    said.errno, said.strerror, said.filename = e.errno, e.strerror, e.filename  # type: ignore[attr-defined]
+    return said
 
 
 _C_ESCAPES = {"\a": "\\a", "\b": "\\b", "\t": "\\t", "\n": "\\n", "\v": "\\v",
