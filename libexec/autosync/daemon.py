@@ -114,9 +114,9 @@ class State:
                                             1 << 20))
         except (OSError, ValueError, RecursionError):
             return data
-        if isinstance(found, dict):
-            data.update({k: v for k, v in found.items()
-                         if k in cls.DEFAULTS and kinds.get(k, lambda _: False)(v)})
+        if isinstance(found, dict):  # (a key not in kinds: of its default's type)
+            data.update({k: v for k, v in found.items() if k in cls.DEFAULTS and kinds.get(
+                k, lambda v, d=cls.DEFAULTS[k]: d is not None and type(v) is type(d))(v)})
         return data
 
     def update(self, **changes: Any) -> None:

@@ -115,9 +115,9 @@ def shown(path: str) -> str:
 
 
 def printable(text: str) -> str:
-    """text with every control or format character but newline made '?': for a message
-    that holds what a peer or a server wrote (a log line, git's diagnosis)."""
-    return "".join("?" if c != "\n" and _unsafe(c) else c for c in text)
+    """text with every control or format character but newline and tab made '?': for a
+    message that holds what a peer or a server wrote (a log line, git's diagnosis)."""
+    return "".join("?" if c not in "\n\t" and _unsafe(c) else c for c in text)
 
 
 def read_regular(path: str, limit: int) -> bytes:
