@@ -21,7 +21,18 @@ from .copies import is_conflict_copy
 from .daemon import Daemon, State
 from .git import Repo
 from .sync import Engine, sync_once
-from .util import HUMAN, NOT_RUNNING, OK, RETRY, Error, log, printable, setup_logging, shown
+from .util import (
+    HUMAN,
+    NOT_RUNNING,
+    OK,
+    RETRY,
+    Error,
+    log,
+    os_error,
+    printable,
+    setup_logging,
+    shown,
+)
 
 DESCRIPTION = """\
 Keep a git work tree in sync like a Dropbox folder: every saved file is committed,
@@ -141,7 +152,11 @@ def cmd_start(repo: Repo, args: argparse.Namespace) -> int:
     env = dict(os.environ, GIT_AUTOSYNC_READY_FD=str(wfd))
     front = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                          "git-autosync")
-    with open(logfile, "ab") as out:
+    try:
+        out = open(logfile, "ab")
+    except OSError as e:
+        raise os_error(e, f"cannot open the log '{logfile}'") from None
+    with out:
         proc = subprocess.Popen([sys.executable, front, "-C", repo.cwd, "run", "--log", logfile],
                                 stdin=subprocess.DEVNULL, stdout=out, stderr=out,
                                 pass_fds=(wfd,), start_new_session=True, env=env, cwd=repo.cwd)
