@@ -158,11 +158,18 @@ class Registry:
             os.rmdir(self.dir)  # only when nothing is left in it
 
     def add(self, directory: str, toolkit: str = LIBEXEC) -> None:
-        self.update([{"dir": directory, "toolkit": os.path.realpath(toolkit)}], [])
+        """(by its real path: one entry however a symbolic link spelled it)"""
+        real = os.path.realpath(directory)
+        self.update([{"dir": real, "toolkit": os.path.realpath(toolkit)}],
+                    [e["dir"] for e in self.entries() if e["dir"] != real
+                     and os.path.realpath(e["dir"]) == real])
 
     def remove(self, directory: str) -> None:
-        if any(e["dir"] == directory for e in self.entries()):
-            self.update([], [directory])
+        real = os.path.realpath(directory)
+        gone = [e["dir"] for e in self.entries()
+                if e["dir"] == directory or os.path.realpath(e["dir"]) == real]
+        if gone:
+            self.update([], gone)
 
     def of_toolkit(self, toolkit: str) -> list[str]:
         real = os.path.realpath(toolkit)
