@@ -578,8 +578,10 @@ class Daemon:
             self.waiting_since = self.waiting_since or time.monotonic()
             self.patience = LEAD_MAX if result.mine else LEADER_GRACE
             self.pending_tips, self.retry_due = tips, self.waiting_since + self.patience
-            return
-        self.waiting_since = None
+            if not result.tips:  # (a fast-forward meanwhile is shown below)
+                return
+        else:
+            self.waiting_since = None
         self.show_refused()
         if result is not None and result.deferred:  # a flood of tips: the rest right after
             self.pending_tips, self.retry_due = tips, time.monotonic()
@@ -604,8 +606,8 @@ class Daemon:
             self.state.add_to("kept", [{"path": p, "where": w} for p, w in result.kept])
             self.desktop("git-autosync moved local files out of the way",
                          "\n".join(f"{p} -> {w}" for p, w in result.kept))
-        if self.engine.pushes:  # a fold made in the leader's stead moves B at once too
-            self.network.request("push" if patient else "takeover")
+        if self.engine.pushes and not result.waiting:  # a fold made in the leader's stead
+            self.network.request("push" if patient else "takeover")  # moves B at once too
 
     def show_refused(self) -> None:
         """A commit git would not check out: in status and on the desktop, once; local

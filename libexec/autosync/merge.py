@@ -467,7 +467,13 @@ def integrate(repo: Repo, tips: str | Sequence[str], config: Config,
     mine = len(new) > len(others)
     if len(new) > 1 and folds is not None and not folds(new, mine):
         result.waiting, result.mine = True, mine
-        return result
+        # meanwhile, a tip that holds HEAD is taken as it is (a fast-forward: nothing is
+        # built here): a save reaches this clone at once, the fold of the rest comes later
+        ahead = [] if mine or head is None else [t for t in others
+                                                  if repo.is_ancestor(head, t)]
+        if not ahead:
+            return result
+        new = others = [max(ahead, key=lambda t: (describe(repo, t).time, t))]
     if len(others) > MAX_FOLD:  # someone flooding: the oldest first, the rest next time
         others = oldest(repo, others)[:MAX_FOLD]
         result.deferred = True

@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import re
 import time
 import unicodedata
@@ -166,9 +167,43 @@ def host_label(config: Config) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", config.host)[:80] or "host"
 
 
+CLONE_ID = "clone-id"  # in $GIT_DIR/autosync/
+
+
 def repo_digest(repo: Repo) -> str:
-    """8 hex digits naming this repository on this machine, stable across restarts."""
-    return hashlib.sha1(repo.common_dir.encode(errors="surrogateescape")).hexdigest()[:8]
+    """8 hex digits naming this clone, stable across restarts: drawn at random the first
+    time and kept in $GIT_DIR/autosync/clone-id, so two machines with the same host name
+    and the same path (two Raspberry Pis, say) are two clones. A clone whose daemon ran
+    before that file existed keeps the digest of its path it was known by."""
+    path = os.path.join(repo.state_dir, CLONE_ID)
+    found = _read_id(path)
+    if found:
+        return found
+    old = hashlib.sha1(repo.common_dir.encode(errors="surrogateescape")).hexdigest()[:8]
+    made = old if os.path.exists(os.path.join(repo.state_dir, "state.json")) else \
+        os.urandom(4).hex()
+    tmp = f"{path}.{os.getpid()}.tmp"
+    try:
+        os.makedirs(repo.state_dir, exist_ok=True)
+        with open(tmp, "x") as f:
+            f.write(made + "\n")
+        try:
+            os.link(tmp, path)  # the first process to get here names the clone for all
+        except FileExistsError:
+            pass
+        os.unlink(tmp)
+    except OSError:  # read-only, full: the name of its path, as before
+        return old
+    return _read_id(path) or old
+
+
+def _read_id(path: str) -> str | None:
+    try:
+        with open(path, encoding="ascii", errors="replace") as f:
+            text = f.read(64).strip()
+    except OSError:
+        return None
+    return text if len(text) == 8 and all(c in "0123456789abcdef" for c in text) else None
 
 
 def sender_id(repo: Repo, config: Config) -> str:
