@@ -6,9 +6,9 @@ The daemon's own state.json belongs to the daemon alone (daemon.State), so every
 records here instead, after each successful push (sync.Remote.push): `record(repo, commit)`.
 
 The file is small JSON, {"commit": ID, "time": UNIX-SECONDS}, replaced whole (a temporary
-file, rename) under an flock, so a reader never sees half of one; and a slower
-writer never puts an older push over a newer one: a commit that the recorded one already
-contains (its push returned late) leaves the record as it is. Recording is best effort: a full disk, a
+file, rename) under an flock, so a reader never sees half of one; and a slower writer never
+puts an older push over a newer one: a commit that the recorded one already contains (its
+push returned late) leaves the record as it is. Recording is best effort: a full disk, a
 read-only .git or any other failure to write logs nothing and leaves the old file as it
 was (status is then one push behind, nothing else depends on it). `last(repo)` reads it,
 taking anything that is not such a record for no record.

@@ -76,7 +76,7 @@ def os_error(e: OSError, what: str) -> Error:
                          if e.errno != errno.EROFS else []))
     else:
         said = OSFailure(f"{what}: {reason}")
-    said.errno, said.strerror, said.filename = e.errno, e.strerror, e.filename  # type: ignore[attr-defined]
+    said.errno, said.strerror, said.filename = e.errno, e.strerror, e.filename
     return said
 
 
