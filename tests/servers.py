@@ -29,9 +29,10 @@ RUN_VAR = "AUTOSYNC_TEST_RUN"
 PR_SET_PDEATHSIG = 1
 
 
-def marked(run: str, exclude: tuple[int, ...] = ()) -> list[int]:
-    """The live processes (not zombies) whose environment names the test run `run`."""
-    key = f"{RUN_VAR}=".encode()
+def marked(run: str, exclude: tuple[int, ...] = (), var: str = RUN_VAR) -> list[int]:
+    """The live processes (not zombies) whose environment names the test run `run` (in
+    var, among the words of its value)."""
+    key = f"{var}=".encode()
     found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit() or int(entry) in exclude or int(entry) == os.getpid():

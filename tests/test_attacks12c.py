@@ -18,19 +18,10 @@ import pytest
 from brokers import cluster, mosquitto  # noqa: F401  (fixtures)
 from cluster import converged, wait_converged
 from conftest import git, wait_for
+from test_attacks12 import Pusher as PlainPusher
+from test_attacks12b import cpu_seconds, dump, wait_or_dump
 
 COPY = re.compile(r"\.conflict-")
-
-
-def dump(clones):
-    return "\n".join(f"==== {c.name}\n{c.log()[-3000:]}" for c in clones)
-
-
-def wait_or_dump(clones, condition, what, timeout=30):
-    try:
-        return wait_for(condition, timeout=timeout, what=what)
-    except AssertionError as e:
-        raise AssertionError(f"{e}\n{dump(clones)}") from None
 
 
 def text(tag, n=40):
@@ -53,30 +44,8 @@ def with_markers(files):
     return sorted(p for p, body in files.items() if "<<<<<<<" in body or ">>>>>>>" in body)
 
 
-def cpu_seconds(pid):
-    """utime+stime of pid and its waited-for children (its git processes), in seconds."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK")
-
-
-class Pusher:
-    """A plain clone (no autosync) that pushes whatever it likes wherever it may."""
-
-    def __init__(self, cluster, name="attacker"):
-        self.env = cluster.env
-        self.path = cluster.tmp / name
-        git(cluster.tmp, "clone", "-q", str(cluster.server), str(self.path), env=self.env)
-
-    def run(self, *args, input=None, check=True):
-        res = subprocess.run(["git", *args], cwd=self.path, env=self.env, input=input,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        if check:
-            assert res.returncode == 0, f"git {args}: {res.stderr.decode(errors='replace')}"
-        return res
-
-    def out(self, *args, input=None):
-        return self.run(*args, input=input).stdout.decode().strip()
+class Pusher(PlainPusher):
+    """The plain clone of test_attacks12, pushing with --force."""
 
     def push(self, *refspecs):
         return self.run("push", "-q", "-f", "origin", *refspecs)

@@ -22,6 +22,7 @@ import unicodedata
 
 import pytest
 from conftest import ROOT, git, wait_for
+from servers import marked
 
 from autosync.systemd import escape_path
 
@@ -531,20 +532,7 @@ def test_an_interrupted_demo_leaves_nothing_running(env, tmp_path):
     e = dict(env, TMPDIR=str(tmp), DEMO_MINUTES="0.05", ATTACK13_DEMO=mark)
 
     def left():
-        found = []
-        for pid in os.listdir("/proc"):
-            if not pid.isdigit() or int(pid) == os.getpid():
-                continue
-            try:
-                with open(f"/proc/{pid}/environ", "rb") as f:
-                    environ = f.read().split(b"\0")
-                with open(f"/proc/{pid}/stat", "rb") as f:
-                    state = f.read().rpartition(b")")[2].split()[0]
-            except (OSError, IndexError):
-                continue
-            if state not in (b"Z", b"X") and f"ATTACK13_DEMO={mark}".encode() in environ:
-                found.append(int(pid))
-        return found
+        return marked(mark, var="ATTACK13_DEMO")
 
     proc = subprocess.Popen([sys.executable, str(ROOT / "share" / "demo.py")], env=e,
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
