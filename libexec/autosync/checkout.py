@@ -43,7 +43,7 @@ from .safefs import Blocked, Root
 from .treecheck import Refused, check_update
 from .util import Error, Retry, log
 
-GITLINK, SYMLINK = "160000", "120000"
+GITLINK, SYMLINK, TREE = "160000", "120000", "040000"
 CHUNK = 1 << 16
 JOURNAL, STAGING, KEPT = "update", "update.new", "kept"
 # git's own path checks as strict as on Windows and macOS, wherever we run
@@ -95,20 +95,31 @@ class Change:
 
 def changes(repo: Repo, old: str, new: str) -> list[Change]:
     """What differs between two commits, without submodules (never checked out here)."""
-    out = repo.run("diff-tree", "-r", "-z", "--no-renames", "--raw", old, new).stdout
+    return diff(repo, old, new)[0]
+
+
+Subtrees = list[tuple[str, str]]  # (path, tree id)
+
+
+def diff(repo: Repo, old: str, new: str) -> tuple[list[Change], Subtrees]:
+    """changes(old, new), and the subtrees of new whose ids differ from old's (for
+    treecheck.check_update): from one git diff-tree."""
+    out = repo.run("diff-tree", "-r", "-t", "-z", "--no-renames", "--raw", old, new).stdout
     fields = out.split(b"\0")
-    result = []
+    result, subtrees = [], []
     for i in range(0, len(fields) - 1, 2):
         meta = fields[i].decode().lstrip(":").split()
         if len(meta) < 4:
             continue
         om, nm, oo, no = meta[:4]
         path = os.fsdecode(fields[i + 1])
-        old_side: Entry | None = None if om == "000000" or om == GITLINK else (om, oo)
-        new_side: Entry | None = None if nm == "000000" or nm == GITLINK else (nm, no)
+        if nm == TREE:
+            subtrees.append((path, no))
+        old_side: Entry | None = None if om in ("000000", GITLINK, TREE) else (om, oo)
+        new_side: Entry | None = None if nm in ("000000", GITLINK, TREE) else (nm, no)
         if old_side or new_side:
             result.append(Change(path, old_side, new_side))
-    return result
+    return result, subtrees
 
 
 class Blobs:
@@ -683,20 +694,20 @@ def _untracked_inside(repo: Repo, path: str) -> bool:
 def advance(repo: Repo, branch: str, old: str, new: str,
             names: tuple[str, int, str] | None = None,
             uncommittable: Callable[[list[str]], dict[str, str]] | None = None,
-            todo: list[Change] | None = None) -> tuple[Moved, Moved]:
+            diffed: tuple[list[Change], Subtrees] | None = None) -> tuple[Moved, Moved]:
     """Update work tree, index and branch from old to new (a descendant of old).
 
     names: (host, time) naming a copy of a new version that a save pushed aside, and this
     machine's host for an older save (default: the new commit's time, 'merge', 'local').
     uncommittable(paths) -> {path: reason} for those autosync would not commit (default:
-    none). todo: changes(repo, old, new), when the caller has it already. Returns (copies,
+    none). diffed: diff(repo, old, new), when the caller has it already. Returns (copies,
     kept): new versions kept beside a save, local content moved out of the way.
     Raises Refused (the new tree is unsafe), Busy (commit first) or Retry; in every case
     before anything in the work tree changed.
     """
     recover(repo)
-    check_update(repo, repo.tree(old), repo.tree(new))
-    todo = changes(repo, old, new) if todo is None else todo
+    todo, subtrees = diffed or diff(repo, old, new)
+    check_update(repo, repo.tree(old), repo.tree(new), subtrees)
     dirty, blocked, clean = in_the_way(repo, todo)
     if dirty or blocked:
         reasons = uncommittable(sorted(dirty | set(blocked))) if uncommittable else {}

@@ -337,8 +337,9 @@ class Daemon:
         self.retry_due = 0.0
         self.carry: Batch | None = None  # not committed yet (a busy lock, a full disk)
         self.pending_tips: list[str] | None = None  # fetched, not integrated yet
-        self.waiting_since: float | None = None  # for the clone that leads to fold
-        self.patience = LEADER_GRACE  # how long, from then
+        self.waited: tuple[str, float] | None = None  # a commit left to another clone's
+        # fold, and since when (see patient)
+        self.patience = LEADER_GRACE  # how long it may wait
         self.lost_with: str | None = None  # why the transport was lost last (logged once)
 
     def _transport(self) -> Transport | None:
@@ -557,8 +558,7 @@ class Daemon:
             self.commit(batch)
         for attempt in (1, 2):
             try:
-                patient = (self.waiting_since is None
-                           or time.monotonic() < self.waiting_since + self.patience)
+                patient = self.patient()
                 result = self.engine.integrate(tips, patient)
                 break
             except Error as e:
@@ -575,13 +575,13 @@ class Daemon:
             # comes with a fetch; should it not, this clone folds after LEADER_GRACE - or
             # LEAD_MAX, with work of its own to fold in (a clone saving all the time takes
             # in the others' work at that pace at least)
-            self.waiting_since = self.waiting_since or time.monotonic()
+            self.waited = self.waited or (result.held_back[0], time.monotonic())
             self.patience = LEAD_MAX if result.mine else LEADER_GRACE
-            self.pending_tips, self.retry_due = tips, self.waiting_since + self.patience
+            self.pending_tips, self.retry_due = tips, self.waited[1] + self.patience
             if not result.tips:  # (a fast-forward meanwhile is shown below)
                 return
         else:
-            self.waiting_since = None
+            self.waited = None
         self.show_refused()
         if result is not None and result.deferred:  # a flood of tips: the rest right after
             self.pending_tips, self.retry_due = tips, time.monotonic()
@@ -608,6 +608,20 @@ class Daemon:
                          "\n".join(f"{p} -> {w}" for p, w in result.kept))
         if self.engine.pushes and not result.waiting:  # a fold made in the leader's stead
             self.network.request("push" if patient else "takeover")  # moves B at once too
+
+    def patient(self) -> bool:
+        """Whether to leave a fold to the clone that folds (sync.Remote.folder): until a
+        commit this clone left to it has waited `patience` - however many other commits
+        came in meanwhile (a busy channel keeps a clone waiting for one fold or another:
+        each fold gets the grace anew), and whatever that commit's clone saved on top."""
+        if self.waited is None:
+            return True
+        commit, since = self.waited
+        head = self.repo.head()
+        if head is not None and self.repo.is_ancestor(commit, head):
+            self.waited = None  # it came in (with a fold, or a fast-forward)
+            return True
+        return time.monotonic() < since + self.patience
 
     def show_refused(self) -> None:
         """A commit git would not check out: in status and on the desktop, once; local

@@ -18,7 +18,7 @@ from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from .checkout import Change, Entry, advance, changes, recover
+from .checkout import Change, Entry, advance, changes, diff, recover
 from .commit import check_committable, hold, ignored_untracked, uncommittable
 from .config import Config
 from .copies import copy_name
@@ -401,6 +401,7 @@ class Integrated:
     deferred: bool = False  # more tips than MAX_FOLD: the rest wait for the next time
     waiting: bool = False  # a fold is needed, and another clone makes it (see integrate)
     mine: bool = False  # ... of work of this clone's own, among others
+    held_back: list = field(default_factory=list)  # ... and the tips left to that fold
 
 
 def local_side(repo: Repo, head: str) -> list[str]:
@@ -466,7 +467,7 @@ def integrate(repo: Repo, tips: str | Sequence[str], config: Config,
     others = [t for t in new if t not in ours]
     mine = len(new) > len(others)
     if len(new) > 1 and folds is not None and not folds(new, mine):
-        result.waiting, result.mine = True, mine
+        result.waiting, result.mine, result.held_back = True, mine, others
         # meanwhile, a tip that holds HEAD is taken as it is (a fast-forward: nothing is
         # built here): a save reaches this clone at once, the fold of the rest comes later
         ahead = [] if mine or head is None else [t for t in others
@@ -526,8 +527,8 @@ def _bring_in(repo: Repo, config: Config, head: str | None, incoming: list[str],
     # ignored until now: everything ignored now is held before the new rules can reach
     # the folder (a crash or a failure half way must not let a commit take it); what the
     # new rules still ignore is let go afterwards
-    todo = changes(repo, head, merged)
-    rules = any(c.path.rpartition("/")[2] == ".gitignore" for c in todo)
+    todo = diff(repo, head, merged)
+    rules = any(c.path.rpartition("/")[2] == ".gitignore" for c in todo[0])
     ignored = ignored_untracked(repo) if rules else set()
     if ignored:
         hold(repo, add=ignored)

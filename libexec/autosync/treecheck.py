@@ -154,13 +154,16 @@ def changed_trees(repo: Repo, old_tree: str | None, new_tree: str) -> list[tuple
     return result
 
 
-def check_update(repo: Repo, old_tree: str | None, new_tree: str) -> None:
-    """Raise Refused when new_tree brings something git would not check out."""
+def check_update(repo: Repo, old_tree: str | None, new_tree: str,
+                 subtrees: list[tuple[str, str]] | None = None) -> None:
+    """Raise Refused when new_tree brings something git would not check out. subtrees:
+    changed_trees but the root, when the caller has them (checkout.diff)."""
     if (old_tree, new_tree) in PASSED:
         return
     checker = TreeChecker(repo)
     try:
-        for path, oid in changed_trees(repo, old_tree, new_tree):
+        for path, oid in (changed_trees(repo, old_tree, new_tree) if subtrees is None
+                          else [("", new_tree), *subtrees]):
             if path.count("/") >= MAX_DEPTH:
                 raise Refused(f"it is more than {MAX_DEPTH} directories deep: "
                               f"{_q(path[:60] + '...')}")
