@@ -382,3 +382,54 @@ def test_autosync_watch_prints_batches(repo, env):
                           str(repo / "nope")], capture_output=True, env=env, timeout=30)
     assert bad.returncode != 0 and bad.stderr.startswith(b"git-autosync: ")
     assert b"Traceback" not in bad.stderr
+
+
+# -- coalescing: a lone save is ready at once, a burst after the debounce ----------------------
+SLOW = dict(debounce=30000, max_delay=60000)  # only the lone-save path can be ready in time
+
+
+def test_a_lone_save_is_ready_without_waiting_for_the_debounce(repo, watcher):
+    w = watcher(**SLOW)
+    (repo / "notes.md").write_text("saved\n")
+    batch = w.wait(timeout=5)
+    assert batch is not None and batch.paths == {"notes.md"}
+
+
+def test_a_lone_delete_is_ready_too(repo, watcher):
+    (repo / "old.md").write_text("x")
+    w = watcher(**SLOW)
+    (repo / "old.md").unlink()
+    batch = w.wait(timeout=5)
+    assert batch is not None and batch.paths == {"old.md"}
+
+
+def test_two_files_saved_together_wait_for_the_debounce(repo, watcher):
+    w = watcher(debounce=1500, max_delay=60000)
+    (repo / "a.md").write_text("a")
+    (repo / "b.md").write_text("b")
+    started = time.monotonic()
+    paths, batches = collect(w, lambda p: p == {"a.md", "b.md"})
+    assert len(batches) == 1 and time.monotonic() - started >= 1.0
+
+
+def test_a_file_created_and_written_later_waits_for_its_close(repo, watcher):
+    w = watcher(**SLOW)
+    with open(repo / "slow.txt", "w") as f:  # created empty: no save finished yet
+        assert w.wait(timeout=0.5) is None
+        f.write("the whole content\n")
+    batch = w.wait(timeout=5)
+    assert batch is not None and batch.paths == {"slow.txt"}
+    assert (repo / "slow.txt").read_text() == "the whole content\n"
+
+
+def test_saves_that_keep_coming_are_one_burst(repo, watcher):
+    w = watcher(debounce=400, max_delay=60000)
+    batches = []
+    for i in range(10):  # one save every 100 ms: the first alone, the rest one burst
+        (repo / f"f{i}.txt").write_text(str(i))
+        b = w.wait(timeout=0.1)
+        if b is not None:
+            batches.append(b)
+    paths, more = collect(w, lambda p: p | {q for b in batches for q in b.paths}
+                          >= {f"f{i}.txt" for i in range(10)})
+    assert len(batches + more) <= 2, [sorted(b.paths) for b in batches + more]

@@ -10,9 +10,14 @@
 - A change to a .gitignore, info/exclude or core.excludesFile (the directories of the last
   two get a watch of their own, filtered by name) restarts git check-ignore and rescans:
   once per batch, however many rule files changed.
-- Coalescing: a batch is ready after `debounce` ms without events, or `max_delay` ms after
-  its first event while events keep coming. A file still open for writing holds the batch
-  (up to max_delay) so that half-written files are not committed.
+- Coalescing: a lone save - one file, its last event one that finishes a save (closed after
+  writing, renamed into place, deleted), coming after `debounce` ms of quiet - is ready
+  SETTLE after its last event: enough for an editor's multi-step save (temp files,
+  backups and the editor's write test come and go within it). Anything else - more files,
+  a file still open for writing, events that keep coming SAVE_SPAN after the first that
+  finished a save, or a batch that follows another within `debounce` - is a burst: ready after `debounce` ms without
+  events, or `max_delay` ms after its first event while events keep coming. A file still
+  open for writing holds the batch (up to max_delay): half-written files are not committed.
 - Idle costs nothing: wait() blocks in select() on the inotify descriptor and a wakeup pipe.
 """
 
@@ -36,6 +41,10 @@ from .util import Error, log, setup_logging
 DIR_MASK = (F.CREATE | F.DELETE | F.MODIFY | F.CLOSE_WRITE | F.MOVED_FROM | F.MOVED_TO
             | F.ATTRIB | F.DELETE_SELF | F.MOVE_SELF | F.DONT_FOLLOW | F.EXCL_UNLINK
             | F.ONLYDIR)
+SETTLE = 0.05  # seconds after a lone save's last event before it is committed (see above)
+SAVE_SPAN = 0.5  # seconds from the first event finishing a save to its last, at most
+MAX_SAVE_PATHS = 8  # paths one editor's save touches, at most (its temp files included)
+FINISHING = F.CLOSE_WRITE | F.MOVED_TO | F.MOVED_FROM | F.DELETE  # a save is complete
 RULE_MASK = F.CLOSE_WRITE | F.MOVED_TO | F.MOVED_FROM | F.DELETE | F.ONLYDIR  # no MODIFY noise
 
 
@@ -78,6 +87,7 @@ class Watcher:
         self.rule_rel: set[str] = set()  # rule files inside the work tree (core.excludesFile)
         self.rescan_due = False
         self.limit_hit = False
+        self.taken = float("-inf")  # monotonic time the last batch was taken
         self.reset_batch()
         self.writing: set[str] = set()  # files modified and not closed yet
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -87,6 +97,11 @@ class Watcher:
         self.full = False
         self.first: float | None = None  # monotonic time of the batch's first event
         self.last: float | None = None  # and of its latest
+        self.lone = True  # no more than a lone save so far (see ready_at)
+        self.finished: float | None = None  # monotonic time of its first finishing event
+        self.unfinished: set[str] = set()  # files whose last event did not finish a save
+        self.born: set[str] = set()  # files that appeared in this batch (and so may go:
+        # an editor's temp file renamed into place or removed is no save of its own)
 
     # -- watches ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -250,14 +265,17 @@ class Watcher:
         now = time.monotonic()
         if self.first is None:
             self.first = now
+            self.lone = now - self.taken >= self.debounce  # else: a burst goes on
         self.last = now
 
-    def note(self, path: str) -> None:
+    def note(self, path: str, finishing: bool = False) -> None:
         if is_temp(path, self.extra):
             return
         if not self.full:  # a full batch commits the whole tree: no need to list paths
             self.changed.add(path)
         self.touch()
+        if finishing and self.finished is None:
+            self.finished = self.last
 
     def read_events(self) -> None:
         """Handle everything the kernel has queued; never blocks."""
@@ -330,12 +348,19 @@ class Watcher:
             self.writing.add(path)
         if mask & (F.CLOSE_WRITE | F.DELETE | F.MOVED_FROM | F.MOVED_TO):
             self.writing.discard(path)
-        self.note(path)
+        if mask & (F.CREATE | F.MOVED_TO):
+            self.born.add(path)
+        if mask & FINISHING:
+            self.unfinished.discard(path)
+        elif mask & (F.CREATE | F.MODIFY):
+            self.unfinished.add(path)
+        self.note(path, bool(mask & FINISHING))
 
     def note_dir(self, path: str) -> None:
         """A directory appeared, went or moved: listed even in a full batch."""
         self.changed.add(path)
         self.touch()
+        self.lone = False
 
     def became_repo(self, rel: str) -> None:
         """rel just got a .git of its own (git init, git clone): stop looking inside."""
@@ -359,6 +384,15 @@ class Watcher:
         quiet = self.last + self.debounce
         if self.writing & self.changed:
             return cap  # a file is still being written: wait for it (up to the cap)
+        if self.lone and not self.full and len(self.changed) <= MAX_SAVE_PATHS:
+            if self.finished is None:  # (not finished yet: it may still be lone)
+                return min(quiet, cap)
+            if self.last - self.finished < SAVE_SPAN:
+                saved = [p for p in self.changed  # (what came and went: an editor's helper)
+                         if p not in self.born or os.path.lexists(self.abs(p))]
+                if len(saved) <= 1 and not self.unfinished & set(saved):
+                    return min(self.last + SETTLE, cap)
+        self.lone = False  # a burst, for the rest of this batch
         return min(quiet, cap)
 
     def take(self) -> Batch | None:
@@ -370,6 +404,8 @@ class Watcher:
                 [p for p in paths if os.path.lexists(self.abs(p))])
         batch = Batch(paths, self.full) if (paths or self.full) else None
         self.reset_batch()
+        if batch is not None:
+            self.taken = time.monotonic()
         return batch
 
     def wait(self, timeout: float | None = None) -> Batch | None:
