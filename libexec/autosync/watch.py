@@ -15,9 +15,10 @@
   SETTLE after its last event: enough for an editor's multi-step save (temp files,
   backups and the editor's write test come and go within it). Anything else - more files,
   a file still open for writing, events that keep coming SAVE_SPAN after the first that
-  finished a save, or a batch that follows another within `debounce` - is a burst: ready after `debounce` ms without
-  events, or `max_delay` ms after its first event while events keep coming. A file still
-  open for writing holds the batch (up to max_delay): half-written files are not committed.
+  finished a save, or a batch that follows another within `debounce` - is a burst: ready
+  after `debounce` ms without events, or `max_delay` ms after its first event while events
+  keep coming. A file still open for writing holds the batch (up to max_delay):
+  half-written files are not committed.
 - Idle costs nothing: wait() blocks in select() on the inotify descriptor and a wakeup pipe.
 """
 
