@@ -433,3 +433,54 @@ def test_saves_that_keep_coming_are_one_burst(repo, watcher):
     paths, more = collect(w, lambda p: p | {q for b in batches for q in b.paths}
                           >= {f"f{i}.txt" for i in range(10)})
     assert len(batches + more) <= 2, [sorted(b.paths) for b in batches + more]
+
+
+# -- start-up: a look per directory, not per file -----------------------------------------------
+def make_tree(top):
+    """Directories with files, some of them with subdirectories, some empty."""
+    dirs = []
+    for a in range(4):
+        for b in range(3):
+            d = top / f"a{a}" / f"b{b}"
+            d.mkdir(parents=True)
+            dirs.append(d)
+            for i in range(20):
+                (d / f"f{i}.txt").write_text("x")
+        for i in range(30):
+            (top / f"a{a}" / f"g{i}.txt").write_text("y")
+    (top / "a0" / "b1" / "deep" / "deeper").mkdir(parents=True)
+    (top / "empty").mkdir()
+    return sorted(str(p.relative_to(top)) for p in top.rglob("*")
+                  if p.is_dir() and ".git" not in p.parts)
+
+
+def test_every_directory_is_watched_at_start(repo, watcher):
+    expected = make_tree(repo)
+    w = watcher()
+    assert sorted(p for p in w.path_wd if p) == expected
+    (repo / "a0" / "b1" / "deep" / "deeper" / "new.txt").write_text("n")
+    paths, _ = collect(w, lambda p: "a0/b1/deep/deeper/new.txt" in p)
+
+
+def test_every_directory_is_watched_where_link_counts_say_nothing(repo, watcher,
+                                                                   monkeypatch):
+    import autosync.watch as watch
+    monkeypatch.setattr(watch, "fs_type", lambda path: "btrfs")  # directories: 1 link
+    expected = make_tree(repo)
+    w = watcher()
+    assert w.links_dev is None
+    assert sorted(p for p in w.path_wd if p) == expected
+
+
+def test_start_up_reads_only_directories_with_subdirectories(repo, watcher, monkeypatch):
+    import autosync.watch as watch
+    if watch.fs_type(str(repo)) not in watch.SUBDIR_LINKS:
+        pytest.skip(f"link counts do not count subdirectories on {watch.fs_type(str(repo))}")
+    expected = make_tree(repo)
+    read = []
+    real = os.scandir
+    monkeypatch.setattr(watch.os, "scandir", lambda p: read.append(p) or real(p))
+    w = watcher()
+    assert sorted(p for p in w.path_wd if p) == expected
+    leaves = [d for d in expected if not any(e.startswith(d + "/") for e in expected)]
+    assert not set(read) & {str(repo / d) for d in leaves}, "a leaf directory was read"

@@ -42,11 +42,29 @@ from .util import Error, log, setup_logging
 DIR_MASK = (F.CREATE | F.DELETE | F.MODIFY | F.CLOSE_WRITE | F.MOVED_FROM | F.MOVED_TO
             | F.ATTRIB | F.DELETE_SELF | F.MOVE_SELF | F.DONT_FOLLOW | F.EXCL_UNLINK
             | F.ONLYDIR)
-SETTLE = 0.05  # seconds after a lone save's last event before it is committed (see above)
+SETTLE = 0.02  # seconds after a lone save's last event before it is committed (see above)
 SAVE_SPAN = 0.5  # seconds from the first event finishing a save to its last, at most
 MAX_SAVE_PATHS = 8  # paths one editor's save touches, at most (its temp files included)
 FINISHING = F.CLOSE_WRITE | F.MOVED_TO | F.MOVED_FROM | F.DELETE  # a save is complete
 RULE_MASK = F.CLOSE_WRITE | F.MOVED_TO | F.MOVED_FROM | F.DELETE | F.ONLYDIR  # no MODIFY noise
+
+
+# file systems whose directories' link count is 2 + their number of subdirectories
+SUBDIR_LINKS = frozenset({"ext2", "ext3", "ext4", "xfs", "tmpfs", "jfs", "reiserfs"})
+
+
+def fs_type(path: str) -> str | None:
+    """The type of the file system path is on (/proc/self/mountinfo), or None."""
+    try:
+        dev = os.stat(path).st_dev
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                fields = line.split()
+                if "-" in fields and fields[2] == f"{os.major(dev)}:{os.minor(dev)}":
+                    return fields[fields.index("-") + 1]
+    except (OSError, IndexError):
+        pass
+    return None
 
 
 @dataclass
@@ -92,6 +110,10 @@ class Watcher:
         self.reset_batch()
         self.writing: set[str] = set()  # files modified and not closed yet
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        # a directory's link count says how many subdirectories it has (see _scan): the
+        # device it does so on, or None
+        self.links_dev = (os.stat(self.top).st_dev if fs_type(self.top) in SUBDIR_LINKS
+                          else None)
 
     def reset_batch(self) -> None:
         self.changed: set[str] = set()
@@ -183,8 +205,23 @@ class Watcher:
         return True
 
     def _scan(self, rel: str, report: bool = True) -> list[str]:
-        """Report what is in rel now (it may have filled before its watch existed)."""
-        subdirs = []
+        """Report what is in rel now (it may have filled before its watch existed); return
+        its subdirectories. Not reporting (a full batch covers the files), a directory
+        whose link count says it has no subdirectories (2: its name and its '.') is not
+        read, and reading one stops once its subdirectories are found: the start-up of
+        a big tree costs a look per directory, not per file. (A subdirectory made after
+        the link count was read comes as an event: the watch is there already.)"""
+        subdirs: list[str] = []
+        wanted = -1  # subdirectories still to find; -1: not known, read everything
+        if not report and self.links_dev is not None:
+            try:
+                st = os.lstat(self.abs(rel))
+            except OSError:
+                return subdirs
+            if st.st_dev == self.links_dev and st.st_nlink >= 2:
+                wanted = st.st_nlink - 2
+                if not wanted:
+                    return subdirs
         try:
             with os.scandir(self.abs(rel)) as it:
                 for entry in it:
@@ -197,6 +234,8 @@ class Watcher:
                         continue
                     if is_dir:
                         subdirs.append(path)
+                        if len(subdirs) == wanted:
+                            break
                     elif report:
                         if is_ignore_file(path):  # came with a new directory
                             self.want_rescan()
