@@ -127,7 +127,13 @@ class Blobs:
 
     def __init__(self, repo: Repo) -> None:
         self.repo = repo
-        self.proc: GitProcess = repo.popen("cat-file", "--batch")
+        self._proc: GitProcess | None = None  # started when first asked (often never)
+
+    @property
+    def proc(self) -> GitProcess:
+        if self._proc is None:
+            self._proc = self.repo.popen("cat-file", "--batch")
+        return self._proc
 
     def _header(self, oid: str) -> int:
         self.proc.stdin.write(oid.encode() + b"\n")
@@ -158,9 +164,11 @@ class Blobs:
         return equal
 
     def close(self) -> None:
-        self.proc.stdin.close()
-        self.proc.wait()
-        self.proc.stdout.close()
+        if self._proc is not None:
+            self._proc.stdin.close()
+            self._proc.wait()
+            self._proc.stdout.close()
+            self._proc = None
 
 
 # -- one update ----------------------------------------------------------------------------
