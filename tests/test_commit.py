@@ -58,6 +58,45 @@ def test_summary_counts_and_template(make_repo):
     assert git(r, "log", "-1", "--format=%s") == "sync 2 files from desk: delete a, rename b to c"
 
 
+def git_calls(monkeypatch):
+    """The git subcommands the commit path runs, as a list filled while it runs."""
+    calls = []
+    run = Repo.run
+
+    def recording(self, *args, **kw):
+        calls.append(next(a for a in args if not a.startswith("-") and "=" not in a))
+        return run(self, *args, **kw)
+    monkeypatch.setattr(Repo, "run", recording)
+    return calls
+
+
+def test_an_edit_is_worded_from_what_status_said(make_repo, monkeypatch):
+    r = make_repo()
+    git(r, "config", "autosync.host", "desk")
+    (r / "README").write_text("changed\n")
+    calls = git_calls(monkeypatch)
+    do_commit(r, ["README"])
+    assert git(r, "log", "-1", "--format=%s") == "autosync: edit README (host desk)"
+    assert calls.count("diff") == 0 and calls.count("status") == 1, calls
+    (r / "README").unlink()
+    (r / "new.md").write_text("new\n")
+    calls.clear()
+    do_commit(r, ["README", "new.md"])  # adds and deletes: git is asked for renames
+    assert git(r, "log", "-1", "--format=%s") == \
+        "autosync: add new.md, delete README (host desk)", calls
+    assert calls.count("diff") == 1
+
+
+def test_a_change_staged_then_undone_by_hand_makes_no_commit(make_repo):
+    r = make_repo()
+    head = git(r, "rev-parse", "HEAD")
+    (r / "x.md").write_text("x\n")
+    git(r, "add", "x.md")  # staged by hand, then removed
+    (r / "x.md").unlink()
+    assert do_commit(r, ["x.md"]).commit is None
+    assert git(r, "rev-parse", "HEAD") == head
+
+
 def test_nothing_changed_makes_no_commit(make_repo):
     r = make_repo()
     head = git(r, "rev-parse", "HEAD")

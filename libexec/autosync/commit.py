@@ -134,6 +134,30 @@ def uncommittable(repo: Repo, config: Config, paths: list[str]) -> dict[str, str
     return result
 
 
+def name_status(repo: Repo, entries: list[tuple[str, str]], chosen: list[str]) -> str:
+    """What the commit changes, in `git diff --cached --name-status -z` form, from what
+    `git status` said already: the paths staged now, and those staged before by hand.
+    Only a commit that both adds and deletes files asks git (renames are found then)."""
+    staged = set(chosen)
+    fields = []
+    for xy, path in entries:
+        if path not in staged and xy[0] in " ?":
+            continue  # not part of this commit
+        if not os.path.lexists(os.path.join(repo.work_tree, path)) and (
+                path in staged or xy[0] == "D"):
+            code = "D"
+        elif xy == "??" or xy[0] == "A":
+            code = "A"
+        else:
+            code = "M"
+        fields += [code, path]
+    codes = set(fields[::2])
+    if {"A", "D"} <= codes or any(xy[0] in "RC" for xy, _ in entries):
+        return repo.run("diff", "--cached", "--name-status", "-z", "-M", "--no-ext-diff"
+                        ).stdout.decode(errors="surrogateescape")
+    return "".join(f + "\0" for f in fields)
+
+
 def summarize(status_lines: str) -> tuple[str, int]:
     """'edit notes.md, add 2 files' from `git diff --cached --name-status -z` fields."""
     verbs = {"M": "edit", "T": "edit", "A": "add", "C": "add", "D": "delete", "R": "rename"}
@@ -316,14 +340,16 @@ def commit_changes(repo: Repo, config: Config, paths: Collection[str] | None = N
     if chosen:
         repo.run("update-index", "--add", "--remove", "-z", "--stdin",
                  input="".join(p + "\0" for p in chosen).encode(errors="surrogateescape"))
-    names = repo.run("diff", "--cached", "--name-status", "-z", "-M", "--no-ext-diff"
-                     ).stdout.decode(errors="surrogateescape")
+    names = name_status(repo, entries, chosen)
     if not names:
         return result
     summary, count = summarize(names)
     result.message = render_message(config["commitMessage"], summary, config.host, count)
     res = repo.run("commit", "-q", "--no-verify", "--allow-empty-message", "-m", result.message,
                    env=None if hook_pushes else {"GIT_AUTOSYNC_COMMITTER": "1"}, check=False)
+    if res.returncode == 1 and not res.stderr.strip() and repo.ok(
+            "diff", "--cached", "--quiet", "--no-ext-diff"):
+        return result  # what was staged is as committed (a file saved back as it was)
     if res.returncode != 0:
         err = res.stderr.decode(errors="replace").strip()
         if "index.lock" in err:
