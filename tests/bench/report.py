@@ -41,6 +41,46 @@ def table(doc):
         "\n".join(lines)
 
 
+# -- the README's table ------------------------------------------------------------------------
+README_BEGIN = "<!-- bench:begin (written by make bench from tests/bench/out/results.json) -->"
+README_END = "<!-- bench:end -->"
+
+
+def markdown(doc):
+    """The README's performance table: every target (its settings in its name), and the
+    headline p50 of a benchmark without one, each with the run that measured it."""
+    rows = ["| benchmark | measured | target | result | run |", "|---|---|---|---|---|"]
+    for name, b in doc["benchmarks"].items():
+        run = f"{b.get('date', doc['date'])[:16].replace('T', ' ')} " \
+              f"{(b.get('git_commit') or doc['git_commit'] or '?')[:7]}"
+        if b["status"] != "ok":
+            rows.append(f"| {b['title']} | {b['status']}: {(b['reason'] or '')[:80]} | | | "
+                        f"{run} |")
+            continue
+        if not b["targets"]:
+            for key in [k for k in b["figures"] if "p50" in k][:2]:
+                f = b["figures"][key]
+                rows.append(f"| {b['title']}: {key} | {fmt(f['value'], f['unit'])} | | | "
+                            f"{run} |")
+        for t in b["targets"]:
+            rows.append(f"| {b['title']}: {t['name']} | {fmt(t['value'], t['unit'])} | "
+                        f"{t['op']} {fmt(t['limit'], t['unit'])} | "
+                        f"{'PASS' if t['pass'] else 'MISS'} | {run} |")
+    return "\n".join(rows)
+
+
+def update_readme(path, doc):
+    """Replace the table between README_BEGIN and README_END; False when the markers are
+    not there (the README is left as it is)."""
+    text = path.read_text()
+    start, end = text.find(README_BEGIN), text.find(README_END)
+    if start < 0 or end < start:
+        return False
+    path.write_text(text[:start + len(README_BEGIN)] + "\n" + markdown(doc) + "\n"
+                    + text[end:])
+    return True
+
+
 # -- SVG ------------------------------------------------------------------------------------------
 def nice_ticks(lo, hi, n=5):
     if hi <= lo:

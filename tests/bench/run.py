@@ -131,15 +131,32 @@ def main(argv):
             print(f"scratch kept in {scratch}")
         else:
             shutil.rmtree(scratch, ignore_errors=True)
-    doc = {"date": started.isoformat(timespec="seconds"), "git_commit": git_commit(),
+    date, commit = started.isoformat(timespec="seconds"), git_commit()
+    doc = {"date": date, "git_commit": commit,
            "mode": "quick" if args.quick else "full", "machine": machine_info(),
-           "benchmarks": {n: r.as_dict() for n, r in results.items()}}
-    OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "results.json").write_text(json.dumps(doc, indent=1) + "\n")
-    (OUT / "report.html").write_text(report.html(doc))
+           "benchmarks": {n: dict(r.as_dict(), date=date, git_commit=commit)
+                          for n, r in results.items()}}
     print()
     print(report.table(doc))
-    print(f"\nwrote {OUT / 'results.json'} and {OUT / 'report.html'}")
+    OUT.mkdir(parents=True, exist_ok=True)
+    if not args.quick:  # a full-size run updates its benchmarks' entries; others stay
+        try:
+            old = json.loads((OUT / "results.json").read_text())
+            kept = {n: dict(b, date=b.get("date", old["date"]),
+                            git_commit=b.get("git_commit", old["git_commit"]))
+                    for n, b in old["benchmarks"].items() if old.get("mode") == "full"}
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            kept = {}
+        doc["benchmarks"] = {n: doc["benchmarks"].get(n) or kept[n] for n in BENCHMARKS
+                             if n in doc["benchmarks"] or n in kept}
+    # a quick run (a smoke test of the benchmarks) keeps the figures of the real ones
+    results_json, report_html = ((OUT / "quick.json", OUT / "quick.html") if args.quick
+                                 else (OUT / "results.json", OUT / "report.html"))
+    results_json.write_text(json.dumps(doc, indent=1) + "\n")
+    report_html.write_text(report.html(doc))
+    if not args.quick and report.update_readme(ROOT / "README.md", doc):
+        print(f"\nwrote the performance table in {ROOT / 'README.md'}")
+    print(f"wrote {results_json} and {report_html}")
     # a missed target is a finding to report, not a failure of `make bench`
     return 1 if any(r.status == "error" for r in results.values()) else 0
 
