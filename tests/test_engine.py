@@ -38,6 +38,18 @@ def test_each_clone_pushes_its_own_ref_and_the_branch_moves_forward(cluster):
     assert a.read("b.txt") == "from b\n" and b.read("a.txt") == "from a\n"
 
 
+def test_a_lone_save_moves_its_ref_and_the_branch_in_one_push(cluster):
+    a = cluster.clone("a")
+    a.write("lone.txt", "one save\n")
+    wait_for(lambda: contains(cluster, "lone.txt", "one save\n"), what="the branch moved")
+    commit = a.head()
+    wait_for(lambda: f"pushed {commit[:10]}" in a.log(), what="the push in the log")
+    first = next(line for line in a.log().splitlines() if f"pushed {commit[:10]}" in line)
+    assert "(clone ref)" not in first, a.log()  # its ref and the branch, in one push
+    assert server_refs(cluster)[next(r for r in server_refs(cluster)
+                                     if r.startswith("refs/autosync/main/a-"))] == commit
+
+
 def test_concurrent_edits_in_three_clones_give_one_merge_commit(cluster):
     clones = [cluster.clone(n, start=False) for n in ("a", "b", "c")]
     for c in clones:  # three commits on the same base, made while nobody syncs

@@ -181,6 +181,7 @@ class Network(threading.Thread):
         self.branch_due: float | None = None  # when to move the branch to a merge (`LEAD_DELAY`)
         self.announced_at = 0.0  # announced commits are not fetched before
         self.branch_mode = "lead"
+        self.pushed_at = 0.0  # monotonic time of the last push that pushed something
         self.behind_since: float | None = None  # since when B lacks this clone's commit
         self.behind_main: str | None = None  # ... and has been at this commit
 
@@ -249,7 +250,10 @@ class Network(threading.Thread):
         # way of a fetch (this clone's ref is its own)
         if wanted & {"push", "branch", "takeover"} and engine.pushes:
             mode = ("any" if "takeover" in wanted else
-                    self.branch_mode if "branch" in wanted else "own")
+                    self.branch_mode if "branch" in wanted else
+                    # a lone save moves B in the same push when this clone leads; a save
+                    # in a burst leaves B to follow() (LEAD_DELAY after the burst)
+                    "lead" if time.monotonic() - self.pushed_at > LEAD_DELAY else "own")
             if mode == "any" and remote.probe().get(remote.tracking_ref) != remote.tracking():
                 self.request("fetch")  # B moved meanwhile: bring that in, then lead again
                 mode = "own"
@@ -260,6 +264,8 @@ class Network(threading.Thread):
                          "fetching first", remote.name)
                 wanted = wanted | {"fetch"}
             else:
+                if pushed.commit or pushed.branch:
+                    self.pushed_at = time.monotonic()
                 engine.announce(pushed)
                 self.post("pushed", pushed)
                 self.follow(pushed)
