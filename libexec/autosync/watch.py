@@ -430,7 +430,9 @@ class Watcher:
             if self.last - self.finished < SAVE_SPAN:
                 saved = [p for p in self.changed  # (what came and went: an editor's helper)
                          if p not in self.born or os.path.lexists(self.abs(p))]
-                if len(saved) <= 1 and not self.unfinished & set(saved):
+                if len(saved) <= 1:
+                    if self.unfinished & set(saved):  # being saved still: may yet be lone
+                        return min(quiet, cap)
                     return min(self.last + SETTLE, cap)
         self.lone = False  # a burst, for the rest of this batch
         return min(quiet, cap)
