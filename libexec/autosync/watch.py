@@ -324,12 +324,14 @@ class Watcher:
         except BlockingIOError:
             return
         moved_from: dict[int, str] = {}  # cookie -> a directory moved away in this read
+        moves: dict[int, tuple[str, bool]] = {}  # cookie -> a file moved away, being written
         for ev in events:
-            self._event(ev, moved_from)
+            self._event(ev, moved_from, moves)
         for path in moved_from.values():  # no MOVED_TO came: moved out of the tree
             self.drop_tree(path)
 
-    def _event(self, ev: Event, moved_from: dict[int, str]) -> None:
+    def _event(self, ev: Event, moved_from: dict[int, str],
+               moves: dict[int, tuple[str, bool]]) -> None:
         if ev.mask & F.Q_OVERFLOW:
             log.warning("inotify queue overflowed: rescanning the whole tree")
             self.want_rescan()
@@ -351,7 +353,7 @@ class Watcher:
         elif ev.mask & F.ISDIR:
             self._dir_event(ev, path, moved_from)
         else:
-            self._file_event(ev.mask, path)
+            self._file_event(ev.mask, path, ev.cookie, moves)
 
     def _forget_watch(self, wd: int, parent: str) -> None:
         """The kernel removed watch wd (its directory is gone)."""
@@ -381,9 +383,15 @@ class Watcher:
             self.drop_tree(path)
         self.note_dir(path)
 
-    def _file_event(self, mask: int, path: str) -> None:
+    def _file_event(self, mask: int, path: str, cookie: int,
+                    moves: dict[int, tuple[str, bool]]) -> None:
         if is_ignore_file(path) or path in self.rule_rel:
             self.want_rescan()
+        src, still_written = None, False  # for a file moved here: from where, still written
+        if mask & F.MOVED_FROM:
+            moves[cookie] = (path, path in self.writing)
+        elif mask & F.MOVED_TO:
+            src, still_written = moves.pop(cookie, (None, False))
         if mask & F.MODIFY:
             self.writing.add(path)
         if mask & (F.CLOSE_WRITE | F.DELETE | F.MOVED_FROM | F.MOVED_TO):
@@ -394,7 +402,12 @@ class Watcher:
             self.unfinished.discard(path)
         elif mask & (F.CREATE | F.MODIFY):
             self.unfinished.add(path)
-        self.note(path, bool(mask & FINISHING))
+        if still_written:  # renamed while its writer still writes: no finished save yet
+            self.writing.add(path)
+            self.unfinished.add(path)
+        if src is not None and is_temp(path, self.extra) and not is_temp(src, self.extra):
+            self.unfinished.add(src)  # an editor's backup rename: the new file is to come
+        self.note(path, bool(mask & FINISHING) and not still_written)
 
     def note_dir(self, path: str) -> None:
         """A directory appeared, went or moved: listed even in a full batch."""
