@@ -9,7 +9,6 @@ would (between two system calls of a save); daemon tests start it with `git auto
 
 import os
 import subprocess
-import threading
 import time
 
 import pytest
@@ -80,3 +79,129 @@ def test_a_save_looked_at_between_create_and_write_is_still_a_lone_save(repo, wa
     batch = w.wait(timeout=5)
     assert batch is not None and batch.paths == {"f.txt"}, \
         "a lone save waited for the 30 s debounce"
+
+
+# -- against a real daemon ------------------------------------------------------------------------
+def commits(path):
+    return int(git(path, "rev-list", "--count", "HEAD"))
+
+
+def history(clone, name):
+    """Every version of name the history holds (None: absent), oldest first; and every path
+    any commit ever held."""
+    revs = git(clone.path, "rev-list", "--reverse", "HEAD", env=clone.env).split()
+    versions, paths = [], set()
+    for rev in revs:
+        names = git(clone.path, "ls-tree", "-r", "--name-only", rev, env=clone.env).split("\n")
+        paths |= set(names)
+        versions.append(git(clone.path, "show", f"{rev}:{name}", env=clone.env)
+                        if name in names else None)
+    return versions, paths
+
+
+def settled(clone, before):
+    return commits(clone.path) > before and clone.clean()
+
+
+@pytest.fixture
+def slow_clone(tmp_path, tenv, toolkit):
+    """A clone whose daemon has a 30 s debounce: only a lone save is committed in time."""
+    cl = Cluster(tmp_path, tenv, toolkit, debounce=30000, maxDelay=60000)
+    yield cl.clone("a", start=False)
+    cl.stop()
+
+
+@pytest.fixture
+def default_clone(tmp_path, tenv, toolkit):
+    """A clone at the defaults the issue's targets are stated for."""
+    cl = Cluster(tmp_path, tenv, toolkit, debounce=1000, maxDelay=10000)
+    yield cl.clone("a", start=False)
+    cl.stop()
+
+
+def test_ten_thousand_files_written_at_once_are_at_most_two_commits(default_clone):
+    a = default_clone
+    a.start()
+    wait_for(a.clean, what="the start-up commit")
+    before = commits(a.path)
+    for i in range(10000):
+        (a.path / f"f{i:05d}.txt").write_text(f"file {i}\n")
+    wait_for(lambda: settled(a, before) and git(a.path, "ls-files", env=a.env).count("\n")
+             >= 10000, timeout=120, what="the 10,000 files committed")
+    assert commits(a.path) - before <= 2, git(a.path, "log", "--format=%s", "-5")
+
+
+def test_hundred_files_copied_one_every_50_ms_are_at_most_three_commits(default_clone):
+    a = default_clone
+    src = a.path.parent / "src"
+    src.mkdir()
+    for i in range(100):
+        (src / f"p{i:03d}.jpg").write_bytes(os.urandom(20000))
+    a.start()
+    wait_for(a.clean, what="the start-up commit")
+    before = commits(a.path)
+    for i in range(100):
+        subprocess.run(["cp", str(src / f"p{i:03d}.jpg"), str(a.path)], check=True)
+        time.sleep(0.05)  # pacing the load
+    wait_for(lambda: settled(a, before) and git(a.path, "ls-files", env=a.env).count(".jpg")
+             == 100, timeout=60, what="the 100 files committed")
+    assert commits(a.path) - before <= 3, git(a.path, "log", "--format=%s", "-5")
+
+
+def test_real_vim_save_is_one_commit_of_the_final_content(slow_clone):
+    a = slow_clone
+    (a.path / "notes.md").write_text("first version\n")
+    commit(a.path, "notes.md")
+    a.start()
+    before = commits(a.path)
+    subprocess.run(["vim", "-Nu", "NONE", "-i", "NONE", "-es", "+%d",
+                    "+call setline(1, ['the final content', 'of this save'])", "+wq",
+                    str(a.path / "notes.md")], check=True, env=a.env, timeout=30,
+                   stdin=subprocess.DEVNULL)
+    wait_for(lambda: settled(a, before), timeout=10, what="vim's save committed")
+    assert commits(a.path) == before + 1
+    assert git(a.path, "show", "HEAD:notes.md") == "the final content\nof this save"
+
+
+def test_sed_i_is_one_commit_and_no_temp_file(slow_clone):
+    a = slow_clone
+    (a.path / "conf.txt").write_text("".join(f"key{i} = old\n" for i in range(200000)))
+    commit(a.path, "conf.txt")
+    a.start()
+    before = commits(a.path)
+    subprocess.run(["sed", "-i", "s/old/new/", str(a.path / "conf.txt")], check=True)
+    wait_for(lambda: settled(a, before), timeout=10, what="sed -i committed")
+    versions, paths = history(a, "conf.txt")
+    assert commits(a.path) == before + 1 and paths <= {"README", "conf.txt", ""}, paths
+    assert versions[-1].count("new") == 200000
+
+
+def test_cp_of_a_large_file_is_committed_whole(slow_clone):
+    a = slow_clone
+    big = a.path.parent / "big.bin"
+    big.write_bytes(os.urandom(60 * 1024 * 1024))
+    a.start()
+    before = commits(a.path)
+    subprocess.run(["cp", str(big), str(a.path / "big.bin")], check=True)
+    wait_for(lambda: settled(a, before), timeout=60, what="the copy committed")
+    assert commits(a.path) == before + 1
+    blob = git(a.path, "cat-file", "-s", "HEAD:big.bin")
+    assert int(blob) == 60 * 1024 * 1024
+
+
+def test_tar_x_is_one_burst(default_clone):
+    a = default_clone
+    src = a.path.parent / "t"
+    (src / "d").mkdir(parents=True)
+    for i in range(300):
+        (src / "d" / f"x{i}").write_text(str(i))
+    (src / "top.txt").write_text("top")
+    subprocess.run(["tar", "cf", str(a.path.parent / "t.tar"), "-C", str(src),
+                    "top.txt", "d"], check=True)
+    a.start()
+    wait_for(a.clean, what="the start-up commit")
+    before = commits(a.path)
+    subprocess.run(["tar", "xf", str(a.path.parent / "t.tar"), "-C", str(a.path)], check=True)
+    wait_for(lambda: settled(a, before) and git(a.path, "ls-files", env=a.env).count("\n")
+             >= 301, timeout=30, what="the archive committed")
+    assert commits(a.path) - before == 1, git(a.path, "log", "--stat", "-3")
