@@ -404,3 +404,22 @@ def test_repo_head_agrees_with_git_whatever_the_ref_storage(tmp_path, env):
     agree(tmp_path / "wt", "linked worktree")
     git(top, "switch", "-q", "--detach", "HEAD~1", env=env)
     agree(top, "detached")
+
+
+def test_repo_unknown_tells_a_new_commit_without_a_process(tmp_path, env, monkeypatch):
+    """An announced commit that is not a loose object here is fetched without asking git:
+    a commit made here is known; a made-up id, something not an id, and (by design: a
+    fetch that brings nothing) a commit git gc packed are unknown."""
+    from autosync.git import Repo
+    top = tmp_path / "r"
+    git(tmp_path, "init", "-q", "-b", "main", str(top), env=env)
+    (top / "f").write_text("x\n")
+    git(top, "add", "f", env=env)
+    git(top, "commit", "-qm", "c", env=env)
+    repo = Repo(str(top))
+    head = repo.head()
+    monkeypatch.setattr(Repo, "run", lambda *a, **k: pytest.fail("a git process"))
+    assert repo.unknown([head, "0" * 40, "../../etc/passwd"]) == {"0" * 40, "../../etc/passwd"}
+    monkeypatch.undo()
+    git(top, "gc", "-q", "--prune=now", env=env)
+    assert repo.unknown([head]) == {head}

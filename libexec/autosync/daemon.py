@@ -312,7 +312,7 @@ class Network(threading.Thread):
         if "announced" in wanted:
             with self.cond:
                 commits, self.announced = self.announced, set()
-            if self.engine.repo.missing_commits(commits):  # one process for the batch
+            if self.engine.repo.unknown(commits):  # (no process)
                 # fetched at once, unless announced commits fetched nothing in the last
                 # minute: then the remote's refs are asked first (made-up ids cost that,
                 # whether they come as a flood or a drip)

@@ -246,6 +246,14 @@ class Repo:
         return {line.split("^", 1)[0] for line in res.stdout.decode().splitlines()
                 if line.endswith(" missing")}
 
+    def unknown(self, oids: Iterable[str]) -> set[str]:
+        """Those of oids that are not loose objects here, found without a process: a new
+        commit just announced is not here, and is fetched without asking git first (one
+        git gc packed, or a blob's id, costs a fetch that brings nothing)."""
+        objects = os.path.join(self.common_dir, "objects")
+        return {o for o in oids if not (is_hex_oid(o) and os.path.exists(
+            os.path.join(objects, o[:2], o[2:])))}
+
     def is_ancestor(self, a: str, b: str) -> bool:
         return self.ok("merge-base", "--is-ancestor", a, b)
 
