@@ -12,6 +12,7 @@ import subprocess
 import time
 
 import pytest
+from brokers import mosquitto  # noqa: F401  (fixture)
 from cluster import Cluster
 from conftest import git, wait_for
 from test_watch import collect, repo, watcher  # noqa: F401  (fixtures)
@@ -184,7 +185,7 @@ def test_cp_of_a_large_file_is_committed_whole(slow_clone):
     before = commits(a.path)
     subprocess.run(["cp", str(big), str(a.path / "big.bin")], check=True)
     wait_for(lambda: settled(a, before), timeout=60, what="the copy committed")
-    assert commits(a.path) == before + 1
+    assert commits(a.path) == before + 1, (a.log(), git(a.path, "log", "--stat", "-4"))
     blob = git(a.path, "cat-file", "-s", "HEAD:big.bin")
     assert int(blob) == 60 * 1024 * 1024
 
@@ -205,3 +206,32 @@ def test_tar_x_is_one_burst(default_clone):
     wait_for(lambda: settled(a, before) and git(a.path, "ls-files", env=a.env).count("\n")
              >= 301, timeout=30, what="the archive committed")
     assert commits(a.path) - before == 1, git(a.path, "log", "--stat", "-3")
+
+
+def test_a_merge_waits_for_a_file_still_being_written(tmp_path, tenv, toolkit, mosquitto):
+    """Another clone's commit arrives while a file here is half written: the merge commits
+    local changes first (flush), and must not take that file half way - it waits for the
+    writer (maxDelay at most). Found with `cp` of 60 MB against the fetch every daemon makes
+    as it starts: 22 MB of it were committed."""
+    cl = Cluster(tmp_path, tenv, toolkit, broker_url=mosquitto.url, debounce=30000,
+                 maxDelay=60000)
+    a, b = cl.clone("a"), cl.clone("b")
+    try:
+        with open(a.path / "big.txt", "w") as f:
+            f.write("part one\n")
+            f.flush()
+            b.write("from-b.txt", "b\n")
+            server = lambda: git(cl.server, "rev-parse", "main", env=tenv)  # noqa: E731
+            wait_for(lambda: "from-b.txt" in git(cl.server, "ls-tree", "--name-only", "main",
+                                                 env=tenv), what="b's save on the server")
+            wait_for(lambda: git(a.path, "rev-parse", "refs/remotes/origin/main", env=tenv)
+                     == server(), what="a to fetch it")
+            f.write("part two\n")
+        wait_for(lambda: a.read("from-b.txt") == "b\n" and git(
+            a.path, "status", "--porcelain", "--", "big.txt", env=tenv) == "", timeout=30,
+            what="b's save merged and big.txt committed")
+        versions = git(a.path, "log", "--format=%H", "--", "big.txt", env=tenv).split()
+        assert [git(a.path, "show", f"{v}:big.txt", env=tenv) for v in versions] == \
+            ["part one\npart two"], "a half-written big.txt was committed"
+    finally:
+        cl.stop()

@@ -47,6 +47,7 @@ QUIET = 60.0  # seconds after announcements that fetched nothing when the remote
 LEAD_DELAY = 0.3
 LEAD_MAX = 2.0
 LEADER_GRACE = 5.0
+WRITING_WAIT = 0.1  # seconds between looks at a file being written before a merge
 
 
 def join(a: Batch | None, b: Batch | None) -> Batch | None:
@@ -558,7 +559,15 @@ class Daemon:
             self.desktop("git-autosync cannot sync", failure.error.message)
 
     def integrate(self, tips: list[str]) -> None:
-        """Bring fetched tips in: commit local changes first, then integrate, then push."""
+        """Bring fetched tips in: commit local changes first, then integrate, then push.
+        Nothing new (the tips are HEAD): nothing is done. A file still being written: the
+        merge waits for it (WRITING_WAIT at a time, max_delay at most, see Watcher.busy)."""
+        if set(tips) <= {self.repo.head()} and self.waited is None and not self.engine.refused:
+            self.pending_tips = None
+            return
+        if self.watcher.busy():
+            self.pending_tips, self.retry_due = tips, time.monotonic() + WRITING_WAIT
+            return
         batch = self.watcher.flush()
         if batch is not None:
             self.commit(batch)

@@ -489,6 +489,13 @@ class Watcher:
         self.read_events()
         return self.take()
 
+    def busy(self) -> bool:
+        """Whether a file of the pending batch is still being written (for less than
+        max_delay): flush() now would take it half written."""
+        self.read_events()
+        return bool(self.writing & self.changed) and self.first is not None and \
+            time.monotonic() < self.first + self.max_delay
+
     def wakeup(self) -> None:
         """Make wait() return; safe from other threads and signal handlers."""
         try:
