@@ -208,20 +208,19 @@ class Watcher:
         """Report what is in rel now (it may have filled before its watch existed); return
         its subdirectories. Not reporting (a full batch covers the files), a directory
         whose link count says it has no subdirectories (2: its name and its '.') is not
-        read, and reading one stops once its subdirectories are found: the start-up of
-        a big tree costs a look per directory, not per file. (A subdirectory made after
-        the link count was read comes as an event: the watch is there already.)"""
+        read: the start-up of a big tree reads no leaf directory. (A subdirectory made
+        after the link count was read comes as an event: the watch is there already.)
+        One with subdirectories is read whole: the count is no stopping point, as a
+        subdirectory made (or renamed) after it was read may come first in the listing
+        and stand in for one that was counted."""
         subdirs: list[str] = []
-        wanted = -1  # subdirectories still to find; -1: not known, read everything
         if not report and self.links_dev is not None:
             try:
                 st = os.lstat(self.abs(rel))
             except OSError:
                 return subdirs
-            if st.st_dev == self.links_dev and st.st_nlink >= 2:
-                wanted = st.st_nlink - 2
-                if not wanted:
-                    return subdirs
+            if st.st_dev == self.links_dev and st.st_nlink == 2:
+                return subdirs
         try:
             with os.scandir(self.abs(rel)) as it:
                 for entry in it:
@@ -234,8 +233,6 @@ class Watcher:
                         continue
                     if is_dir:
                         subdirs.append(path)
-                        if len(subdirs) == wanted:
-                            break
                     elif report:
                         if is_ignore_file(path):  # came with a new directory
                             self.want_rescan()
