@@ -82,7 +82,7 @@ def skip_reason(repo: Repo, config: Config, path: str) -> str | None:
         return NESTED
     try:
         st = os.lstat(os.path.join(repo.work_tree, path))
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # (its directory now a file)
         return None  # deleted: update-index --remove stages the removal
     if st.st_size > config["maxFileSize"] and stat.S_ISREG(st.st_mode):
         return LARGE
