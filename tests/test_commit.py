@@ -73,6 +73,8 @@ def git_calls(monkeypatch):
 def test_an_edit_is_worded_from_what_status_said(make_repo, monkeypatch):
     r = make_repo()
     git(r, "config", "autosync.host", "desk")
+    (r / "first.md").write_text("first\n")
+    do_commit(r, ["first.md"])  # a save before: the index is as this commit left it
     (r / "README").write_text("changed\n")
     calls = git_calls(monkeypatch)
     do_commit(r, ["README"])

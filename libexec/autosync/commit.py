@@ -134,28 +134,55 @@ def uncommittable(repo: Repo, config: Config, paths: list[str]) -> dict[str, str
     return result
 
 
-def name_status(repo: Repo, entries: list[tuple[str, str]], chosen: list[str]) -> str:
+# {git dir: index_mark() when this process's own commit left the index as HEAD}
+_AS_HEAD: dict[str, tuple[int, int, int, str | None]] = {}
+
+
+def index_mark(repo: Repo) -> tuple[int, int, int, str | None] | None:
+    """The index file's identity and HEAD's commit (no process): another git writing
+    the index (git add, rm --cached, update-index by hand; a merge) or moving HEAD
+    (git reset --soft) changes it."""
+    try:
+        st = os.stat(repo.git_path("index"))
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns, st.st_size, repo.head()
+
+
+def name_status(repo: Repo, entries: list[tuple[str, str]], chosen: list[str],
+                as_head: bool = False) -> str:
     """What the commit changes, in `git diff --cached --name-status -z` form, from what
     `git status` said already: the paths staged now, and those staged before by hand.
-    Only a commit that both adds and deletes files asks git (renames are found then)."""
+    Git is asked instead for a commit that both adds and deletes files (renames are
+    found then), and unless the index was as HEAD outside the batch (as_head: this
+    process's last commit left it so): a change staged by hand elsewhere is committed
+    too, and status limited to the batch's paths does not list it."""
     staged = set(chosen)
-    fields = []
+    codes: dict[str, str] = {}
     for xy, path in entries:
         if path not in staged and xy[0] in " ?":
             continue  # not part of this commit
-        if not os.path.lexists(os.path.join(repo.work_tree, path)) and (
-                path in staged or xy[0] == "D"):
-            code = "D"
-        elif xy == "??" or xy[0] == "A":
+        full = os.path.join(repo.work_tree, path)
+        if (path in staged or xy[0] == "D") and (not os.path.lexists(full) or (
+                xy[1] == "D" and os.path.isdir(full) and not os.path.islink(full))):
+            code = "D"  # (a directory in its place: a file's removal)
+        elif xy == "??" or "A" in xy:  # (" A": added with intent to add)
             code = "A"
         else:
             code = "M"
-        fields += [code, path]
-    codes = set(fields[::2])
-    if {"A", "D"} <= codes or any(xy[0] in "RC" for xy, _ in entries):
+        # one path listed twice ('D ' and '??': untracked by hand, then saved) is one edit
+        codes[path] = code if codes.get(path, code) == code else "M"
+    if not as_head or {"A", "D"} <= set(codes.values()) or any(
+            xy[0] in "RC" for xy, _ in entries):
         return repo.run("diff", "--cached", "--name-status", "-z", "-M", "--no-ext-diff"
                         ).stdout.decode(errors="surrogateescape")
-    return "".join(f + "\0" for f in fields)
+    return "".join(f"{code}\0{path}\0" for path, code in codes.items())
+
+
+def _mark_as_head(repo: Repo) -> None:
+    mark = index_mark(repo)
+    if mark is not None:
+        _AS_HEAD[repo.git_dir] = mark
 
 
 def summarize(status_lines: str) -> tuple[str, int]:
@@ -337,10 +364,11 @@ def commit_changes(repo: Repo, config: Config, paths: Collection[str] | None = N
     if not chosen and not entries:
         return result
     wait_for_index_lock(repo)
+    as_head = _AS_HEAD.get(repo.git_dir, False) == index_mark(repo)
     if chosen:
         repo.run("update-index", "--add", "--remove", "-z", "--stdin",
                  input="".join(p + "\0" for p in chosen).encode(errors="surrogateescape"))
-    names = name_status(repo, entries, chosen)
+    names = name_status(repo, entries, chosen, as_head)
     if not names:
         return result
     summary, count = summarize(names)
@@ -349,6 +377,7 @@ def commit_changes(repo: Repo, config: Config, paths: Collection[str] | None = N
                    env=None if hook_pushes else {"GIT_AUTOSYNC_COMMITTER": "1"}, check=False)
     if res.returncode == 1 and not res.stderr.strip() and repo.ok(
             "diff", "--cached", "--quiet", "--no-ext-diff"):
+        _mark_as_head(repo)
         return result  # what was staged is as committed (a file saved back as it was)
     if res.returncode != 0:
         err = res.stderr.decode(errors="replace").strip()
@@ -365,6 +394,7 @@ def commit_changes(repo: Repo, config: Config, paths: Collection[str] | None = N
                         "(says why it cannot sign; or: git config commit.gpgSign false)")
         raise Error(f"cannot commit in '{repo.cwd}': {said}")
     result.commit = repo.head()
+    _mark_as_head(repo)
     log.info("committed %.10s %s", result.commit, result.message)
     return result
 
