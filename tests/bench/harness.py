@@ -191,6 +191,27 @@ def ms(seconds):
     return round(seconds * 1000.0, 2)
 
 
+def against_floor(res, tag, ours, floor, floor_name, what, limit, series_names):
+    """The figures of autosync's samples and of plain git's in one setting (tag), and the
+    target on the ratio of their medians."""
+    s, f = summary(ours), summary(floor)
+    for k in ("p50", "p90", "p99", "max"):
+        res.figure(f"[{tag}] autosync {k}", ms(s[k]), "ms")
+    res.figure(f"[{tag}] {floor_name} p50", ms(f["p50"]), "ms")
+    res.target(f"[{tag}] {what} p50 / {floor_name} p50", round(s["p50"] / f["p50"], 2),
+               "<=", limit, "x")
+    res.series[f"histogram ({tag})"] = {series_names[0]: [ms(x) for x in ours],
+                                       series_names[1]: [ms(x) for x in floor]}
+
+
+def past_debounce(last, debounce_ms):
+    """Sleep until debounce_ms (and 50 ms) after perf_counter time last: the next save is
+    a lone one (the load's own pace, not a wait for a result)."""
+    pause = last + debounce_ms / 1000.0 + 0.05 - time.perf_counter()
+    if pause > 0:
+        time.sleep(pause)
+
+
 # -- /proc readings ---------------------------------------------------------------------------
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 

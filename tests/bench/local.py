@@ -13,8 +13,8 @@ import time
 import pytest
 
 from cluster import Cluster
-from harness import (alive, benchmark, cpu_seconds, head_oid, memory_kb, ms,
-                     percentile, poll, start_mosquitto, stop_daemon, summary, write_atomic)
+from harness import (against_floor, alive, benchmark, cpu_seconds, head_oid, memory_kb, ms,
+                     past_debounce, percentile, poll, start_mosquitto, stop_daemon, write_atomic)
 from conftest import git
 
 DEBOUNCE_MS = 100
@@ -86,7 +86,6 @@ def save_to_commit(ctx, name, n, **config):
     Returns (autosync samples, floor samples) in seconds."""
     cl = local_cluster(ctx, name, **config)
     a = cl.clone("a")
-    debounce = config["debounce"] / 1000.0
     floor_repo = ctx.workdir(name + "-floor") / "plain"
     ctx.git(floor_repo.parent, "clone", "-q", str(cl.server), str(floor_repo))
     # warm up both paths once (page cache, python imports)
@@ -104,10 +103,7 @@ def save_to_commit(ctx, name, n, **config):
         git(floor_repo, "add", "notes.md", env=ctx.env)
         git(floor_repo, "commit", "-q", "-m", "edit", env=ctx.env)
         floor.append(time.perf_counter() - t0)
-        # a lone save: paced past the debounce since the last commit (the load's own pace)
-        pause = last + debounce + 0.05 - time.perf_counter()
-        if pause > 0:
-            time.sleep(pause)
+        past_debounce(last, config["debounce"])  # a lone save
         old = head_oid(a.path)
         t0 = time.perf_counter()
         a.write("notes.md", text)
@@ -125,14 +121,8 @@ def local_latency(ctx, res):
                         ("debounce 100 ms, maxDelay 1000 ms",
                          {"debounce": DEBOUNCE_MS, "maxDelay": 1000})):
         autosync, floor = save_to_commit(ctx, f"latency{config['debounce']}", n, **config)
-        s, f = summary(autosync), summary(floor)
-        for k in ("p50", "p90", "p99", "max"):
-            res.figure(f"[{tag}] autosync {k}", ms(s[k]), "ms")
-        res.figure(f"[{tag}] git add + commit floor p50", ms(f["p50"]), "ms")
-        res.target(f"[{tag}] lone save -> commit p50 / git add + commit p50",
-                   round(s["p50"] / f["p50"], 2), "<=", 3.0, "x")
-        res.series[f"histogram ({tag})"] = {"autosync": [ms(x) for x in autosync],
-                                           "git floor": [ms(x) for x in floor]}
+        against_floor(res, tag, autosync, floor, "git add + commit", "lone save -> commit",
+                      3.0, ("autosync", "git floor"))
     res.figure("samples per setting", n)
     res.note("floor = write + `git add` + `git commit` by hand in a plain clone; a lone "
              "save (one file, more than the debounce after the previous commit) is committed "
@@ -386,9 +376,7 @@ def commit_ratio(ctx, res):
 
     def run_daemon():
         """A lone save with the daemon running at its defaults: save to commit."""
-        pause = state["last"] + 1.05 - time.perf_counter()  # past the debounce: lone
-        if pause > 0:
-            time.sleep(pause)
+        past_debounce(state["last"], DEFAULTS["debounce"])  # a lone save
         t0 = time.perf_counter()
         path, old = edit(repo)
         poll(lambda: head_oid(repo) != old, 60, "the daemon's commit", interval=0.002)

@@ -50,7 +50,7 @@ def markdown(doc):
     """The README's performance table: every target (its settings in its name), and the
     headline p50 of a benchmark without one, each with the run that measured it."""
     rows = ["| benchmark | measured | target | result | run |", "|---|---|---|---|---|"]
-    for name, b in doc["benchmarks"].items():
+    for b in doc["benchmarks"].values():
         run = f"{b.get('date', doc['date'])[:16].replace('T', ' ')} " \
               f"{(b.get('git_commit') or doc['git_commit'] or '?')[:7]}"
         if b["status"] != "ok":

@@ -9,8 +9,8 @@ import time
 
 from cluster import Cluster, deadline_loop, git_processes, publish_flood, wait_converged
 from conftest import git
-from harness import (Skip, benchmark, cpu_seconds, ms, poll, start_mosquitto, summary,
-                     write_atomic)
+from harness import (Skip, against_floor, benchmark, cpu_seconds, ms, past_debounce, poll,
+                     start_mosquitto, summary, write_atomic)
 
 
 def mqtt_cluster(ctx, name, broker, count, **config):
@@ -76,21 +76,12 @@ def sync_latency(ctx, res):
         for i in range(n):
             text = f"edit {i} {rnd.random()}\n"
             plain.append(floor.edit("notes.md", text))
-            # a lone save: paced past the debounce since the last one (the load's own pace)
-            pause = last + config["debounce"] / 1000.0 + 0.05 - time.perf_counter()
-            if pause > 0:
-                time.sleep(pause)
+            past_debounce(last, config["debounce"])  # a lone save
             ours.append(edit_latency(a, b, "notes.md", text))
             last = time.perf_counter()
             wait_converged([a, b], cl.server)  # the next sample starts from quiet daemons
-        s, f = summary(ours), summary(plain)
-        for k in ("p50", "p90", "p99", "max"):
-            res.figure(f"[{tag}] autosync {k}", ms(s[k]), "ms")
-        res.figure(f"[{tag}] plain git floor p50", ms(f["p50"]), "ms")
-        ratio = round(s["p50"] / f["p50"], 2)
-        res.target(f"[{tag}] edit-to-peer p50 / plain-git floor p50", ratio, "<=", 2.0, "x")
-        res.series[f"histogram ({tag})"] = {"autosync (MQTT)": [ms(x) for x in ours],
-                                           "plain git floor": [ms(x) for x in plain]}
+        against_floor(res, tag, ours, plain, "plain git floor", "edit-to-peer", 2.0,
+                      ("autosync (MQTT)", "plain git floor"))
     res.figure("samples per setting", n)
     res.note("floor = write, git add, git commit, git push on A then git fetch, git merge on B, "
              "back to back with no waiting; each autosync sample is a lone save, more than "
