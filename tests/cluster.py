@@ -182,9 +182,9 @@ def git_processes(trace):
     return counts
 
 
-def publish_flood(port, count, channel="notes", branch="main"):
-    """`count` valid notifications for made-up commit ids, QoS 1, to the broker on
-    127.0.0.1:port; returns once the last is acknowledged."""
+def publish_flood(port, count, channel="notes", branch="main", commit=None):
+    """`count` valid notifications for made-up commit ids (or for commit), QoS 1, to the
+    broker on 127.0.0.1:port; returns once the last is acknowledged."""
     import paho.mqtt.client as paho
     from autosync.message import Notification, encode
     client = paho.Client(paho.CallbackAPIVersion.VERSION2)
@@ -192,8 +192,8 @@ def publish_flood(port, count, channel="notes", branch="main"):
     client.loop_start()
     try:
         for _ in range(count):
-            note = Notification(channel, branch, os.urandom(20).hex(), "flood:00000000",
-                                time.time())
+            note = Notification(channel, branch, commit or os.urandom(20).hex(),
+                                "flood:00000000", time.time())
             info = client.publish(f"autosync/{channel}/{branch}", encode(note), qos=1)
         info.wait_for_publish(60)
     finally:

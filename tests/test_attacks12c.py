@@ -423,3 +423,26 @@ def test_repo_unknown_tells_a_new_commit_without_a_process(tmp_path, env, monkey
     monkeypatch.undo()
     git(top, "gc", "-q", "--prune=now", env=env)
     assert repo.unknown([head]) == {head}
+
+
+def test_an_announced_commit_git_gc_packed_costs_one_fetch_and_no_distrust(cluster, mosquitto):
+    """A replayed announcement of a commit this clone has, packed by git gc, is not seen
+    as a loose object (Repo.unknown): it costs a fetch that brings nothing. It must not
+    make the next real announcements wait on a `git ls-remote` each (that is for made-up
+    ids, which are not here at all)."""
+    from cluster import git_processes, publish_flood
+    a, b = cluster.clone("a", start=False), cluster.clone("b")
+    trace = a.path.parent / "a.trace"
+    a.env = dict(a.env, GIT_TRACE2=str(trace))
+    a.start()
+    a.write("x.md", "x\n")
+    wait_for(lambda: b.read("x.md") == "x\n", what="b to have x.md")
+    git(a.path, "gc", "-q", "--prune=now", env=a.env)
+    for rev in ("HEAD", "HEAD~1"):  # (the first fetch brings a's own push to its copies)
+        fetches = git_processes(trace).get("fetch", 0)
+        publish_flood(mosquitto.port, 1, commit=git(a.path, "rev-parse", rev, env=a.env))
+        wait_for(lambda: git_processes(trace).get("fetch", 0) > fetches, what="the fetch")
+    asked = git_processes(trace).get("ls-remote", 0)
+    b.write("y.md", "y\n")
+    wait_for(lambda: a.read("y.md") == "y\n", what="a to have y.md")
+    assert git_processes(trace).get("ls-remote", 0) == asked, "a real announcement waited"

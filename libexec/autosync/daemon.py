@@ -171,6 +171,7 @@ class Network(threading.Thread):
         self.wanted: set[str] = set()
         self.announced: set[str] = set()  # commits notifications named since the last batch
         self.last_empty_fetch = 0.0
+        self.asked: set[str] = set()  # the announced commits the last fetch was for
         self.last_tips: list[str] | None = None  # as the last fetch left them (this clone's
         # pushes move its own: a fetch after one counts as bringing something)
         self.stopping = False
@@ -284,7 +285,8 @@ class Network(threading.Thread):
             self.announced_at = time.monotonic() + min(1.0, 2 * (time.monotonic() - started))
             if sorted(set(fetched.tips)) != sorted(set(before)):
                 self.last_empty_fetch = 0.0  # announcements are trusted again
-            elif "fetch" not in wanted:  # announced commits that were not there
+            elif "fetch" not in wanted and engine.repo.missing_commits(self.asked):
+                # announced commits that were not there (not: ones a git gc had packed)
                 self.last_empty_fetch = time.monotonic()
             self.post("fetched", fetched)
 
@@ -313,6 +315,7 @@ class Network(threading.Thread):
         if "announced" in wanted:
             with self.cond:
                 commits, self.announced = self.announced, set()
+            self.asked = commits
             if self.engine.repo.unknown(commits):  # (no process)
                 # fetched at once, unless announced commits fetched nothing in the last
                 # minute: then the remote's refs are asked first (made-up ids cost that,
