@@ -394,10 +394,16 @@ class Remote:
         that did not fold in time: autosync.pull false, away, or squatting a first name)."""
         now = time.monotonic()
         self.passed_over = {n: t for n, t in self.passed_over.items() if t > now}
-        names = {ref[len(self.copies_ref):] for ref, oid in self.tips().items()
+        refs = self.tips()
+        names = {ref[len(self.copies_ref):] for ref, oid in refs.items()
                  if oid in tips and ref.startswith(self.copies_ref) and oid not in self.left_out}
         names -= set(self.passed_over)
-        if mine:
+        # HEAD among the tips gives a say only as this clone's own work: fast-forwarded to
+        # another clone's commit, this clone has none (else every clone that took one of
+        # two concurrent saves, and sorts first, folded them)
+        head = self.repo.head()
+        at_head = {ref for ref, oid in refs.items() if oid == head}
+        if mine and (not at_head or self.copies_ref + self.me in at_head):
             names.add(self.me)
         return min(names) if names else None
 
