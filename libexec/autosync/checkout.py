@@ -40,7 +40,7 @@ from . import safefs
 from .copies import copy_name
 from .git import GitProcess, Repo
 from .safefs import Blocked, Root
-from .treecheck import Refused, check_update
+from .treecheck import Refused, check_update, diff_entries
 from .util import Error, Retry, log
 
 GITLINK, SYMLINK, TREE = "160000", "120000", "040000"
@@ -104,15 +104,8 @@ Subtrees = list[tuple[str, str]]  # (path, tree id)
 def diff(repo: Repo, old: str, new: str) -> tuple[list[Change], Subtrees]:
     """changes(old, new), and the subtrees of new whose ids differ from old's (for
     treecheck.check_update): from one git diff-tree."""
-    out = repo.run("diff-tree", "-r", "-t", "-z", "--no-renames", "--raw", old, new).stdout
-    fields = out.split(b"\0")
     result, subtrees = [], []
-    for i in range(0, len(fields) - 1, 2):
-        meta = fields[i].decode().lstrip(":").split()
-        if len(meta) < 4:
-            continue
-        om, nm, oo, no = meta[:4]
-        path = os.fsdecode(fields[i + 1])
+    for om, nm, oo, no, path in diff_entries(repo, old, new):
         if nm == TREE:
             subtrees.append((path, no))
         old_side: Entry | None = None if om in ("000000", GITLINK, TREE) else (om, oo)

@@ -10,6 +10,7 @@ must not be symlinks. Unchanged subtrees were checked out already and are not re
 git's own verify_path() then runs on every changed path when the scratch index is built.
 """
 
+import os
 import re
 
 from .git import GitProcess, Repo
@@ -145,13 +146,22 @@ def changed_trees(repo: Repo, old_tree: str | None, new_tree: str) -> list[tuple
             if typ == b"tree":
                 result.append((path.decode(errors="surrogateescape"), oid.decode()))
         return result
-    out = repo.run("diff-tree", "-r", "-t", "-z", "--no-renames", old_tree, new_tree).stdout
+    entries = diff_entries(repo, old_tree, new_tree)
+    return result + [(path, oid) for _, mode, _, oid, path in entries
+                     if mode in ("040000", "40000")]
+
+
+def diff_entries(repo: Repo, old: str, new: str) -> list[tuple[str, str, str, str, str]]:
+    """(old mode, new mode, old id, new id, path) of every entry, trees included, that
+    differs between old and new (commits or trees): one `git diff-tree -r -t`."""
+    out = repo.run("diff-tree", "-r", "-t", "-z", "--no-renames", "--raw", old, new).stdout
     fields = out.split(b"\0")
+    found = []
     for i in range(0, len(fields) - 1, 2):
-        modes_oids = fields[i].decode().lstrip(":").split()
-        if len(modes_oids) >= 4 and modes_oids[1] in ("040000", "40000"):
-            result.append((fields[i + 1].decode(errors="surrogateescape"), modes_oids[3]))
-    return result
+        meta = fields[i].decode().lstrip(":").split()
+        if len(meta) >= 4:
+            found.append((meta[0], meta[1], meta[2], meta[3], os.fsdecode(fields[i + 1])))
+    return found
 
 
 def check_update(repo: Repo, old_tree: str | None, new_tree: str,
