@@ -565,9 +565,10 @@ class Daemon:
         """Bring fetched tips in: commit local changes first, then integrate, then push.
         Nothing new (the tips are HEAD): nothing is done. A file still being written: the
         merge waits for it (WRITING_WAIT at a time, max_delay at most, see Watcher.busy)."""
-        if set(tips) <= {self.repo.head()} and self.waited is None and \
-                self.engine.refused_now() is None and self.state.data["refused"] is None:
-            self.pending_tips = None
+        if set(self.engine.acceptable(tips)) <= {self.repo.head()}:
+            self.pending_tips, self.waited = None, None  # (what integrate would leave)
+            self.show_refused()
+            self.state.update(error=None)
             return
         if self.watcher.busy():
             self.pending_tips, self.retry_due = tips, time.monotonic() + WRITING_WAIT

@@ -494,6 +494,12 @@ class Engine:
         """A Refused naming a commit this clone is leaving out now, or None."""
         return next(iter(self.fetch_refused + list(self.refused.values())), None)
 
+    def acceptable(self, tips: list[str]) -> list[str]:
+        """tips but those integrate refused (a refusal is forgotten once its commit is no
+        tip any more). Nothing to bring in when they are all HEAD."""
+        self.refused = {c: e for c, e in self.refused.items() if c in tips}
+        return [t for t in tips if t not in self.refused]
+
     def integrate(self, tips: list[str] | None = None,
                   patient: bool = False) -> Integrated | None:
         """Bring in the fetched tips (default: as of the last fetch), leaving out refused
@@ -502,10 +508,9 @@ class Engine:
         if tips is None:
             assert self.remote is not None, "integrate() without tips needs a remote"
             tips = list(self.remote.tips().values())
-        self.refused = {c: e for c, e in self.refused.items() if c in tips}
-        tips = [t for t in tips if t not in self.refused]
+        tips = self.acceptable(tips)
         head = self.repo.head()
-        if not tips or tips == [head]:
+        if set(tips) <= {head}:
             return None
         with self.repo.lock():
             check_committable(self.repo)
