@@ -21,7 +21,7 @@ from typing import Any, NoReturn
 
 from .config import Config
 from .git import Repo, valid_branch_name
-from .util import log
+from .util import log, read_regular
 
 VERSION = 1
 MAX_SIZE = 1024
@@ -198,10 +198,9 @@ def repo_digest(repo: Repo) -> str:
 
 
 def _read_id(path: str) -> str | None:
-    try:
-        with open(path, encoding="ascii", errors="replace") as f:
-            text = f.read(64).strip()
-    except OSError:
+    try:  # (read like any file someone else could have put there: util.read_regular)
+        text = read_regular(path, 64).decode("ascii", errors="replace").strip()
+    except (OSError, ValueError):
         return None
     return text if len(text) == 8 and all(c in "0123456789abcdef" for c in text) else None
 
