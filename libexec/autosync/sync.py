@@ -392,12 +392,10 @@ class Remote:
         a clone with work of its own to fold). No say have: a tip no clone's ref is at (B
         pushed by plain git), a commit integrate refused, and a clone passed over (one
         that did not fold in time: autosync.pull false, away, or squatting a first name)."""
-        now = time.monotonic()
-        self.passed_over = {n: t for n, t in self.passed_over.items() if t > now}
         refs = self.tips()
         names = {ref[len(self.copies_ref):] for ref, oid in refs.items()
                  if oid in tips and ref.startswith(self.copies_ref) and oid not in self.left_out}
-        names -= set(self.passed_over)
+        names -= self.passed()
         # HEAD among the tips gives a say only as this clone's own work: fast-forwarded to
         # another clone's commit, this clone has none (else every clone that took one of
         # two concurrent saves, and sorts first, folded them)
@@ -406,6 +404,12 @@ class Remote:
         if mine and (not at_head or self.copies_ref + self.me in at_head):
             names.add(self.me)
         return min(names) if names else None
+
+    def passed(self) -> set[str]:
+        """The clones passed over now (those whose PASSED_OVER seconds are up are not)."""
+        now = time.monotonic()
+        self.passed_over = {n: t for n, t in self.passed_over.items() if t > now}
+        return set(self.passed_over)
 
     def folds(self, tips: Collection[str], mine: bool) -> bool:
         """Whether this clone is the one to fold tips (see folder)."""
@@ -427,7 +431,7 @@ class Remote:
         folded), whatever each knows of B, which moves without announcement."""
         out = self.repo.out("for-each-ref", "--format=%(objecttype) %(objectname) %(refname)",
                             f"--no-merged={local}", self.copies_ref)
-        skip = {self.copies_ref + n for n in list(self.passed_over)}
+        skip = {self.copies_ref + n for n in self.passed()}
         return not any(kind == "commit" and oid not in self.left_out and ref not in skip
                        for kind, oid, ref in (line.split(" ", 2) for line in out.splitlines()
                                               if line.count(" ") >= 2))
