@@ -95,11 +95,18 @@ class Clone:
 
 
 def converged(clones, server=None):
-    """All clones on one commit (the server's too, when given) with clean work trees."""
-    heads = {c.head() for c in clones}
-    if server is not None:
-        heads.add(git(server, "rev-parse", "refs/heads/main"))
-    return len(heads) == 1 and all(c.clean() for c in clones)
+    """All clones on one commit (the server's too, when given) with clean work trees.
+
+    The heads are read before and after the work trees: a daemon committing in between
+    (clean tree, new HEAD) must not pass for a clean tree at the old HEAD."""
+    def heads():
+        found = [c.head() for c in clones]
+        if server is not None:
+            found.append(git(server, "rev-parse", "refs/heads/main"))
+        return found
+    before = heads()
+    return (len(set(before)) == 1 and all(c.clean() for c in clones)
+            and heads() == before)
 
 
 def wait_converged(clones, server=None, timeout=60):
