@@ -37,8 +37,8 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from . import safefs
-from .copies import copy_name
-from .git import GitProcess, Repo
+from .copies import copy_name, describe
+from .git import Objects, Repo
 from .safefs import Blocked, Root
 from .treecheck import Refused, check_update, diff_entries
 from .util import Error, Retry, log
@@ -116,30 +116,21 @@ def diff(repo: Repo, old: str, new: str) -> tuple[list[Change], Subtrees]:
 
 
 class Blobs:
-    """Committed blobs streamed from one `git cat-file --batch`, compared with files."""
+    """Committed blobs read through an Objects reader, compared with files."""
 
-    def __init__(self, repo: Repo) -> None:
-        self.repo = repo
-        self._proc: GitProcess | None = None  # started when first asked (often never)
-
-    @property
-    def proc(self) -> GitProcess:
-        if self._proc is None:
-            self._proc = self.repo.popen("cat-file", "--batch")
-        return self._proc
+    def __init__(self, objects: Objects) -> None:
+        self.objects = objects
 
     def _header(self, oid: str) -> int:
-        self.proc.stdin.write(oid.encode() + b"\n")
-        self.proc.stdin.flush()
-        header = self.proc.stdout.readline().split()
-        return int(header[2]) if len(header) == 3 else -1
+        header = self.objects.header(oid)
+        return header[1] if header else -1
 
     def content(self, oid: str) -> bytes | None:
         size = self._header(oid)
         if size < 0:
             return None
-        data = self.proc.stdout.read(size)
-        self.proc.stdout.read(1)
+        data = self.objects.read(size)
+        self.objects.end()
         return data
 
     def same(self, oid: str, fd: int, size: int) -> bool:
@@ -148,31 +139,29 @@ class Blobs:
         equal = blob_size >= 0 and blob_size == size
         left = max(blob_size, 0)
         while left:
-            want = self.proc.stdout.read(min(CHUNK, left))
+            want = self.objects.read(min(CHUNK, left))
+            if not want:  # git went away
+                raise OSError(0, "git cat-file ended early")
             left -= len(want)
             if equal and os.read(fd, len(want)) != want:
                 equal = False
         if blob_size >= 0:
-            self.proc.stdout.read(1)
+            self.objects.end()
         return equal
-
-    def close(self) -> None:
-        if self._proc is not None:
-            self._proc.stdin.close()
-            self._proc.wait()
-            self._proc.stdout.close()
-            self._proc = None
 
 
 # -- one update ----------------------------------------------------------------------------
 class Update:
     """Steps 3 and 4 for one plan; every step looks at the files before it acts."""
 
-    def __init__(self, repo: Repo, plan: "Plan", journal_dir: str) -> None:
+    def __init__(self, repo: Repo, plan: "Plan", journal_dir: str,
+                 objects: Objects | None = None) -> None:
         self.repo, self.plan = repo, plan
         self.tree = Root(repo.work_tree)
         self.journal = Root(journal_dir)
-        self.blobs = Blobs(repo)
+        self.objects = objects or Objects(repo)
+        self.own_objects = objects is None  # closed with the update
+        self.blobs = Blobs(self.objects)
         self.copies: Moved = []  # (path, copy): a new version kept beside a save that won
         self.kept: Moved = []  # (path, where): local content moved out of the way, under kept/
         self.index: dict[str, int] = {}  # path -> its position in the list of changes
@@ -185,7 +174,8 @@ class Update:
         self.todo: list[Change] = []
 
     def close(self) -> None:
-        self.blobs.close()
+        if self.own_objects:
+            self.objects.close()
         self.tree.close()
         self.journal.close()
 
@@ -297,9 +287,8 @@ class Update:
 
     def beside(self, loc: str, c: Change, merged: bool) -> None:
         """Keep journal loc as a conflict copy next to its path (or under kept/)."""
-        namer = self.plan.copy_name
         for n in range(1, 100):
-            name = namer(c.path, n, merged)
+            name = self.plan.copy_name(self.repo, c.path, n, merged)
             try:
                 safefs.move_noreplace(self.journal, loc, self.tree, name)
             except FileExistsError:
@@ -503,31 +492,40 @@ def _nth(todo: list[Change], text: str) -> Change | None:
 # -- the plan --------------------------------------------------------------------------------
 class Plan:
     """The journal's plan.json: the two commits, and how to name conflict copies."""
-    FIELDS = ("branch", "old", "new", "copy_host", "copy_time", "local_host", "blocked")
+    FIELDS = ("branch", "old", "new", "copy_from", "local_host", "blocked")
 
-    def __init__(self, branch: str, old: str, new: str, copy_host: str, copy_time: int,
-                 local_host: str, blocked: Iterable[Iterable[Any]] = ()) -> None:
+    def __init__(self, branch: str, old: str, new: str, copy_from: str, local_host: str,
+                 blocked: Iterable[Iterable[Any]] = ()) -> None:
         self.branch, self.old, self.new = branch, old, new
-        self.copy_host, self.copy_time, self.local_host = copy_host, copy_time, local_host
+        self.copy_from, self.local_host = copy_from, local_host  # (a commit id; this host)
         # [path, kind]: moved to kept/ first (as plan.json holds it)
         self.blocked = [list(b) for b in blocked]
+        self.named: tuple[str, int] | None = None  # (host, time) a version 1 plan gave
 
-    def copy_name(self, path: str, n: int, merged: bool) -> str:
-        """A name beside path for the merged version (named after the side it came from)
-        or for an older save (named after this machine)."""
+    def copy_name(self, repo: Repo, path: str, n: int, merged: bool) -> str:
+        """A name beside path for the merged version (named after the commit it came
+        from) or for an older save (named after this machine)."""
         if merged:
-            return copy_name(path, self.copy_host, self.copy_time, n)
+            if self.named is None:
+                origin = describe(repo, self.copy_from)
+                self.named = origin.host, origin.time
+            return copy_name(path, *self.named, n)
         return copy_name(path, self.local_host, int(time.time()), n)
 
     def to_json(self) -> str:
-        return json.dumps(dict({f: getattr(self, f) for f in self.FIELDS}, v=1))
+        return json.dumps(dict({f: getattr(self, f) for f in self.FIELDS}, v=2))
 
     @classmethod
     def load(cls, path: str) -> "Plan":
         with open(path) as f:
             d = json.load(f)
-        if not isinstance(d, dict) or d.get("v") != 1:
+        if not isinstance(d, dict) or d.get("v") not in (1, 2):
             raise ValueError("unknown format")
+        if d["v"] == 1:  # left by an older version: the copy's host and time as such
+            plan = cls(d["branch"], d["old"], d["new"], d["new"], d["local_host"],
+                       d.get("blocked", []))
+            plan.named = str(d["copy_host"]), int(d["copy_time"])
+            return plan
         return cls(**{f: d[f] for f in cls.FIELDS[:-1]}, blocked=d.get("blocked", []))
 
 
@@ -693,13 +691,14 @@ def _untracked_inside(repo: Repo, path: str) -> bool:
 
 # -- the entry points ------------------------------------------------------------------------
 def advance(repo: Repo, branch: str, old: str, new: str,
-            names: tuple[str, int, str] | None = None,
+            names: tuple[str, str] | None = None,
             uncommittable: Callable[[list[str]], dict[str, str]] | None = None,
             diffed: tuple[list[Change], Subtrees] | None = None) -> tuple[Moved, Moved]:
     """Update work tree, index and branch from old to new (a descendant of old).
 
-    names: (host, time) naming a copy of a new version that a save pushed aside, and this
-    machine's host for an older save (default: the new commit's time, 'merge', 'local').
+    names: (commit, host): the commit whose host and time name a copy of a new version
+    that a save pushed aside, and this machine's host for an older save (default: new,
+    'local').
     uncommittable(paths) -> {path: reason} for those autosync would not commit (default:
     none). diffed: diff(repo, old, new), when the caller has it already. Returns (copies,
     kept): new versions kept beside a save, local content moved out of the way.
@@ -707,8 +706,19 @@ def advance(repo: Repo, branch: str, old: str, new: str,
     before anything in the work tree changed.
     """
     recover(repo)
+    objects = Objects(repo)  # one cat-file for the tree check and the file comparisons
+    try:
+        return _advance(repo, branch, old, new, names, uncommittable, diffed, objects)
+    finally:
+        objects.close()
+
+
+def _advance(repo: Repo, branch: str, old: str, new: str, names: tuple[str, str] | None,
+             uncommittable: Callable[[list[str]], dict[str, str]] | None,
+             diffed: tuple[list[Change], Subtrees] | None,
+             objects: Objects) -> tuple[Moved, Moved]:
     todo, subtrees = diffed or diff(repo, old, new)
-    check_update(repo, repo.tree(old), repo.tree(new), subtrees)
+    check_update(repo, repo.tree(old, objects), repo.tree(new, objects), subtrees, objects)
     dirty, blocked, clean = in_the_way(repo, todo)
     if dirty or blocked:
         reasons = uncommittable(sorted(dirty | set(blocked))) if uncommittable else {}
@@ -718,16 +728,15 @@ def advance(repo: Repo, branch: str, old: str, new: str,
         blocked = [p for p in blocked if p in reasons]
     else:
         reasons = {}
-    copy_host, copy_time, local_host = names or (
-        "merge", int(repo.out("show", "-s", "--format=%ct", new)), "local")
+    copy_from, local_host = names or (new, "local")
     tree = Root(repo.work_tree)
     try:
         kinds = [[p, safefs.kind(tree.lstat(p))] for p in blocked]
     finally:
         tree.close()
-    plan = Plan(branch, old, new, copy_host, copy_time, local_host, kinds)
+    plan = Plan(branch, old, new, copy_from, local_host, kinds)
     stage(repo, plan, todo)
-    update = Update(repo, plan, _journal(repo))
+    update = Update(repo, plan, _journal(repo), objects)
     update.clean = clean
     try:
         for path in blocked:

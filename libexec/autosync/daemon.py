@@ -347,6 +347,7 @@ class Daemon:
         self.retry_due = 0.0
         self.carry: Batch | None = None  # not committed yet (a busy lock, a full disk)
         self.pending_tips: list[str] | None = None  # fetched, not integrated yet
+        self.branch_tip: str | None = None  # B's commit, as of the last fetch
         self.waited: tuple[str, float] | None = None  # a commit left to another clone's
         # fold, and since when (see patient)
         self.patience = LEADER_GRACE  # how long it may wait
@@ -539,6 +540,7 @@ class Daemon:
             elif kind == "failed":
                 self.failed(value)
         if fetched is not None:
+            self.branch_tip = fetched.branch
             self.state.update(last_pull=time.time(), pull_error=None)
             self.engine.note_refused(fetched.refused)
             self.integrate(fetched.tips)
@@ -626,8 +628,10 @@ class Daemon:
             self.state.add_to("kept", [{"path": p, "where": w} for p, w in result.kept])
             self.desktop("git-autosync moved local files out of the way",
                          "\n".join(f"{p} -> {w}" for p, w in result.kept))
-        if self.engine.pushes and not result.waiting:  # a fold made in the leader's stead
-            self.network.request("push" if patient else "takeover")  # moves B at once too
+        if self.engine.pushes and not result.waiting and result.head != self.branch_tip:
+            # (a fast-forward to B's commit: nothing to push) a fold made in the leader's
+            # stead moves B at once too
+            self.network.request("push" if patient else "takeover")
 
     def patient(self) -> bool:
         """Whether to leave a fold to the clone that folds (sync.Remote.folder): until a

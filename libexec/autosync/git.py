@@ -136,6 +136,42 @@ class GitProcess:
         self.proc.kill()
 
 
+class Objects:
+    """Objects read through one `git cat-file --batch`, started when first asked (often
+    never): header(oid), then read() its size in pieces, then end()."""
+
+    def __init__(self, repo: "Repo") -> None:
+        self.repo = repo
+        self._proc: GitProcess | None = None
+
+    @property
+    def proc(self) -> GitProcess:
+        if self._proc is None:
+            self._proc = self.repo.popen("cat-file", "--batch")
+        return self._proc
+
+    def header(self, oid: str) -> tuple[str, int] | None:
+        """(type, size) of oid, whose size bytes are to be read next; None: missing."""
+        self.proc.stdin.write(oid.encode() + b"\n")
+        self.proc.stdin.flush()
+        header = self.proc.stdout.readline().split()
+        return (header[1].decode(), int(header[2])) if len(header) == 3 else None
+
+    def read(self, size: int) -> bytes:
+        return self.proc.stdout.read(size)
+
+    def end(self) -> None:
+        """After an object's content: the newline git ends it with."""
+        self.proc.stdout.read(1)
+
+    def close(self) -> None:
+        if self._proc is not None:
+            self._proc.stdin.close()
+            self._proc.wait()
+            self._proc.stdout.close()
+            self._proc = None
+
+
 class Repo:
     """A git repository (work tree or bare) located from a directory."""
 
@@ -221,10 +257,19 @@ class Repo:
                        check=False)
         return res.stdout.decode().strip() if res.returncode == 0 else None
 
-    def tree(self, commit: str) -> str:
-        """The id of commit's tree (remembered for commit ids: it never changes)."""
+    def tree(self, commit: str, objects: Objects | None = None) -> str:
+        """The id of commit's tree (remembered for commit ids: it never changes); read
+        through objects when given (a commit id's, then: no process)."""
         if commit in self.trees:
             return self.trees[commit]
+        if objects is not None and is_hex_oid(commit) and (
+                header := objects.header(commit)) is not None:
+            data = objects.read(header[1])
+            objects.end()
+            first = data.split(b"\n", 1)[0].split()
+            if header[0] == "commit" and len(first) == 2 and first[0] == b"tree":
+                self.know_tree(commit, first[1].decode())
+                return self.trees[commit]
         tree = self.out("rev-parse", "--verify", "--end-of-options", commit + "^{tree}")
         if is_hex_oid(commit):
             self.know_tree(commit, tree)

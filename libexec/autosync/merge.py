@@ -13,7 +13,6 @@ at the same moment create the very same commit id and nothing ping-pongs.
 
 import argparse
 import os
-import re
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -21,7 +20,7 @@ from typing import Any, TypeVar
 from .checkout import Change, Entry, advance, changes, diff, recover
 from .commit import check_committable, hold, ignored_untracked, uncommittable
 from .config import Config
-from .copies import copy_name
+from .copies import Tip, copy_name, describe
 from .git import Repo
 from .treecheck import Refused, check_update
 from .util import Error, log
@@ -31,26 +30,8 @@ T = TypeVar("T")
 MERGE_IDENT = {"GIT_AUTHOR_NAME": "git-autosync", "GIT_AUTHOR_EMAIL": "git-autosync@localhost",
                "GIT_COMMITTER_NAME": "git-autosync",
                "GIT_COMMITTER_EMAIL": "git-autosync@localhost"}
-HOST_IN_SUBJECT = re.compile(r"\(host ([A-Za-z0-9._-]{1,64})\)\s*$")
 # `git merge-tree` conflicts: {path: {stage: (mode, oid)}}
 Stages = dict[str, dict[int, tuple[str, str]]]
-
-
-@dataclass(frozen=True)
-class Tip:
-    oid: str
-    time: int
-    subject: str
-    author: str = ""
-
-    @property
-    def host(self) -> str:
-        """The host an autosync commit names; else its author (a plain git user's)."""
-        m = HOST_IN_SUBJECT.search(self.subject)
-        if m:
-            return m.group(1)
-        author = re.sub(r"[^A-Za-z0-9._-]+", "-", self.author).strip("-.")[:64]
-        return author or self.oid[:8]
 
 
 @dataclass(frozen=True)
@@ -73,23 +54,6 @@ def _remember(repo: Repo, key: tuple[Hashable, ...], compute: Callable[[], T]) -
             _memo.clear()
         _memo[key] = compute()
     return _memo[key]
-
-
-def describe(repo: Repo, oid: str, path: str | None = None) -> Tip:
-    """The Tip for commit oid; with path: for the last commit up to oid, other than a merge,
-    that changed path (the host and time a conflict copy of that path is named after)."""
-    return _remember(repo, ("describe", oid, path), lambda: _describe(repo, oid, path))
-
-
-def _describe(repo: Repo, oid: str, path: str | None) -> Tip:
-    # log, not show: show sets up a diff it then skips (60 ms on a large tree)
-    args = ["log", "-1", "--format=%H%x00%T%x00%ct%x00%an%x00%s", oid]
-    args += ["--no-merges", "--", ":(literal)" + path] if path else ["--no-walk", "--"]
-    fields = repo.out(*args).split("\0", 4)
-    if len(fields) < 5:  # the path's history is all merges: name it after the tip
-        return describe(repo, oid)
-    repo.know_tree(fields[0], fields[1])  # asked for next, mostly
-    return Tip(fields[0], int(fields[2]), fields[4], fields[3])
 
 
 def conflict_copy_name(repo: Repo, path: str, tip: Tip, blob: str,
@@ -294,6 +258,8 @@ def fold(repo: Repo, tips: Sequence[str]) -> tuple[str, list[Conflict]]:
 
 
 def _fold(repo: Repo, tips: Sequence[str]) -> tuple[str, list[Conflict]]:
+    if len(tips) == 1:
+        return tips[0], []
     tips = [t.oid for t in sorted((describe(repo, t) for t in tips),
                                   key=lambda t: (t.time, t.oid))]
     if len(tips) <= 2:
@@ -522,7 +488,9 @@ def _bring_in(repo: Repo, config: Config, head: str | None, incoming: list[str],
     branch = repo.current_branch()
     if branch is None:  # only the branch checked out is ever moved
         raise Error("HEAD is detached; not merging", "git switch BRANCH, then merge again")
-    newest = max((describe(repo, t) for t in incoming), key=lambda t: (t.time, t.oid))
+    # conflict copies of a save made meanwhile are named after the newest incoming commit
+    newest = incoming[0] if len(incoming) == 1 else max(
+        (describe(repo, t) for t in incoming), key=lambda t: (t.time, t.oid)).oid
     # someone else's .gitignore edit must not make this clone commit (and push) what it
     # ignored until now: everything ignored now is held before the new rules can reach
     # the folder (a crash or a failure half way must not let a commit take it); what the
@@ -533,7 +501,7 @@ def _bring_in(repo: Repo, config: Config, head: str | None, incoming: list[str],
     if ignored:
         hold(repo, add=ignored)
     result.copies, result.kept = advance(
-        repo, branch, head, merged, (newest.host, newest.time, config.host),
+        repo, branch, head, merged, (newest, config.host),
         lambda paths: uncommittable(repo, config, paths), todo)
     if ignored:
         unignored = hold(repo, drop=ignored_untracked(repo)) & ignored
@@ -541,7 +509,7 @@ def _bring_in(repo: Repo, config: Config, head: str | None, incoming: list[str],
             log.warning("not committing %s: ignored here until %s changed .gitignore (git "
                         "add it by hand to share it)", ", ".join(
                             f"'{p}'" for p in sorted(unignored)[:5])
-                        + (" ..." if len(unignored) > 5 else ""), newest.oid[:10])
+                        + (" ..." if len(unignored) > 5 else ""), newest[:10])
 
 
 def main(argv: list[str]) -> int:

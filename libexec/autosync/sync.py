@@ -109,6 +109,7 @@ def clone_name(repo: Repo, config: Config) -> str:
 class Fetched:
     tips: list[str]  # commit ids of B and of every clone's ref, as the remote has them now
     refused: list[Refused] = field(default_factory=list)  # objects fsck would not take
+    branch: str | None = None  # B's commit among them
 
 
 @dataclass
@@ -252,7 +253,9 @@ class Remote:
             self._fetch_one_by_one()
         elif err:
             raise classify("fetch from", self.name, err)
-        return Fetched(list(dict.fromkeys(self.tips().values())), list(self.skip.values()))
+        tips = self.tips()
+        return Fetched(list(dict.fromkeys(tips.values())), list(self.skip.values()),
+                       tips.get(self.tracking_ref))
 
     def _fetch(self, refspecs: list[str]) -> str | None:
         # --prune: the copy of a clone ref deleted (or renamed) on the remote goes too

@@ -13,7 +13,7 @@ git's own verify_path() then runs on every changed path when the scratch index i
 import os
 import re
 
-from .git import GitProcess, Repo
+from .git import Objects, Repo
 from .util import Error, shown
 
 BLOB_MODES = {b"100644": "100644", b"100755": "100755", b"100664": "100644",
@@ -73,24 +73,19 @@ PASSED: set[str | tuple[str | None, str]] = set()
 
 
 class TreeChecker:
-    """Checks tree objects through one `git cat-file --batch`; remembers what passed."""
+    """Checks tree objects read through objects; remembers what passed."""
 
-    def __init__(self, repo: Repo) -> None:
-        self.repo = repo
-        self.proc: GitProcess | None = None
+    def __init__(self, objects: Objects) -> None:
+        self.objects = objects
 
     def _read(self, oid: str) -> bytes:
-        if self.proc is None:
-            self.proc = self.repo.popen("cat-file", "--batch")
-        self.proc.stdin.write(oid.encode() + b"\n")
-        self.proc.stdin.flush()
-        header = self.proc.stdout.readline().split()
-        if len(header) != 3:
+        header = self.objects.header(oid)
+        if header is None:
             raise Refused(f"tree {oid[:10]} is missing")
-        data = self.proc.stdout.read(int(header[2]))
-        self.proc.stdout.read(1)
-        if header[1] != b"tree":
-            raise Refused(f"{oid[:10]} is a {header[1].decode()}, not a tree")
+        data = self.objects.read(header[1])
+        self.objects.end()
+        if header[0] != "tree":
+            raise Refused(f"{oid[:10]} is a {header[0]}, not a tree")
         return data
 
     def check(self, oid: str, where: str) -> None:
@@ -127,13 +122,6 @@ class TreeChecker:
             PASSED.clear()
         PASSED.add(oid)
 
-    def close(self) -> None:
-        if self.proc is not None:
-            self.proc.stdin.close()
-            self.proc.wait()
-            self.proc.stdout.close()
-            self.proc = None
-
 
 def changed_trees(repo: Repo, old_tree: str | None, new_tree: str) -> list[tuple[str, str]]:
     """(path, oid) of the new root and of every subtree whose id differs from old's."""
@@ -165,12 +153,15 @@ def diff_entries(repo: Repo, old: str, new: str) -> list[tuple[str, str, str, st
 
 
 def check_update(repo: Repo, old_tree: str | None, new_tree: str,
-                 subtrees: list[tuple[str, str]] | None = None) -> None:
+                 subtrees: list[tuple[str, str]] | None = None,
+                 objects: Objects | None = None) -> None:
     """Raise Refused when new_tree brings something git would not check out. subtrees:
-    changed_trees but the root, when the caller has them (checkout.diff)."""
+    changed_trees but the root, when the caller has them (checkout.diff); objects: the
+    caller's reader, when it has one."""
     if (old_tree, new_tree) in PASSED:
         return
-    checker = TreeChecker(repo)
+    own = objects or Objects(repo)
+    checker = TreeChecker(own)
     try:
         for path, oid in (changed_trees(repo, old_tree, new_tree) if subtrees is None
                           else [("", new_tree), *subtrees]):
@@ -179,5 +170,6 @@ def check_update(repo: Repo, old_tree: str | None, new_tree: str,
                               f"{_q(path[:60] + '...')}")
             checker.check(oid, path)
     finally:
-        checker.close()
+        if objects is None:
+            own.close()
     PASSED.add((old_tree, new_tree))
