@@ -335,6 +335,18 @@ def git_running_in(repo: Repo) -> bool:
     return False
 
 
+# git commit asks `git maintenance run --auto` whether to pack up after every commit: a
+# process on the way from a save to its push. One commit in MAINTAIN_EVERY lets it ask.
+MAINTAIN_EVERY = 32
+_commits: dict[str, int] = {}  # {git dir: commits this process made}
+
+
+def _maintenance(repo: Repo) -> list[str]:
+    """The options for the next commit: git's automatic maintenance, or not this time."""
+    n = _commits[repo.git_dir] = _commits.get(repo.git_dir, -1) + 1
+    return [] if n % MAINTAIN_EVERY == 0 else ["-c", "maintenance.auto=false"]
+
+
 def commit_changes(repo: Repo, config: Config, paths: Collection[str] | None = None,
                    hook_pushes: bool = False) -> Result:
     """Stage `paths` (None: the whole tree) and commit. Caller holds repo.lock().
@@ -373,7 +385,8 @@ def commit_changes(repo: Repo, config: Config, paths: Collection[str] | None = N
         return result
     summary, count = summarize(names)
     result.message = render_message(config["commitMessage"], summary, config.host, count)
-    res = repo.run("commit", "-q", "--no-verify", "--allow-empty-message", "-m", result.message,
+    res = repo.run(*_maintenance(repo), "commit", "-q", "--no-verify",
+                   "--allow-empty-message", "-m", result.message,
                    env=None if hook_pushes else {"GIT_AUTOSYNC_COMMITTER": "1"}, check=False)
     if res.returncode == 1 and not res.stderr.strip() and repo.ok(
             "diff", "--cached", "--quiet", "--no-ext-diff"):

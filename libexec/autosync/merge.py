@@ -375,7 +375,7 @@ def local_side(repo: Repo, head: str) -> list[str]:
     autosync made, the commits it merged - so that the fold depends on the tips alone, and
     not on the order in which this clone happened to see them (no merges of merges)."""
     author, _, parents = repo.out("log", "-1", "--format=%ae%x00%P", head).partition("\0")
-    if author != MERGE_IDENT["GIT_AUTHOR_EMAIL"] or len(parents.split()) < 2:
+    if not maybe_fold(author, parents):
         return [head]
     try:  # the very commit fold makes of them (remembered): not amended, not made up
         if fold(repo, parents.split())[0] == head:
@@ -383,6 +383,12 @@ def local_side(repo: Repo, head: str) -> list[str]:
     except Error:
         pass
     return [head]
+
+
+def maybe_fold(author_email: str, parents: str) -> bool:
+    """Whether a commit by author_email with parents (ids, space-separated) may be a fold
+    autosync made (local_side tells for sure)."""
+    return author_email == MERGE_IDENT["GIT_AUTHOR_EMAIL"] and len(parents.split()) >= 2
 
 
 def is_fold(repo: Repo, commit: str) -> bool:

@@ -34,7 +34,7 @@ from . import pushlog
 from .commit import Result, check_committable, commit_changes
 from .config import Config
 from .git import Repo
-from .merge import Conflict, Integrated, integrate, is_fold
+from .merge import Conflict, Integrated, integrate, is_fold, maybe_fold
 from .message import PUSH_OPTION, Notification, host_label, repo_digest, sender_id
 from .transport import kind, publish_once
 from .treecheck import Refused
@@ -160,33 +160,38 @@ class Remote:
     def tracking(self) -> str | None:
         return self.repo.rev(self.tracking_ref)
 
-    def refs(self, with_branch: bool = False) -> dict[str, tuple[str, str, int]]:
-        """{local ref: (object id, type, committer time)} for B and every clone's ref as of
-        the last fetch (and the local branch refs/heads/B: with_branch)."""
+    def refs(self, with_branch: bool = False) -> dict[str, tuple[str, str, int, bool]]:
+        """{local ref: (object id, type, committer time, plain)} for B and every clone's
+        ref as of the last fetch (and the local branch refs/heads/B: with_branch); plain:
+        a commit that is no fold autosync made (merge.maybe_fold)."""
         out = self.repo.out(
-            "for-each-ref",
-            "--format=%(refname)%00%(objectname)%00%(objecttype)%00%(committerdate:unix)",
+            "for-each-ref", "--format=%(refname)%00%(objectname)%00%(objecttype)%00"
+            "%(committerdate:unix)%00%(authoremail)%00%(parent)",
             self.tracking_ref, self.copies_ref,
             *([f"refs/heads/{self.branch}"] if with_branch else []))
         found = {}
         for line in out.splitlines():
             fields = line.split("\0")
-            if len(fields) == 4 and self._mine(fields[0], with_branch):
-                found[fields[0]] = (fields[1], fields[2], int(fields[3] or 0))
+            if len(fields) == 6 and self._mine(fields[0], with_branch):
+                found[fields[0]] = (fields[1], fields[2], int(fields[3] or 0),
+                                    not maybe_fold(fields[4].strip("<>"), fields[5]))
         return found
 
     def _mine(self, ref: str, with_branch: bool) -> bool:
         return ref == self.tracking_ref or ref.startswith(self.copies_ref) or (
             with_branch and ref == f"refs/heads/{self.branch}")
 
-    def tips(self, with_branch: bool = False) -> dict[str, str]:
+    def tips(self, with_branch: bool = False,
+             refs: dict[str, tuple[str, str, int, bool]] | None = None) -> dict[str, str]:
         """{local ref: commit} of the refs() that are commits (anything else under
         refs/autosync/ is someone else's mistake or mischief, never merged): B, this
         clone's own, and of the others those with the newest commits, MAX_TIPS commits at
         most (more is someone flooding the namespace; they come in as those are merged).
         Past MAX_TIPS, refs HEAD holds already come last: dates are the pusher's to
-        choose, and refs dated in the future must not hide a clone's new commits."""
-        refs = {ref: v for ref, v in self.refs(with_branch).items() if v[1] == "commit"}
+        choose, and refs dated in the future must not hide a clone's new commits.
+        refs: self.refs(with_branch), when the caller has it."""
+        refs = {ref: v for ref, v in (refs or self.refs(with_branch)).items()
+                if v[1] == "commit"}
         fixed = (self.tracking_ref, f"refs/heads/{self.branch}", self.copies_ref + self.me)
         found = {ref: refs[ref][0] for ref in fixed if ref in refs}
         commits = set(found.values())
@@ -194,7 +199,7 @@ class Remote:
         if len({v[0] for v in refs.values()} - commits) > MAX_TIPS - len(commits):
             held = set(self.repo.out("for-each-ref", "--format=%(refname)", "--merged=HEAD",
                                      self.copies_ref).splitlines())
-        for ref, (oid, _, _) in sorted(((r, v) for r, v in refs.items() if r not in found),
+        for ref, (oid, _, _, _) in sorted(((r, v) for r, v in refs.items() if r not in found),
                                        key=lambda rv: (rv[0] in held, -rv[1][2], rv[0])):
             if oid not in commits and len(commits) >= MAX_TIPS:
                 continue
@@ -285,7 +290,8 @@ class Remote:
         """Push this clone's own commits to its ref, and B (when that is a fast-forward)
         as branch says: "own" not, "lead" when this clone leads (`leads`), "any" whoever
         leads (a one-shot sync; or the clone that leads did not do it in time)."""
-        tips = self.tips(with_branch=True)
+        refs = self.refs(with_branch=True)
+        tips = self.tips(with_branch=True, refs=refs)
         local = tips.pop(f"refs/heads/{self.branch}", None)
         if local is None:
             return Pushed()
@@ -293,8 +299,8 @@ class Remote:
         # work of this clone's own that no ref on the remote has: none when the remote has
         # local itself (a fast-forward to another clone's commit, say), or when local is
         # the fold of others' commits (see merge.fold; every clone makes the same)
-        own = local not in tips.values() and (int(self.repo.out(
-            "rev-list", "--count", "--no-merges", local, "--not", *tips)) > 0
+        own = local not in tips.values() and (refs[f"refs/heads/{self.branch}"][3] or int(
+            self.repo.out("rev-list", "--count", "--no-merges", local, "--not", *tips)) > 0
             or not is_fold(self.repo, local))
         targets = {}
         if own and local != tips.get(mine) and not self.branch_only:
@@ -303,8 +309,9 @@ class Remote:
         made = local not in (oid for ref, oid in tips.items() if ref != mine)
         if not made and branch != "any":  # at another clone's commit: B is for it to move
             return Pushed(waiting=local != main, main=main)
-        ahead = local != main and (main is None or self.repo.is_ancestor(main, local))
-        leads = ahead and branch != "any" and self.leads(local)
+        unmerged = self.unmerged(local) if local != main else {}
+        ahead = local != main and self.tracking_ref not in unmerged
+        leads = ahead and branch != "any" and self.leads(unmerged)
         if ahead and (branch == "any" or branch == "lead" and leads
                       or own and self.branch_only):
             targets[f"refs/heads/{self.branch}"] = self.tracking_ref
@@ -427,17 +434,23 @@ class Remote:
             self.passed_over[name] = time.monotonic() + PASSED_OVER
         return True
 
-    def leads(self, local: str) -> bool:
-        """Whether this clone moves B to local, which it made (a commit of its own, or its
-        fold): when local holds every clone's commits it knows of (but those of a clone
-        passed over). One clone is such at a time (the last to save, or the one that
-        folded), whatever each knows of B, which moves without announcement."""
+    def unmerged(self, local: str) -> dict[str, str]:
+        """{local ref: commit} of B and the clones' refs that local does not hold, as of
+        the last fetch (one git process; B is absent when local is ahead of it)."""
         out = self.repo.out("for-each-ref", "--format=%(objecttype) %(objectname) %(refname)",
-                            f"--no-merged={local}", self.copies_ref)
+                            f"--no-merged={local}", self.tracking_ref, self.copies_ref)
+        return {ref: oid for kind, oid, ref in (line.split(" ", 2) for line in out.splitlines()
+                                                if line.count(" ") >= 2) if kind == "commit"}
+
+    def leads(self, unmerged: dict[str, str]) -> bool:
+        """Whether this clone moves B to local, which it made (a commit of its own, or its
+        fold), given the refs local does not hold (unmerged(local)): when local holds every
+        clone's commits it knows of (but those of a clone passed over). One clone is such
+        at a time (the last to save, or the one that folded), whatever each knows of B,
+        which moves without announcement."""
         skip = {self.copies_ref + n for n in self.passed()}
-        return not any(kind == "commit" and oid not in self.left_out and ref not in skip
-                       for kind, oid, ref in (line.split(" ", 2) for line in out.splitlines()
-                                              if line.count(" ") >= 2))
+        return not any(oid not in self.left_out and ref not in skip
+                       for ref, oid in unmerged.items() if ref.startswith(self.copies_ref))
 
 
 def check_branch(repo: Repo, config: Config) -> None:
