@@ -69,14 +69,15 @@ _GONE = ("does not appear to be a git repository", "repository not found",
          "returned error: 404")
 
 
-def classify(what: str, remote: str, stderr: str) -> Error:
+def classify(what: str, remote: str, stderr: str, status: int | None = None) -> Error:
     """An exception for a failed fetch/push, sorted into retry-later or needs-a-human,
     with git's diagnosis in full (git.diagnosis: the cause ssh, a hook or the server gave
     as well as git's last line; `git push --porcelain`'s "To URL" and "Done" left out)."""
     from .git import diagnosis  # (here: the lines above classify are another's to edit)
     text = "\n".join(line for line in stderr.strip().splitlines()
                      if line.rstrip() != "Done" and not line.startswith("To "))
-    said = f"cannot {what} '{remote}': {diagnosis(text) or 'failed'}"
+    said = f"cannot {what} '{remote}': " + (diagnosis(text) or (
+        f"git exited with status {status}, saying nothing" if status is not None else "failed"))
     low = text.lower()
     if any(s in low for s in _FULL):
         return Retry(said, "free some disk space; autosync retries by itself")
@@ -350,7 +351,7 @@ class Remote:
             self.branch_only = True
             return self.push(branch)
         if not done and not lost:
-            raise classify("push to", self.name, err + out)
+            raise classify("push to", self.name, err + out, res.returncode)
         if done:
             # the local copies of the refs pushed, moved only forward: from where they
             # were before the push. Another pusher (a `sync` beside the daemon) that pushed
@@ -384,7 +385,7 @@ class Remote:
             raise Rejected()
         failed = set(targets) - done - lost
         if failed:  # e.g. B protected on the server: a human must look
-            raise classify("push to", self.name, err + out)
+            raise classify("push to", self.name, err + out, res.returncode)
         branch = f"refs/heads/{self.branch}"
         # only B moved, to a commit a clone's ref had: announced when that ref was pushed
         known = self.clones_ref + self.me not in done and local in (
