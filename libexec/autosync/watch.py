@@ -42,7 +42,8 @@ from .util import Error, log, setup_logging
 DIR_MASK = (F.CREATE | F.DELETE | F.MODIFY | F.CLOSE_WRITE | F.MOVED_FROM | F.MOVED_TO
             | F.ATTRIB | F.DELETE_SELF | F.MOVE_SELF | F.DONT_FOLLOW | F.EXCL_UNLINK
             | F.ONLYDIR)
-SETTLE = 0.02  # seconds after a lone save's last event before it is committed (see above)
+SETTLE = 0.008  # seconds after a lone save's last event before it is committed (see above);
+# an editor's save is a burst of system calls well within it
 SAVE_SPAN = 0.5  # seconds from the first event finishing a save to its last, at most
 MAX_SAVE_PATHS = 8  # paths one editor's save touches, at most (its temp files included)
 FINISHING = F.CLOSE_WRITE | F.MOVED_TO | F.MOVED_FROM | F.DELETE  # a save is complete
