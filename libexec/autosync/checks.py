@@ -12,7 +12,7 @@ import shlex
 from dataclasses import dataclass
 
 from .config import Config
-from .mqtt import parse_url
+from .transport import module
 from .util import Error
 
 
@@ -62,7 +62,7 @@ def problems(config: Config) -> list[Problem]:
     url = config["mqtt.url"]
     if url:
         try:
-            parse_url(url)
+            module("mqtt").parse_url(url)
         except Error as e:
             found.append(Problem(
                 f"{e.message}; no notifications: "

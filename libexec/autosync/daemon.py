@@ -25,10 +25,9 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import pidfile
-from .bridge import Bridge
 from .git import Repo
 from .message import Notification
 from .notify import desktop, sd_notify
@@ -37,6 +36,9 @@ from .transport import make_transport
 from .transport_base import Transport
 from .util import Backoff, Error, Retry, log
 from .watch import Batch, Watcher
+
+if TYPE_CHECKING:  # (imported by a daemon that bridges, when it starts: see _start)
+    from .bridge import Bridge
 
 EVERYTHING = Batch(set(), True)  # a batch standing for every change in the work tree
 QUIET = 60.0  # seconds after announcements that fetched nothing when the remote is asked first
@@ -424,6 +426,7 @@ class Daemon:
         self.watcher.start()  # watch first, then catch up: nothing falls in between
         self.commit(EVERYTHING)
         if cfg["xmpp.bridge"]:
+            from .bridge import Bridge  # both transports: for a daemon that bridges only
             try:
                 self.bridge = Bridge(cfg)
                 self.bridge.start()
