@@ -18,11 +18,12 @@ from typing import IO
 from . import pidfile
 from .config import Config
 from .git import Repo, clean_env, own_git_path
-from .install import CHAINED
 from .message import PUSH_OPTION
 from .publish import updates_from_lines
 from .transport import kind
 from .util import Error, log, setup_logging, warn
+
+CHAINED = ".pre-autosync"  # the suffix of a hook this one runs after itself (install)
 
 LIBEXEC = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STDIN_HOOKS = ("post-receive", "pre-receive", "pre-push", "post-rewrite")

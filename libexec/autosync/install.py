@@ -37,10 +37,10 @@ from typing import Any
 from . import VERSION, pidfile, systemd
 from .config import default_channel
 from .git import Repo
+from .hook import CHAINED
 from .util import Error, warn
 
 MARKER = "# managed-by: git-autosync"
-CHAINED = ".pre-autosync"
 HERE = os.path.dirname(os.path.abspath(__file__))
 LIBEXEC = os.path.dirname(HERE)
 
