@@ -597,11 +597,13 @@ class Daemon:
         self.backoff.reset()
         self.pending_tips = None
         if result is not None and result.waiting:  # folded by yet another clone: its fold
-            # comes with a fetch; should it not, this clone folds after LEADER_GRACE - or
-            # LEAD_MAX, with work of its own to fold in (a clone saving all the time takes
-            # in the others' work at that pace at least)
+            # comes with a fetch; should it not, the next clone with a say folds after
+            # LEAD_MAX, the one after it after twice that... (one fold at a time, not one
+            # by each clone whose patience ran out), anyone after LEADER_GRACE at most
             self.waited = self.waited or (result.held_back[0], time.monotonic())
-            self.patience = LEAD_MAX if result.mine else LEADER_GRACE
+            rank = self.engine.remote.rank(result.held_back, result.mine) \
+                if self.engine.remote is not None else None
+            self.patience = min(rank * LEAD_MAX, LEADER_GRACE) if rank else LEADER_GRACE
             self.pending_tips, self.retry_due = tips, self.waited[1] + self.patience
             if not result.tips:  # (a fast-forward meanwhile is shown below)
                 return

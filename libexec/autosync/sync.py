@@ -394,15 +394,21 @@ class Remote:
                       waiting=branch not in targets and local != main, leads=leads, main=main)
 
     def folder(self, tips: Collection[str], mine: bool) -> str | None:
-        """The clone to fold tips (commits none of which holds another): the first by name
-        of the clones whose refs are at one of them (this one too when mine: one is its own
-        work). Every clone that fetched the same refs names the same one, whatever each
-        knows of B: it folds and moves B there (`leads`), the others fast-forward to that -
-        a fold is computed once, not by every clone, and no clone builds on a fold of its
-        own - or fold themselves when it takes too long (daemon: LEADER_GRACE, LEAD_MAX for
-        a clone with work of its own to fold). No say have: a tip no clone's ref is at (B
-        pushed by plain git), a commit integrate refused, and a clone passed over (one
-        that did not fold in time: autosync.pull false, away, or squatting a first name)."""
+        """The clone to fold tips (commits none of which holds another): the first of
+        candidates(). Every clone that fetched the same refs names the same one, whatever
+        each knows of B: it folds and moves B there (`leads`), the others fast-forward to
+        that - a fold is computed once, not by every clone, and no clone builds on a fold
+        of its own - or fold themselves when it takes too long (daemon.patient: the next
+        candidate after LEAD_MAX, the one after it after twice that, and so on; a clone
+        with no commit among them after LEADER_GRACE)."""
+        names = self.candidates(tips, mine)
+        return names[0] if names else None
+
+    def candidates(self, tips: Collection[str], mine: bool) -> list[str]:
+        """The clones whose refs are at one of tips (this one too when mine: one is its
+        own work), by name. No say have: a tip no clone's ref is at (B pushed by plain
+        git), a commit integrate refused, and a clone passed over (one that did not fold
+        in time: autosync.pull false, away, or squatting a first name)."""
         refs = self.tips()
         names = {ref[len(self.copies_ref):] for ref, oid in refs.items()
                  if oid in tips and ref.startswith(self.copies_ref) and oid not in self.left_out}
@@ -414,7 +420,12 @@ class Remote:
         at_head = {ref for ref, oid in refs.items() if oid == head}
         if mine and (not at_head or self.copies_ref + self.me in at_head):
             names.add(self.me)
-        return min(names) if names else None
+        return sorted(names)
+
+    def rank(self, tips: Collection[str], mine: bool) -> int | None:
+        """This clone's place among candidates() (0: it folds), or None: it has no say."""
+        names = self.candidates(tips, mine)
+        return names.index(self.me) if self.me in names else None
 
     def passed(self) -> set[str]:
         """The clones passed over now (those whose PASSED_OVER seconds are up are not)."""
@@ -427,11 +438,15 @@ class Remote:
         return self.folder(tips, mine) in (None, self.me)
 
     def pass_over(self, tips: Collection[str], mine: bool) -> bool:
-        """This clone folds tips in the stead of the clone that should have: that clone has
-        no say for PASSED_OVER seconds. Returns True (the fold goes ahead)."""
-        name = self.folder(tips, mine)
-        if name is not None and name != self.me:
-            log.info("folding in the stead of %s, which did not fold in time", name)
+        """This clone folds tips in the stead of the clones before it that should have
+        (all of them: their turns are over, see folder): they have no say for PASSED_OVER
+        seconds. Returns True (the fold goes ahead)."""
+        names = self.candidates(tips, mine)
+        late = names[:names.index(self.me)] if self.me in names else names[:1]
+        if late:
+            log.info("folding in the stead of %s, which did not fold in time",
+                     ", ".join(late))
+        for name in late:
             self.passed_over[name] = time.monotonic() + PASSED_OVER
         return True
 
