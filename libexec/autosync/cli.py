@@ -43,6 +43,7 @@ commands:
   start     start the background daemon for this repository
   stop      stop it (pending changes are committed first)
   status    what the daemon is doing (--json for scripts)
+  list      every repository autosync is installed in, one line each (= status --all)
   sync      one-shot: commit, fetch, merge, push
   log       show the end of the daemon's log (-f to follow)
   systemd   enable | disable [--timer]: sync at login with a systemd user unit
@@ -77,6 +78,16 @@ def parser() -> argparse.ArgumentParser:
                                    "pushed, conflict copies and warnings. Exit 3 when not "
                                    "running.")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--all", action="store_true",
+                   help="every repository on this machine, one line each: the same as list")
+    p = sub.add_parser("list", help="every repository autosync is installed in",
+                       description="Every repository autosync is installed in on this "
+                                   "machine, one line each: path, running or not, last sync, "
+                                   "pending changes, unpushed commits, conflict copies, the "
+                                   "first warning. Exit 1 when one needs attention (missing, "
+                                   "not a repository, uninstalled by hand, an error, conflict "
+                                   "copies). No network access.")
+    p.add_argument("--json", action="store_true", help="a JSON list of objects")
     sub.add_parser("sync", help="commit, fetch, merge and push once",
                    description="One-shot sync: commit every change, fetch, merge (keeping both "
                                "versions of conflicting files), push and notify.")
@@ -110,6 +121,9 @@ def main(argv: list[str]) -> int:
         return 2
     if args.command == "systemd":  # (disable works for a repository deleted already)
         return cmd_systemd(args)
+    if args.command == "list" or getattr(args, "all", False):  # (no repository needed)
+        from . import listing
+        return listing.show(args.json)
     repo = Repo(args.dir or os.getcwd())
     return COMMANDS[args.command](repo, args)
 
@@ -259,6 +273,36 @@ def _ago(ts: float | None) -> str:
     return f"{secs} s ago"
 
 
+def notes(info: dict[str, Any]) -> list[tuple[str, str]]:
+    """What status shows after the counts, in its order, as (label, text): conflict copies,
+    then warnings (a config warning followed by its hint) and paths moved aside. `list`
+    shows the first warning."""
+    out = [("conflict copy", shown(c)) for c in info["conflict_copies"]]
+    for w in info["config_warnings"]:
+        out += [("warning", w["message"]), ("hint", w["hint"])]
+    for key, label in (("push_error", "push failing"), ("pull_error", "pull failing"),
+                       ("transport_error", "notifications"), ("error", "attention")):
+        if info.get(key):
+            out.append(("warning", f"{label}: {info[key]}"))
+    refused = info.get("refused")
+    if refused:
+        out.append(("warning", printable(str(refused["reason"]))))
+    for k in info.get("kept") or []:
+        out.append(("moved aside", f"{shown(str(k['path']))} (autosync does not commit it; "
+                                   f"a merge added that path) -> {shown(str(k['where']))}"))
+    if info.get("interrupted_merge"):
+        out.append(("warning", "a merge was interrupted; the next start or sync completes it"))
+    for p in info.get("skipped_large") or []:
+        out.append(("warning", "not committed (larger than autosync.maxFileSize): "
+                    + shown(p)))
+    for p in info.get("held") or []:
+        out.append(("warning", "not committed (ignored until a merge changed .gitignore; "
+                    f"git add it by hand to share it): {shown(p)}"))
+    for p in info.get("nested") or []:
+        out.append(("warning", f"nested repository not synced: {shown(p)}"))
+    return out
+
+
 def cmd_status(repo: Repo, args: argparse.Namespace) -> int:
     info = gather_status(repo)
     if args.json:
@@ -286,32 +330,7 @@ def cmd_status(repo: Repo, args: argparse.Namespace) -> int:
         lines.append(f"  pending:       {info.get('pending') or 0} changed paths")
     if info["unpushed"] is not None:
         lines.append(f"  unpushed:      {info['unpushed']} commits")
-    for c in info["conflict_copies"]:
-        lines.append(f"  conflict copy: {shown(c)}")
-    for w in info["config_warnings"]:
-        lines.append(f"  warning:       {w['message']}")
-        lines.append(f"  hint:          {w['hint']}")
-    for key, label in (("push_error", "push failing"), ("pull_error", "pull failing"),
-                       ("transport_error", "notifications"), ("error", "attention")):
-        if info.get(key):
-            lines.append(f"  warning:       {label}: {info[key]}")
-    refused = info.get("refused")
-    if refused:
-        lines.append(f"  warning:       {printable(str(refused['reason']))}")
-    for k in info.get("kept") or []:
-        lines.append(f"  moved aside:   {shown(str(k['path']))} (autosync does not commit it; "
-                     f"a merge added that path) -> {shown(str(k['where']))}")
-    if info.get("interrupted_merge"):
-        lines.append("  warning:       a merge was interrupted; the next start or sync "
-                     "completes it")
-    for p in info.get("skipped_large") or []:
-        lines.append("  warning:       not committed (larger than autosync.maxFileSize): "
-                     + shown(p))
-    for p in info.get("held") or []:
-        lines.append(f"  warning:       not committed (ignored until a merge changed "
-                     f".gitignore; git add it by hand to share it): {shown(p)}")
-    for p in info.get("nested") or []:
-        lines.append(f"  warning:       nested repository not synced: {shown(p)}")
+    lines += [f"  {label + ':':<15}{text}" for label, text in notes(info)]
     print(printable("\n".join(lines)))  # (a branch, a commit subject: a peer wrote them)
     return OK if info["running"] else NOT_RUNNING
 

@@ -110,14 +110,30 @@ class Registry:
         self.path = os.path.join(directory, self.NAME)
         self.warned = False
 
-    def entries(self) -> list[dict[str, str]]:
+    def entries(self, strict: bool = False) -> list[dict[str, str]]:
+        """The valid entries; none when there is no file. A file that cannot be read or is
+        no registry counts as empty (an install writes a new one), or with strict (`git
+        autosync list`, which must not say "nothing" when it cannot tell) raises Error."""
         try:
             with open(self.path) as f:
                 data = json.load(f)
-        except (OSError, ValueError):
+        except FileNotFoundError:
             return []
+        except OSError as e:
+            if strict:
+                raise Error(f"cannot read the list of repositories '{self.path}': "
+                            f"{(e.strerror or str(e)).lower()}",
+                            f"ls -l {shlex.quote(self.path)}   (it must be readable by you)"
+                            ) from None
+            return []
+        except ValueError:
+            data = None
         found = data.get("repositories") if isinstance(data, dict) else None
         if not isinstance(found, list):  # a hand edit, another tool: not a registry
+            if strict:
+                raise Error(f"'{self.path}' is not a list of repositories",
+                            f"mv {shlex.quote(self.path)} {shlex.quote(self.path + '.bad')}"
+                            "   (then make install REPO=DIR lists DIR again)")
             if not self.warned:
                 self.warned = True
                 warn(f"ignoring '{self.path}': it is not a list of repositories (the "
@@ -192,6 +208,10 @@ class Installer:
     @property
     def hook_names(self) -> list[str]:
         return ["post-receive"] if self.repo.bare else ["post-commit"]
+
+    def installed(self) -> bool:
+        """Whether our hook shim is in place (what an uninstall by hand takes away first)."""
+        return any(is_ours(os.path.join(self.hooks_dir, n)) for n in self.hook_names)
 
     def alias_value(self) -> str:
         return "!" + shlex.quote(os.path.join(LIBEXEC, "git-autosync"))
@@ -462,6 +482,18 @@ def remove_toolkit(toolkit: str) -> list[str]:
     return done
 
 
+def forget(directory: str) -> bool:
+    """Drop a directory that is no repository any more (moved, deleted) from the registry;
+    whether it was listed."""
+    registry = Registry()
+    real, absolute = os.path.realpath(directory), os.path.abspath(directory)
+    gone = [e["dir"] for e in registry.entries()
+            if e["dir"] == absolute or os.path.realpath(e["dir"]) == real]
+    if gone:
+        registry.update([], gone)
+    return bool(gone)
+
+
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(
         prog="autosync-install",
@@ -491,7 +523,14 @@ def main(argv: list[str]) -> int:
         return 0
     hint = ("or pass a repository with REPO=DIR" if args.make
             else f"or name another: autosync-install {args.action} DIR")
-    repo = Repo(os.path.expanduser(args.dir), hint=hint)
+    try:
+        repo = Repo(os.path.expanduser(args.dir), hint=hint)
+    except Error:
+        if args.action != "uninstall" or not forget(os.path.expanduser(args.dir)):
+            raise
+        if not args.quiet:  # (moved or deleted: `git autosync list` said "missing")
+            print(f"uninstall: forgot '{args.dir}' (no longer a repository)")
+        return 0
     installer = Installer(repo)
     if args.action == "check":
         installer.preflight()

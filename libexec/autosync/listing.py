@@ -1,0 +1,156 @@
+"""`git autosync list` (= `status --all`): every repository autosync is installed in on this
+machine, one line each.
+
+The repositories are the ones install recorded (install.Registry); what each line says is
+what `git autosync status` computes for it (cli.gather_status: the pid file, the state the
+daemon wrote, the last push, commits not on the remote as of the last fetch, conflict copies
+among the tracked files), so the two never disagree. Nothing here touches the network: a
+dead server cannot make it hang. A repository that was moved, deleted, is no repository any
+more or lost its hook is said so on its line, never with a traceback.
+"""
+
+import json
+import os
+import shlex
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from .cli import _ago, gather_status, notes
+from .commit import changed_entries
+from .git import Repo
+from .install import Installer, Registry
+from .util import HUMAN, OK, Error, printable, shown
+
+RUNNING, STOPPED, BARE = "running", "stopped", "bare"
+MISSING, NOT_GIT, NOT_INSTALLED, ERROR = ("missing", "not a git repository", "not installed",
+                                          "error")
+
+
+@dataclass
+class Entry:
+    """One line: a repository and what status says of it (None: not known or not
+    applicable, e.g. the pending changes of a bare repository)."""
+
+    path: str
+    state: str  # RUNNING, STOPPED, BARE (a server: its hook does the work), or a problem
+    toolkit: str = ""  # the libexec directory that installed it
+    pid: int | None = None
+    last_sync: int | None = None  # the newest push or pull, seconds since the epoch
+    pending: int | None = None  # changed paths not committed yet
+    unpushed: int | None = None  # commits the remote lacks, as of the last fetch
+    conflict_copies: list[str] = field(default_factory=list)
+    warning: str | None = None  # the first warning status shows
+    hint: str | None = None  # what fixes it, when there is one command for that
+    attention: bool = False  # needs a human: a problem state, an error, conflict copies
+
+    @property
+    def running(self) -> bool:
+        return self.state == RUNNING
+
+    def as_json(self) -> dict[str, Any]:
+        return dict(asdict(self), running=self.running)
+
+    def cells(self) -> list[str]:
+        """The columns of its line, each saying what it is (no header needed)."""
+        if self.state in (MISSING, NOT_GIT, NOT_INSTALLED, ERROR):
+            return [shown(self.path), self.state, "-", "-", "-", "-", printable(
+                self.warning or "")]
+        state = f"running (pid {self.pid})" if self.running else self.state
+        synced = "never synced" if not self.last_sync else f"synced {_ago(self.last_sync)}"
+        copies = len(self.conflict_copies)
+        if self.state == BARE:  # a server: its hook announces what it receives
+            return [shown(self.path), state, "-", "-", "-", "-", printable(self.warning or "")]
+        return [shown(self.path), state, synced,
+                "-" if self.pending is None else f"{self.pending} pending",
+                "-" if self.unpushed is None else f"{self.unpushed} unpushed",
+                f"{copies} conflict cop{'y' if copies == 1 else 'ies'}",
+                printable(self.warning or "")]
+
+
+def installer(toolkit: str, action: str, directory: str) -> str:
+    """The command that installs into directory again, or forgets it (uninstall)."""
+    return " ".join(shlex.quote(a) for a in (os.path.join(toolkit, "autosync-install"),
+                                             action, directory))
+
+
+def inspect(directory: str, toolkit: str) -> Entry:
+    """What status says of one registered directory, or why it cannot say."""
+    entry = Entry(directory, ERROR, toolkit)
+    if not os.path.lexists(directory):
+        entry.state, entry.attention = MISSING, True
+        entry.warning = "moved or deleted since autosync was installed in it"
+        entry.hint = (f"{installer(toolkit, 'uninstall', directory)}   (forget it; "
+                      "make install REPO=DIR where it is now)")
+        return entry
+    try:
+        repo = Repo(directory)
+    except Error:
+        entry.state, entry.attention = NOT_GIT, True
+        entry.warning = "no longer a git repository"
+        entry.hint = f"{installer(toolkit, 'uninstall', directory)}   (forget it)"
+        return entry
+    try:
+        if not Installer(repo).installed():
+            entry.state, entry.attention = NOT_INSTALLED, True
+            entry.warning = "autosync was removed from it by hand (its hook is gone)"
+            entry.hint = (f"{installer(toolkit, 'install', directory)}   (or uninstall: "
+                          "forget it)")
+            return entry
+        info = gather_status(repo)
+        entry.state = BARE if repo.bare else RUNNING if info["running"] else STOPPED
+        entry.pid = info["pid"]
+        push = info.get("last_push")
+        times = [t for t in ((push or {}).get("time"), info.get("last_pull")) if t]
+        entry.last_sync = int(max(times)) if times else None
+        if not repo.bare:
+            entry.pending = (int(info.get("pending") or 0) if info["running"]
+                             else len(changed_entries(repo, None)))  # (what start commits)
+        entry.unpushed = info["unpushed"]
+        entry.conflict_copies = info["conflict_copies"]
+        said = notes(info)
+        first = next((i for i, (label, _) in enumerate(said) if label == "warning"), None)
+        if first is not None:
+            entry.warning = said[first][1]
+            if first + 1 < len(said) and said[first + 1][0] == "hint":
+                entry.hint = said[first + 1][1]
+        entry.attention = bool(entry.conflict_copies or info.get("error"))
+    except (Error, OSError, ValueError) as e:  # a damaged repository: said on its line
+        entry.state, entry.attention = ERROR, True
+        entry.warning = e.message if isinstance(e, Error) else str(e)
+    return entry
+
+
+def entries(registry: Registry | None = None) -> list[Entry]:
+    """Every registered repository, by path; inspected a few at a time (git processes)."""
+    found = sorted((registry or Registry()).entries(strict=True), key=lambda e: e["dir"])
+    if not found:
+        return []
+    with ThreadPoolExecutor(max_workers=min(4, len(found))) as pool:
+        return list(pool.map(lambda e: inspect(e["dir"], e["toolkit"]), found))
+
+
+def render(listed: list[Entry], aligned: bool) -> list[str]:
+    """One line per repository: columns padded to align (a terminal), else tab-separated."""
+    rows = [e.cells() for e in listed]
+    if not aligned:
+        return ["\t".join(r).rstrip("\t") for r in rows]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))] if rows else []
+    return ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+            for r in rows]
+
+
+def show(as_json: bool) -> int:
+    """Print the list; HUMAN (1) when a repository needs attention, else OK."""
+    listed = entries()
+    if as_json:
+        print(json.dumps([e.as_json() for e in listed], indent=1))
+    else:
+        tty = sys.stdout.isatty()
+        for line in render(listed, aligned=tty):
+            print(line)
+        if not listed and tty:
+            print("git-autosync is installed in no repository on this machine "
+                  "(make install REPO=DIR)", file=sys.stderr)
+    return HUMAN if any(e.attention for e in listed) else OK
