@@ -147,6 +147,7 @@ def test_moved_deleted_and_hand_uninstalled_repositories(cluster, tenv, tmp_path
     shutil.rmtree(gone.path)
     os.rename(moved.path, tmp_path / "elsewhere")
     shutil.rmtree(plain.path / ".git")  # a directory still, no repository any more
+    hand.start()
     (hand.path / ".git" / "hooks" / "post-commit").unlink()  # uninstalled by hand
     res = autosync(tenv, "list", cwd=tmp_path)
     assert res.returncode == 1 and "Traceback" not in res.stderr and res.stderr == ""
@@ -164,6 +165,8 @@ def test_moved_deleted_and_hand_uninstalled_repositories(cluster, tenv, tmp_path
         assert e["warning"] and e["hint"].startswith(f"{tool} uninstall {e['path']}")
         assert e["running"] is False and e["pending"] is None
     assert found[str(hand.path)]["hint"].startswith(f"{tool} install {hand.path}")
+    assert found[str(hand.path)]["warning"].endswith(f"its daemon still runs, pid {hand.pid})")
+    hand.stop()
     lines = {line.split("\t")[0]: line.split("\t") for line in res.stdout.splitlines()}
     assert lines[str(gone.path)][1:3] == ["missing", "-"]
     assert lines[str(plain.path)][1] == "not a git repository"

@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from . import pidfile
 from .cli import _ago, gather_status, notes
 from .commit import changed_entries
 from .git import Repo
@@ -94,7 +95,9 @@ def inspect(directory: str, toolkit: str) -> Entry:
     try:
         if not Installer(repo).installed():
             entry.state, entry.attention = NOT_INSTALLED, True
-            entry.warning = "autosync was removed from it by hand (its hook is gone)"
+            entry.pid = pidfile.running_pid(repo)
+            entry.warning = "autosync was removed from it by hand (its hook is gone" + (
+                f"; its daemon still runs, pid {entry.pid})" if entry.pid else ")")
             entry.hint = (f"{installer(toolkit, 'install', directory)}   (or uninstall: "
                           "forget it)")
             return entry
@@ -116,9 +119,11 @@ def inspect(directory: str, toolkit: str) -> Entry:
             if first + 1 < len(said) and said[first + 1][0] == "hint":
                 entry.hint = said[first + 1][1]
         entry.attention = bool(entry.conflict_copies or info.get("error"))
-    except (Error, OSError, ValueError) as e:  # a damaged repository: said on its line
-        entry.state, entry.attention = ERROR, True
-        entry.warning = e.message if isinstance(e, Error) else str(e)
+    except Exception as e:  # a damaged repository (or a bug): said on its line, the
+        entry.state, entry.attention = ERROR, True  # other repositories still listed
+        entry.warning = (e.message if isinstance(e, Error) else
+                         f"{e.strerror or e}" if isinstance(e, OSError) else
+                         f"internal error: {type(e).__name__}: {e}")
     return entry
 
 
