@@ -1,4 +1,5 @@
-"""The `git autosync` front end: run, start, stop, status, sync, log, systemd.
+"""The `git autosync` front end: run, start, stop, status, sync, log, systemd, history,
+restore.
 
 Each command is a thin layer over a module that can also be used alone (daemon, sync,
 commit); this file parses arguments, starts and stops the daemon, and formats status.
@@ -15,7 +16,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from . import VERSION, checks, pidfile, pushlog, systemd
+from . import VERSION, checks, history, pidfile, pushlog, systemd
 from .config import Config
 from .copies import is_conflict_copy
 from .daemon import Daemon, State
@@ -47,6 +48,8 @@ commands:
   sync      one-shot: commit, fetch, merge, push
   log       show the end of the daemon's log (-f to follow)
   systemd   enable | disable [--timer]: sync at login with a systemd user unit
+  history   the versions of a file, newest first (--json for scripts)
+  restore   bring back an older version of a file, or a deleted one, as a new commit
 
 Run 'git autosync COMMAND -h' for a command's options. Configuration lives in
 'git config autosync.*' (see 'man git-autosync').
@@ -107,6 +110,25 @@ def parser() -> argparse.ArgumentParser:
                    help="the periodic one-shot sync instead of the daemon")
     p.add_argument("-C", dest="dir", default=argparse.SUPPRESS, metavar="DIR",
                    help="the repository (default: the current one)")
+    p = sub.add_parser("history", help="list the versions of a file",
+                       description="List the versions of PATH, newest first: when (local "
+                                   "time), which host, the size and the commit; renames "
+                                   "followed, its deletion and its conflict copies "
+                                   "included.")
+    p.add_argument("path", metavar="PATH", help="a file, relative to the current directory "
+                                                "(taken literally: no patterns)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p = sub.add_parser("restore", help="bring back an older version of a file",
+                       description="Write PATH as it was as of WHEN or COMMIT (default: the "
+                                   "version before the current one; for a deleted file, its "
+                                   "last version) and commit it as a new commit, which a "
+                                   "running daemon pushes. A local edit not committed yet "
+                                   "is committed first: both stay in history.")
+    p.add_argument("path", metavar="PATH", help="a file, relative to the current directory "
+                                                "(taken literally: no patterns)")
+    p.add_argument("--at", metavar="WHEN|COMMIT", default=None,
+                   help="a commit ('git autosync history PATH' lists them) or a date "
+                        "('yesterday', '2 hours ago', '2026-11-24 10:00')")
     return ap
 
 
@@ -382,6 +404,23 @@ def cmd_log(repo: Repo, args: argparse.Namespace) -> int:
     return OK
 
 
+# -- history / restore ---------------------------------------------------------------------
+def cmd_history(repo: Repo, args: argparse.Namespace) -> int:
+    path = history.resolve(repo, args.path, history.start_dir(repo, args.dir))
+    found = history.versions(repo, path)
+    if args.json:
+        print(json.dumps([v.as_json() for v in found], indent=1))
+    else:
+        print(history.render(path, found))
+    return OK
+
+
+def cmd_restore(repo: Repo, args: argparse.Namespace) -> int:
+    path = history.resolve(repo, args.path, history.start_dir(repo, args.dir))
+    print(history.render_restored(history.restore(repo, path, args.at)))
+    return OK
+
+
 # -- systemd ---------------------------------------------------------------------------------
 def cmd_systemd(args: argparse.Namespace) -> int:
     path = getattr(args, "dir", None) or os.getcwd()
@@ -396,4 +435,5 @@ def cmd_systemd(args: argparse.Namespace) -> int:
 
 Command = Callable[[Repo, argparse.Namespace], int]
 COMMANDS: dict[str, Command] = {"run": cmd_run, "start": cmd_start, "stop": cmd_stop,
-                                "status": cmd_status, "sync": cmd_sync, "log": cmd_log}
+                                "status": cmd_status, "sync": cmd_sync, "log": cmd_log,
+                                "history": cmd_history, "restore": cmd_restore}

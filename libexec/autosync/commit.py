@@ -348,10 +348,12 @@ def _maintenance(repo: Repo) -> list[str]:
 
 
 def commit_changes(repo: Repo, config: Config, paths: Collection[str] | None = None,
-                   hook_pushes: bool = False) -> Result:
+                   hook_pushes: bool = False, summary: str | None = None) -> Result:
     """Stage `paths` (None: the whole tree) and commit. Caller holds repo.lock().
     hook_pushes: the post-commit hook pushes it, as for any commit made by hand (the
-    commit helper run alone); False when the caller pushes it itself (the sync engine)."""
+    commit helper run alone); False when the caller pushes it itself (the sync engine).
+    summary: what the message says instead of the one made from the changes ('restore
+    notes.md as of 1a2b3c4d5e'), in the autosync.commitMessage template all the same."""
     result = Result()
     check_committable(repo)
     held: set[str] | None = set()
@@ -383,8 +385,9 @@ def commit_changes(repo: Repo, config: Config, paths: Collection[str] | None = N
     names = name_status(repo, entries, chosen, as_head)
     if not names:
         return result
-    summary, count = summarize(names)
-    result.message = render_message(config["commitMessage"], summary, config.host, count)
+    made, count = summarize(names)
+    result.message = render_message(config["commitMessage"], summary or made, config.host,
+                                    count)
     res = repo.run(*_maintenance(repo), "commit", "-q", "--no-verify",
                    "--allow-empty-message", "-m", result.message,
                    env=None if hook_pushes else {"GIT_AUTOSYNC_COMMITTER": "1"}, check=False)

@@ -3,7 +3,8 @@
 When two clones changed the same file, the version that lost stays beside the path as
 `NAME.conflict-<host>-<YYYYmmdd-HHMMSS>-<6 hex>.EXT` (the host and UTC time of the commit that
 made that version, and the start of its blob id); `status` lists every file whose name has
-that shape. `describe` says which host and time a version is named after.
+that shape, `is_copy_of` whether it is one of a given path. `describe` says which host and
+time a version is named after.
 """
 
 import os
@@ -21,6 +22,20 @@ COPY_NAME = re.compile(
 
 def is_conflict_copy(path: str) -> bool:
     return COPY_NAME.search(path) is not None
+
+
+# what follows ".conflict-" in a copy's name, up to the extension
+_MADE = re.compile(r"[A-Za-z0-9._-]{1,64}-\d{8}-\d{6}(-[0-9a-f]{6})?(-\d+)?")
+
+
+def is_copy_of(copy: str, path: str) -> bool:
+    """Whether copy has a name copy_name gives a conflict copy of path (any host, time,
+    version and number): notes.conflict-laptop-20261124-101530-1a2b3c.md for notes.md."""
+    marker = ".conflict-\0-19700101-000000"
+    head, _, tail = copy_name(path, "\0", 0).partition(marker)
+    start, end = len(head) + len(".conflict-"), len(copy) - len(tail)
+    return (end > start and copy.startswith(head + ".conflict-") and copy.endswith(tail)
+            and _MADE.fullmatch(copy, start, end) is not None)
 
 
 def copy_name(path: str, host: str, when: float, n: int = 1, version: str = "") -> str:
