@@ -417,6 +417,7 @@ def cmd_history(repo: Repo, args: argparse.Namespace) -> int:
 
 def cmd_restore(repo: Repo, args: argparse.Namespace) -> int:
     path = history.resolve(repo, args.path, history.start_dir(repo, args.dir))
+    setup_logging()  # (what the commits say, as for sync)
     print(history.render_restored(history.restore(repo, path, args.at)))
     return OK
 

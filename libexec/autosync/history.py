@@ -15,6 +15,7 @@ place, through directory descriptors that never follow a symbolic link.
 
 import datetime
 import os
+import re
 import signal
 import stat
 import time
@@ -36,6 +37,8 @@ SYMLINK, EXECUTABLE, GITLINK = "120000", "100755", "160000"
 HISTORY_HINT = "git autosync history {}   (lists its versions)"
 WHEN_HINT = ("give a commit from 'git autosync history PATH', or a date git understands: "
              "'yesterday', '2 hours ago', '2026-11-24 10:00'")
+REVISION = re.compile(r"[~^]|@\{")  # what only a revision has (git help revisions)
+HEX = re.compile(r"[0-9a-f]{7,64}")
 TEMP_NAME = ".autosync-restore.tmp.{}"  # an editor temp name to autosync (ignore.is_temp)
 
 
@@ -90,6 +93,9 @@ def resolve(repo: Repo, path: str, start: str) -> str:
         raise Error("an empty path names no file", "git autosync history PATH")
     full = os.path.normpath(os.path.join(os.path.realpath(start), path))
     rel = os.path.relpath(full, top)
+    git_dir = os.path.realpath(repo.git_dir)
+    if full == git_dir or full.startswith(git_dir + "/"):
+        raise Error(f"'{path}' is inside .git: git's own files have no versions here")
     if rel == "..":
         rel = "../"
     if rel.startswith("../"):
@@ -242,16 +248,22 @@ def _copies(repo: Repo, names: set[str], versions: list[Version]) -> list[Versio
     return found
 
 
-def versions(repo: Repo, path: str, copies: bool = True) -> list[Version]:
-    """The versions of path (relative to the top), newest first; Error when git never
-    knew it."""
+def _known(repo: Repo, path: str) -> list[Version]:
+    """_log(path); Error when git never knew it."""
     found = _log(repo, path)
     if not found:
         exists = os.path.lexists(os.path.join(repo.work_tree, path))
         raise Error(f"'{path}' has no history: " + (
             "it was never committed" if exists else "git never knew a file by that name"),
             "git autosync sync   (commits it)" if exists else
-            "git log --all --stat   (the names git knows)")
+            "git log --stat   (the names git knows)")
+    return found
+
+
+def versions(repo: Repo, path: str, copies: bool = True) -> list[Version]:
+    """The versions of path (relative to the top), newest first; Error when git never
+    knew it."""
+    found = _known(repo, path)
     sizes = _sizes(repo, {v.blob for v in found if v.blob})
     head = tree_entry(repo, "HEAD", path)
     current = next((i for i, v in enumerate(found)
@@ -320,6 +332,8 @@ def when_to_commit(repo: Repo, at: str) -> str:
     oid = repo.rev(at) if at and not at.startswith("-") else None
     if oid:
         return oid
+    if REVISION.search(at) or (HEX.fullmatch(at) and not at.isdigit()):
+        raise Error(f"'{at}' names no commit here", WHEN_HINT)  # (approxidate takes it)
     # git's careful date parser (rev-list's own takes anything, as "now"): an error for junk
     checked = repo.run("-c", f"autosync.when={at}", "config", "--type=expiry-date",
                        "autosync.when", check=False)
@@ -337,7 +351,7 @@ def _version_at(repo: Repo, path: str, commit: str) -> tuple[str, str, str]:
     entry = tree_entry(repo, commit, path)
     name = path
     if entry is None:
-        known = [v for v in _log(repo, path) if v.blob]
+        known = [v for v in _known(repo, path) if v.blob]
         blobs = {v.blob for v in known}
         for other in dict.fromkeys(v.path for v in known if v.path != path):
             e = tree_entry(repo, commit, other)
@@ -357,7 +371,7 @@ def _version_at(repo: Repo, path: str, commit: str) -> tuple[str, str, str]:
 def _previous(repo: Repo, path: str) -> Version:
     """The version before the current one; for a deleted file, its last version."""
     head = tree_entry(repo, "HEAD", path)
-    for v in _log(repo, path):
+    for v in _known(repo, path):
         if v.blob and (v.mode, v.blob) != head:
             return v
     raise Error(f"'{path}' has no earlier version to restore",
