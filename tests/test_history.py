@@ -217,6 +217,8 @@ def test_restore_over_an_uncommitted_edit_keeps_both(tenv, make_repo):
     assert git(repo, "show", "HEAD:notes.md", env=tenv) == "good"
     assert git(repo, "log", "--format=%s", "-2", env=tenv).splitlines()[1].startswith(
         "autosync: edit notes.md")
+    ok(tenv, "restore", "notes.md", cwd=repo)  # and the edit back: the version before
+    assert (repo / "notes.md").read_text() == "unsaved work\n"
     # an edit autosync never commits (larger than autosync.maxFileSize) is not overwritten
     git(repo, "config", "autosync.maxFileSize", "8", env=tenv)
     (repo / "notes.md").write_text("a long unsaved edit\n")
@@ -282,3 +284,10 @@ def test_restore_reaches_another_clone_through_running_daemons(cluster):  # noqa
     assert [v["host"] for v in found[:3]] == ["a", "a", "a"] and found[0]["current"]
     assert git(b.path, "log", "-1", "--format=%s", "--no-merges", env=b.env).startswith(
         "autosync: restore plan.md as of ")
+
+
+def test_help_names_both_commands(tenv, tmp_path):
+    assert "history" in ok(tenv, "-h", cwd=tmp_path) and "restore" in ok(tenv, "-h",
+                                                                        cwd=tmp_path)
+    for command in ("history", "restore"):
+        assert f"git autosync {command}" in ok(tenv, command, "-h", cwd=tmp_path)
