@@ -160,7 +160,8 @@ def cmd_run(repo: Repo, args: argparse.Namespace) -> int:
         raise Error(f"'{repo.cwd}' is a bare repository; its post-receive hook does the work",
                     "run 'git autosync run' in a clone with a work tree")
     setup_logging(args.log, verbose=args.verbose)
-    for problem in checks.problems(Config(repo)):  # `start` printed them; the log keeps them
+    config = Config(repo)  # once per daemon start: .autosync is read here
+    for problem in checks.problems(config):  # `start` printed them; the log keeps them
         log.warning("%s", problem.line())
     ready_fd = os.environ.pop("GIT_AUTOSYNC_READY_FD", None)
 
@@ -171,7 +172,7 @@ def cmd_run(repo: Repo, args: argparse.Namespace) -> int:
                 os.close(int(ready_fd))
             except OSError:
                 pass
-    return Daemon(repo, ready_hook=ready).run()
+    return Daemon(repo, ready_hook=ready, config=config).run()
 
 
 def cmd_start(repo: Repo, args: argparse.Namespace) -> int:

@@ -4,16 +4,19 @@ README.md's configuration table documents the same keys; tests/test_config.py ch
 that the two agree.
 """
 
+import json
+import logging
 import os
 import re
 import shlex
 import socket
 import stat
+import sys
 import threading
 from typing import Any
 
-from .git import Repo
-from .util import Error, log
+from .git import Repo, diagnosis, parse_config_list
+from .util import Error, log, printable
 
 # key (as documented, camelCase) -> (default, kind, one-line description)
 KEYS = {
@@ -49,6 +52,27 @@ KEYS = {
 }
 
 
+# The keys a committed `.autosync` file may set for every clone (README "Shared settings"):
+# none names a command, a path, a secret or where this clone pushes. Everything else in the
+# file is ignored with one warning; so is a value that does not parse or is out of range.
+SHARED_FILE = ".autosync"
+SHARED_KEYS = ("autosync.channel", "autosync.mqtt.url", "autosync.mqtt.keepalive",
+               "autosync.xmpp.server", "autosync.xmpp.port", "autosync.xmpp.room",
+               "autosync.debounce", "autosync.maxDelay", "autosync.ignore",
+               "autosync.maxFileSize", "autosync.pollInterval", "autosync.commitMessage")
+SHARED_MAX_BYTES = 64 * 1024  # a larger .autosync is not read (a peer wrote it)
+# the range a shared number must be in: a peer's file must not make a clone poll its
+# remote every second, wait for hours before committing, or commit no file at all
+SHARED_RANGE = {"autosync.debounce": (0, 60_000), "autosync.maxDelay": (0, 600_000),
+                "autosync.pollInterval": (10, 86_400), "autosync.mqtt.keepalive": (5, 3600),
+                "autosync.xmpp.port": (1, 65_535), "autosync.maxFileSize": (1024, 1 << 40)}
+# a shared server is not used when this machine's own config holds a credential for it and
+# does not name that server itself: the password would go where a peer chose
+CREDENTIALS = {"autosync.mqtt.url": ("autosync.mqtt.username", "autosync.mqtt.passwordFile"),
+               "autosync.xmpp.server": ("autosync.xmpp.passwordFile",),
+               "autosync.xmpp.port": ("autosync.xmpp.passwordFile",)}
+
+
 def _parse_bool(value: str, key: str) -> bool:
     v = value.strip().lower()
     if v in ("true", "yes", "on", "1", ""):
@@ -75,13 +99,65 @@ _SECONDS = {"": 1, "s": 1, "m": 60, "min": 60, "h": 3600}
 class Config:
     """Typed view of a repository's `autosync.*` keys, with defaults."""
 
-    def __init__(self, repo: Repo, raw: dict[str, list[str]] | None = None) -> None:
+    def __init__(self, repo: Repo, raw: dict[str, list[str]] | None = None,
+                 shared: bool = True) -> None:
+        """raw: the `git config` entries (default: read them). shared: also read the
+        committed `.autosync` (one git process when the work tree has that file, none
+        when not); a `git config` value of any scope wins over it."""
         self.repo = repo
         self.raw = repo.config_all() if raw is None else raw
         self.values: dict[str, Any] = {}  # the type follows the key's kind in KEYS
+        # what .autosync set that is used here: {key: its values as written in the file}
+        self.shared: dict[str, list[str]] = {}
+        parsed: dict[str, Any] = {}
+        if shared and raw is None:
+            parsed = self._read_shared()
         for key, (default, kind, _doc) in KEYS.items():
-            found = self.raw.get(key.lower())
-            self.values[key] = default if not found else self._parse(key, kind, found)
+            found = None if key in parsed else self.raw.get(key.lower())
+            self.values[key] = (self._parse(key, kind, found) if found
+                                else parsed.get(key, default))
+
+    def is_local(self, key: str) -> bool:
+        """Whether `git config` sets key (an autosync.channel install wrote as its
+        default, still unchanged, does not count: a shared channel replaces it)."""
+        found = self.raw.get(key.lower())
+        return bool(found) and not (key == "autosync.channel" and found is not None
+                                    and found[-1] == _installed_default(self.repo, key))
+
+    def _read_shared(self) -> dict[str, Any]:
+        """{key: parsed value} of the entries of HEAD:.autosync that are allowed, valid
+        and not set by `git config`; fills self.shared. Warns about the others."""
+        entries = read_shared_file(self.repo)
+        if not entries:
+            return {}
+        names = {k.lower(): k for k in KEYS}
+        allowed = {k.lower() for k in SHARED_KEYS}
+        refused = [names.get(k, k) for k in entries if k not in allowed]
+        if refused:
+            shown = ", ".join(printable(k[:80]) for k in refused[:8])
+            more = f" and {len(refused) - 8} more" if len(refused) > 8 else ""
+            warn_shared(f"ignoring {shown}{more} (only "
+                        f"{', '.join(k[len('autosync.'):] for k in SHARED_KEYS)} are shared)")
+        parsed: dict[str, Any] = {}
+        for key in SHARED_KEYS:
+            found = entries.get(key.lower())
+            if not found or self.is_local(key):
+                continue
+            try:
+                value = self._parse(key, KEYS[key][1], found)
+                check_shared(key, value)
+            except Error as e:
+                warn_shared(f"ignoring {key}: {printable(e.message[:200])}")
+                continue
+            creds = [c for c in CREDENTIALS.get(key, ()) if self.raw.get(c.lower())]
+            if creds:
+                warn_shared(f"ignoring {key}: {creds[0]} is set here, and this machine's "
+                            f"credentials go only to a server its own git config names "
+                            f"(hint: git config {key} VALUE)")
+                continue
+            self.shared[key] = list(found) if KEYS[key][1] == "list" else [found[-1]]
+            parsed[key] = value
+        return parsed
 
     def _parse(self, key: str, kind: str, found: list[str]) -> Any:
         last = found[-1]
@@ -139,8 +215,85 @@ class Config:
         return bool(self.remote_url())
 
 
-_warned_secrets: set[str] = set()  # password files already warned about in this process
+def _installed_default(repo: Repo, key: str) -> str | None:
+    """The value install set key to because it was unset (its manifest), or None."""
+    try:
+        with open(os.path.join(repo.state_dir, "install.json")) as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return None
+    found = data.get("config") if isinstance(data, dict) else None
+    value = found.get(key) if isinstance(found, dict) else None
+    return value if isinstance(value, str) else None
+
+
+def read_shared_file(repo: Repo) -> dict[str, list[str]]:
+    """The entries of the committed `.autosync` ({} when there is none), as git reads them.
+
+    Read from HEAD (`git config --blob`), never from the work tree: no symbolic link is
+    followed and a half-saved edit is never read. A work tree without a regular file
+    `.autosync` at its top costs no process; a bare repository reads its HEAD's."""
+    if repo.top is not None:
+        try:
+            info = os.lstat(os.path.join(repo.top, SHARED_FILE))
+        except OSError:
+            return {}
+        if not stat.S_ISREG(info.st_mode):
+            warn_shared("not read: it is not a regular file")
+            return {}
+        if info.st_size > SHARED_MAX_BYTES:
+            warn_shared(f"not read: it is larger than {SHARED_MAX_BYTES // 1024} KiB")
+            return {}
+    res = repo.run("config", "--blob", f"HEAD:{SHARED_FILE}", "--list", "-z",
+                   "--no-includes", check=False)
+    if res.returncode != 0:
+        err = res.stderr.decode(errors="replace")
+        if "unable to resolve" not in err:  # (not committed yet, or no commit at all)
+            warn_shared(f"not read: {diagnosis(err)[:300]}")  # a peer's syntax error
+        return {}
+    return parse_config_list(res.stdout)
+
+
+def check_shared(key: str, value: Any) -> None:
+    """Error when a shared value (parsed already) is out of range or not what key names."""
+    bounds = SHARED_RANGE.get(key)
+    if bounds and not bounds[0] <= value <= bounds[1]:
+        raise Error(f"{value} is not in {bounds[0]}..{bounds[1]}")
+    if key == "autosync.channel" and value and sanitize_channel(value) != value:
+        raise Error(f"channel '{value}' is not a plain name (letters, digits, . _ -)")
+    if key == "autosync.mqtt.url" and value:
+        from .transport import module  # (imports paho: only when the file names a broker)
+        module("mqtt").parse_url(value)
+    if key in ("autosync.xmpp.server", "autosync.xmpp.room") and value and \
+            not re.fullmatch(r"[A-Za-z0-9._@\[\]:-]{1,255}", value):
+        raise Error(f"'{value}' is not a host name or a room address")
+    if key == "autosync.commitMessage" and (len(value) > 1000 or not all(
+            line.isprintable() for line in value.split("\n"))):
+        raise Error("not a commit message template of printable text (1000 characters "
+                    "at most)")
+    if key == "autosync.ignore" and not all(p.isprintable() for p in value):
+        raise Error("not file name patterns of printable text")
+
+
 _warned_lock = threading.Lock()  # publish_once and the bridge read secrets in threads
+_warned_secrets: set[str] = set()  # password files already warned about in this process
+_warned_shared: set[str] = set()  # .autosync warnings given in this process
+
+
+def warn_shared(message: str) -> None:
+    """`warning: .autosync: <message>`, once per process: on stderr, or in the log when
+    there is one (the daemon's)."""
+    with _warned_lock:
+        if message in _warned_shared:
+            return
+        _warned_shared.add(message)
+    line = f"warning: {SHARED_FILE}: {message}"
+    if any(isinstance(h, logging.FileHandler) for h in logging.getLogger().handlers):
+        log.warning("%s", line)
+    else:
+        print(line, file=sys.stderr)
+
+
 
 
 def read_secret(path: str, key: str, what: str) -> bytes:

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from . import pidfile
+from .config import Config
 from .git import Repo
 from .message import Notification
 from .notify import desktop, sd_notify
@@ -329,9 +330,10 @@ class Network(threading.Thread):
 
 
 class Daemon:
-    def __init__(self, repo: Repo, ready_hook: Callable[[], None] | None = None) -> None:
+    def __init__(self, repo: Repo, ready_hook: Callable[[], None] | None = None,
+                 config: Config | None = None) -> None:
         self.repo = repo
-        self.engine = Engine(repo)
+        self.engine = Engine(repo, config)
         self.config = cfg = self.engine.config
         check_branch(repo, cfg)
         self.ready_hook = ready_hook

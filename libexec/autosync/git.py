@@ -351,14 +351,7 @@ class Repo:
 
     def config_all(self) -> dict[str, list[str]]:
         """All config entries as {lowercased-key: [values]} (one git process)."""
-        res = self.run("config", "-z", "--list", check=False)
-        result: dict[str, list[str]] = {}
-        for item in res.stdout.decode(errors="surrogateescape").split("\0"):
-            if not item:
-                continue
-            key, _, value = item.partition("\n")
-            result.setdefault(_normalize_key(key), []).append(value)
-        return result
+        return parse_config_list(self.run("config", "-z", "--list", check=False).stdout)
 
     @property
     def work_tree(self) -> str:
@@ -419,6 +412,17 @@ class Repo:
             yield
         finally:
             os.close(fd)
+
+
+def parse_config_list(data: bytes) -> dict[str, list[str]]:
+    """`git config -z --list` output as {normalized key: [values, in order]}."""
+    result: dict[str, list[str]] = {}
+    for item in data.decode(errors="surrogateescape").split("\0"):
+        if not item:
+            continue
+        key, _, value = item.partition("\n")
+        result.setdefault(_normalize_key(key), []).append(value)
+    return result
 
 
 def _normalize_key(key: str) -> str:

@@ -58,7 +58,7 @@ def post_commit(args: list[str], stdin: bytes | None) -> None:
     if os.environ.get("GIT_AUTOSYNC_COMMITTER"):
         return  # the daemon's own commit: it pushes by itself
     repo = Repo(".")
-    config = Config(repo)
+    config = Config(repo, shared=False)  # (push, remote, branch: none is a shared key)
     if not config["push"] or not config.has_remote or repo.operation_in_progress():
         return
     if repo.current_branch() != config.branch:
