@@ -1,5 +1,5 @@
-"""The `git autosync` front end: run, start, stop, status, sync, log, systemd, history,
-restore.
+"""The `git autosync` front end: run, start, stop, status, sync, log, systemd, list,
+history, restore, clone, share.
 
 Each command is a thin layer over a module that can also be used alone (daemon, sync,
 commit); this file parses arguments, starts and stops the daemon, and formats status.
@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from . import VERSION, checks, history, pidfile, pushlog, systemd
+from . import VERSION, checks, history, pidfile, pushlog, share, systemd
 from .config import Config
 from .copies import is_conflict_copy
 from .daemon import Daemon, State
@@ -50,6 +50,8 @@ commands:
   systemd   enable | disable [--timer]: sync at login with a systemd user unit
   history   the versions of a file, newest first (--json for scripts)
   restore   bring back an older version of a file, or a deleted one, as a new commit
+  clone     URL [DIR] [--start] [--systemd]: a new device in one step
+  share     write and commit .autosync, the settings every clone takes
 
 Run 'git autosync COMMAND -h' for a command's options. Configuration lives in
 'git config autosync.*' (see 'man git-autosync').
@@ -129,6 +131,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--at", metavar="WHEN|COMMIT", default=None,
                    help="a commit ('git autosync history PATH' lists them) or a date "
                         "('yesterday', '2 hours ago', '2026-11-24 10:00')")
+    share.add_parsers(sub)  # share, clone
     return ap
 
 
@@ -146,6 +149,8 @@ def main(argv: list[str]) -> int:
     if args.command == "list" or getattr(args, "all", False):  # (no repository needed)
         from . import listing
         return listing.show(args.json)
+    if args.command == "clone":  # (no repository yet)
+        return share.cmd_clone(args)
     repo = Repo(args.dir or os.getcwd())
     return COMMANDS[args.command](repo, args)
 
@@ -438,4 +443,5 @@ def cmd_systemd(args: argparse.Namespace) -> int:
 Command = Callable[[Repo, argparse.Namespace], int]
 COMMANDS: dict[str, Command] = {"run": cmd_run, "start": cmd_start, "stop": cmd_stop,
                                 "status": cmd_status, "sync": cmd_sync, "log": cmd_log,
-                                "history": cmd_history, "restore": cmd_restore}
+                                "history": cmd_history, "restore": cmd_restore,
+                                "share": share.cmd_share}
