@@ -335,8 +335,8 @@ def when_to_commit(repo: Repo, at: str) -> str:
     if REVISION.search(at) or (HEX.fullmatch(at) and not at.isdigit()):
         raise Error(f"'{at}' names no commit here", WHEN_HINT)  # (approxidate takes it)
     # git's careful date parser (rev-list's own takes anything, as "now"): an error for junk
-    checked = repo.run("-c", f"autosync.when={at}", "config", "--type=expiry-date",
-                       "autosync.when", check=False)
+    checked = repo.run("-c", f"restore.when={at}", "config", "--type=expiry-date",
+                       "restore.when", check=False)
     if checked.returncode != 0 or not at.strip():
         raise Error(f"'{at}' is neither a commit nor a date git understands", WHEN_HINT)
     found = repo.out("rev-list", "-1", f"--before={at}", "HEAD") if repo.head() else ""
