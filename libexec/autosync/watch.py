@@ -13,7 +13,9 @@
 - Coalescing: a lone save - one file, its last event one that finishes a save (closed after
   writing, renamed into place, deleted), coming after `debounce` ms of quiet - is ready
   SETTLE after its last event: enough for an editor's multi-step save (temp files,
-  backups and the editor's write test come and go within it). Anything else - more files,
+  backups and the editor's write test come and go within it); one that leaves the file
+  gone (a deletion, or a save that removes the file before writing it anew) is ready
+  SAVE_SPAN after it, so that no clone ever deletes a file being saved. Anything else - more files,
   a file still open for writing, events that keep coming SAVE_SPAN after the first that
   finished a save, or a batch that follows another within `debounce` - is a burst: ready
   after `debounce` ms without events, or `max_delay` ms after its first event while events
@@ -444,6 +446,13 @@ class Watcher:
                 if len(saved) <= 1:
                     if self.unfinished & set(saved):  # being saved still: may yet be lone
                         return min(quiet, cap)
+                    if saved and not os.path.lexists(self.abs(saved[0])):
+                        # gone: a deletion, or the first step of a save that writes the
+                        # file anew (install unlinks first, vim renames its backup out of
+                        # the tree); preempted between the two, the editor would have the
+                        # file deleted on every clone. A deletion waits as long as a save
+                        # may take
+                        return min(self.last + SAVE_SPAN, quiet, cap)
                     return min(self.last + SETTLE, cap)
         self.lone = False  # a burst, for the rest of this batch
         return min(quiet, cap)
