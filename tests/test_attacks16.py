@@ -66,3 +66,157 @@ def test_a_save_that_removes_the_file_first_never_commits_its_deletion(slow_clon
     deleted = git(a.path, "log", "--diff-filter=D", "--name-only", "--format=%h %s",
                   env=a.env)
     assert deleted == "", "a save in progress was committed as a deletion"
+
+
+# -- git.Objects: the one `git cat-file --batch` of a merge is killed (the OOM killer, a
+# user's kill) ----------------------------------------------------------------------------
+@pytest.fixture
+def two_commits(make_repo):
+    r = make_repo("co")
+    (r / "keep.txt").write_text("same\n")
+    (r / "edit.txt").write_text("old\n")
+    git(r, "add", "-A")
+    git(r, "commit", "-qm", "old")
+    old = git(r, "rev-parse", "HEAD")
+    (r / "edit.txt").write_text("new\n")
+    (r / "sub").mkdir()
+    (r / "sub" / "added.txt").write_text("added\n")
+    git(r, "add", "-A")
+    git(r, "commit", "-qm", "new")
+    new = git(r, "rev-parse", "HEAD")
+    git(r, "reset", "-q", "--hard", old)
+    return r, old, new
+
+
+class Killed:
+    """Stands for the stdin of a GitProcess: the process is killed when the request is
+    flushed (asked: git has the question and dies before it answers) or before."""
+
+    def __init__(self, gp, asked):
+        self.gp, self.inner, self.asked = gp, gp.stdin, asked
+
+    def write(self, data):
+        if not self.asked:
+            self.kill()
+        return self.inner.write(data)
+
+    def flush(self):
+        self.inner.flush()
+        self.kill()
+
+    def kill(self):
+        self.gp.proc.kill()
+        self.gp.proc.wait()
+
+    def close(self):
+        self.inner.close()
+
+
+@pytest.mark.parametrize("when", ["tree-check-asked", "tree-check", "update"])
+def test_a_cat_file_killed_during_a_merge_is_a_retry_and_loses_nothing(two_commits,
+                                                                        monkeypatch, when):
+    """tree-check-asked: git died with the name of the new commit's tree asked for; its
+    "no answer" was read as "missing", and the commit refused as a hostile one (for good:
+    the daemon merged nothing more of that clone's until it committed again).
+    tree-check: the pipe broken, a raw BrokenPipeError left advance(), which run_main
+    takes for a reader gone away: the daemon ended at once with status 0 (no log line, and
+    systemd's Restart=on-failure does not restart it). update: the update made a Retry of
+    it (the journal completes it later) but Objects.close() raised BrokenPipeError over it."""
+    from autosync import checkout
+    from autosync.checkout import advance
+    from autosync.git import Objects, Repo
+    from autosync.treecheck import PASSED
+    from autosync.util import Retry
+    r, old, new = two_commits
+    PASSED.clear()
+    readers = []
+    tree = git(r, "rev-parse", new + "^{tree}")
+
+    class Killable(Objects):
+        def header(self, oid):
+            if oid == tree and not readers and when != "update":  # checking new's tree
+                readers.append(self)
+                self.proc.stdin = Killed(self.proc, asked=when == "tree-check-asked")
+            return super().header(oid)
+    monkeypatch.setattr(checkout, "Objects", Killable)
+
+    def save_then_kill(name, path):
+        if name == "staged" and when == "update":
+            (r / "edit.txt").write_text("saved during the merge\n")
+            reader = checkout_objects[0]
+            reader.proc.kill()
+            reader.proc.wait()
+    checkout_objects = []
+    original_init = Killable.__init__
+
+    def init(self, repo):
+        original_init(self, repo)
+        checkout_objects.append(self)
+    monkeypatch.setattr(Killable, "__init__", init)
+    monkeypatch.setattr(checkout, "step_hook", save_then_kill)
+    with pytest.raises(Retry):
+        advance(Repo(r), "main", old, new)
+    monkeypatch.setattr(checkout, "step_hook", None)
+    monkeypatch.setattr(checkout, "Objects", Objects)
+    with Repo(r).lock():
+        checkout.recover(Repo(r))
+    if when == "update":
+        assert (r / "edit.txt").read_text() == "saved during the merge\n"
+        assert [(r / p).read_text() for p in os.listdir(r)
+                if p.startswith("edit.conflict-")] == ["new\n"]
+        assert git(r, "rev-parse", "HEAD") == new
+    else:  # nothing was touched; the next attempt merges
+        assert git(r, "rev-parse", "HEAD") == old
+        assert git(r, "status", "--porcelain") == ""
+        advance(Repo(r), "main", old, new)
+        assert (r / "sub" / "added.txt").read_text() == "added\n"
+
+
+def test_a_cat_file_killed_while_checking_one_of_two_tips_refuses_neither(make_repo,
+                                                                          monkeypatch):
+    """Two clones' commits come in: each is checked on its own (merge.integrate) through a
+    cat-file of check_update's own. Killed once it was asked for the first tip's tree, its
+    silence was read as "tree missing": that clone's sound commit was refused as hostile
+    (left out until it commits again); now it is a Retry, and the next attempt merges both."""
+    from autosync import git as gitmod
+    from autosync.config import Config
+    from autosync.git import Repo
+    from autosync.merge import integrate
+    from autosync.treecheck import PASSED
+    from autosync.util import Retry
+    r = make_repo("co")
+    base = git(r, "rev-parse", "HEAD")
+    tips = []
+    for name in ("a", "c"):
+        git(r, "checkout", "-q", "-b", name, base)
+        (r / name).mkdir()
+        (r / name / f"from-{name}.txt").write_text(f"{name}\n")
+        git(r, "add", "-A")
+        git(r, "commit", "-qm", f"from {name}")
+        tips.append(git(r, "rev-parse", "HEAD"))
+    git(r, "checkout", "-q", "main")
+    PASSED.clear()
+    target = git(r, "rev-parse", tips[0] + "^{tree}")
+    killed = []
+
+    class Killable(gitmod.Objects):
+        def header(self, oid):
+            if oid == target and not killed:
+                killed.append(oid)
+                self.proc.stdin = Killed(self.proc, asked=True)
+            return super().header(oid)
+    import autosync.treecheck as treecheck
+    monkeypatch.setattr(treecheck, "Objects", Killable)
+    repo = Repo(r)
+    with repo.lock():
+        try:
+            result = integrate(repo, tips, Config(repo))
+        except Retry:
+            result = None
+    assert killed
+    assert result is None or not result.refused, [e.message for e in result.refused]
+    monkeypatch.setattr(treecheck, "Objects", gitmod.Objects)
+    with repo.lock():
+        result = integrate(repo, tips, Config(repo))
+    assert not result.refused
+    assert (r / "a" / "from-a.txt").exists() and (r / "c" / "from-c.txt").exists()

@@ -709,6 +709,10 @@ def advance(repo: Repo, branch: str, old: str, new: str,
     objects = Objects(repo)  # one cat-file for the tree check and the file comparisons
     try:
         return _advance(repo, branch, old, new, names, uncommittable, diffed, objects)
+    except OSError as e:  # before the update began (it makes a Retry of its own): the
+        # cat-file gone (the OOM killer, a corrupt object); nothing changed yet
+        raise Retry(f"cannot merge {new[:10]} now ({e.strerror or e}); "
+                    "trying again later") from e
     finally:
         objects.close()
 

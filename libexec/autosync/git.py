@@ -1,5 +1,6 @@
 """Running git: argument lists only, never a shell. One Repo object per repository."""
 
+import errno
 import fcntl
 import os
 import re
@@ -154,7 +155,11 @@ class Objects:
         """(type, size) of oid, whose size bytes are to be read next; None: missing."""
         self.proc.stdin.write(oid.encode() + b"\n")
         self.proc.stdin.flush()
-        header = self.proc.stdout.readline().split()
+        line = self.proc.stdout.readline()
+        if not line:  # git died before it answered (killed, a corrupt object): no answer
+            # is no "missing" - the tree check would refuse a sound commit for good
+            raise OSError(errno.EPIPE, "git cat-file ended early")
+        header = line.split()
         return (header[1].decode(), int(header[2])) if len(header) == 3 else None
 
     def read(self, size: int) -> bytes:
@@ -166,10 +171,13 @@ class Objects:
 
     def close(self) -> None:
         if self._proc is not None:
-            self._proc.stdin.close()
-            self._proc.wait()
-            self._proc.stdout.close()
-            self._proc = None
+            proc, self._proc = self._proc, None
+            try:
+                proc.stdin.close()  # (flushes what is left to write)
+            except OSError:  # git went away (killed, a corrupt object): nothing to flush
+                proc.kill()  # to, and the caller's own error must not be hidden by this one
+            proc.wait()
+            proc.stdout.close()
 
 
 class Repo:

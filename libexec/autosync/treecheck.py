@@ -14,7 +14,7 @@ import os
 import re
 
 from .git import Objects, Repo
-from .util import Error, shown
+from .util import Error, Retry, shown
 
 BLOB_MODES = {b"100644": "100644", b"100755": "100755", b"100664": "100644",
               b"120000": "120000"}
@@ -169,6 +169,10 @@ def check_update(repo: Repo, old_tree: str | None, new_tree: str,
                 raise Refused(f"it is more than {MAX_DEPTH} directories deep: "
                               f"{_q(path[:60] + '...')}")
             checker.check(oid, path)
+    except OSError as e:  # git cat-file went away (killed, a corrupt object): no verdict on
+        # the tree, and no refusal of a commit that may well be sound
+        raise Retry(f"cannot check tree {new_tree[:10]} now ({e.strerror or e}); "
+                    "trying again later") from e
     finally:
         if objects is None:
             own.close()
