@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from brokers import cluster, mosquitto  # noqa: F401  (fixtures)
 from cluster import Cluster
 from conftest import git, wait_for
 
@@ -220,3 +221,42 @@ def test_a_cat_file_killed_while_checking_one_of_two_tips_refuses_neither(make_r
         result = integrate(repo, tips, Config(repo))
     assert not result.refused
     assert (r / "a" / "from-a.txt").exists() and (r / "c" / "from-c.txt").exists()
+
+
+def last_pull(clone):
+    import json
+    try:
+        return json.loads((clone.path / ".git/autosync/state.json").read_text())["last_pull"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def test_a_merge_arriving_in_the_middle_of_a_save_does_not_commit_its_deletion(cluster):
+    """Before it merges, the daemon commits what is pending (Watcher.flush), waiting only
+    for a file still open for writing (Watcher.busy). vim's save between its two steps -
+    the file renamed to its backup, not written anew yet - was committed as the file's
+    deletion and pushed: every other clone deleted the file until the save's second step
+    was committed (a debounce later: a batch right after another is a burst)."""
+    a = cluster.clone("a")
+    b = cluster.clone("b", start=False)
+    b.config(debounce=30000, maxDelay=60000)  # only a lone save is committed at once
+    b.start()
+    (b.path / "notes.md").write_text("first version\n")
+    wait_for(lambda: a.read("notes.md") == "first version\n", timeout=45,
+             what="notes.md at a")
+    os.rename(b.path / "notes.md", b.path / "notes.md~")  # vim's save, step one
+    pulled = last_pull(b)
+    a.write("other.txt", "from a\n")
+    wait_for(lambda: a.clean() and git(b.path, "branch", "-r", "--contains", a.head(),
+                                       env=b.env, check=False) and last_pull(b) != pulled,
+             what="a's commit fetched by b (whose daemon then merges at once)")
+    fd = os.open(b.path / "notes.md", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    os.write(fd, b"the final content\n")  # step two
+    os.close(fd)
+    os.unlink(b.path / "notes.md~")
+    wait_for(lambda: a.read("notes.md") == "the final content\n"
+             and b.read("other.txt") == "from a\n", timeout=45,
+             what="the save at a")
+    deleted = git(cluster.server, "log", "--diff-filter=D", "--name-only", "--format=%h %s",
+                  "main", env=cluster.env)
+    assert deleted == "", "a save in progress was committed (and pushed) as a deletion"

@@ -497,11 +497,15 @@ class Watcher:
         return self.take()
 
     def busy(self) -> bool:
-        """Whether a file of the pending batch is still being written (for less than
-        max_delay): flush() now would take it half written."""
+        """Whether a file of the pending batch is still being written, or is gone - a save
+        half way (renamed to a backup, unlinked, not written anew yet) as far as anyone
+        can tell - (for less than max_delay): flush() now would take it half written, or
+        deleted on every clone. (A deletion is taken when the batch is due, as ever.)"""
         self.read_events()
-        return bool(self.writing & self.changed) and self.first is not None and \
-            time.monotonic() < self.first + self.max_delay
+        if self.first is None or time.monotonic() >= self.first + self.max_delay:
+            return False
+        return bool(self.writing & self.changed) or any(
+            p not in self.born and not os.path.lexists(self.abs(p)) for p in self.changed)
 
     def wakeup(self) -> None:
         """Make wait() return; safe from other threads and signal handlers."""
