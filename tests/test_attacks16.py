@@ -260,3 +260,28 @@ def test_a_merge_arriving_in_the_middle_of_a_save_does_not_commit_its_deletion(c
     deleted = git(cluster.server, "log", "--diff-filter=D", "--name-only", "--format=%h %s",
                   "main", env=cluster.env)
     assert deleted == "", "a save in progress was committed (and pushed) as a deletion"
+
+
+def test_the_tree_of_a_commit_with_a_huge_message_is_read_in_little_memory(make_repo):
+    """A peer chooses its commit's message: 64 MB of it were read whole by Repo.tree
+    (through git.Objects) into the daemon, then copied by the split of its first line:
+    the daemon held twice the commit's size (rev-parse, before, held none of it)."""
+    import tracemalloc
+    from autosync.git import Objects, Repo
+    r = make_repo("big")
+    message = b"subject\n\n" + b"x" * (64 << 20) + b"\n"
+    tree = git(r, "rev-parse", "HEAD^{tree}")
+    commit = git(r, "commit-tree", tree, "-p", "HEAD", input=message)
+    repo = Repo(r)
+    objects = Objects(repo)
+    try:
+        tracemalloc.start()
+        try:
+            assert repo.tree(commit, objects) == tree
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert repo.tree(git(r, "rev-parse", "HEAD"), objects) == tree  # still in step
+    finally:
+        objects.close()
+    assert peak < 4 << 20, f"{peak >> 20} MB held to read the id of a tree"

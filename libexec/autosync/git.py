@@ -165,8 +165,14 @@ class Objects:
     def read(self, size: int) -> bytes:
         return self.proc.stdout.read(size)
 
-    def end(self) -> None:
-        """After an object's content: the newline git ends it with."""
+    def end(self, left: int = 0) -> None:
+        """After an object's content (but its last `left` bytes, skipped unread): the
+        newline git ends it with."""
+        while left > 0:
+            chunk = self.proc.stdout.read(min(left, 1 << 16))
+            if not chunk:
+                raise OSError(errno.EPIPE, "git cat-file ended early")
+            left -= len(chunk)
         self.proc.stdout.read(1)
 
     def close(self) -> None:
@@ -272,10 +278,13 @@ class Repo:
             return self.trees[commit]
         if objects is not None and is_hex_oid(commit) and (
                 header := objects.header(commit)) is not None:
-            data = objects.read(header[1])
-            objects.end()
+            # "tree ID" comes first; the rest, a message of any size a peer chose, is
+            # skipped (read whole, it held the daemon's memory twice over)
+            data = objects.read(min(header[1], 128))
+            objects.end(header[1] - len(data))
             first = data.split(b"\n", 1)[0].split()
-            if header[0] == "commit" and len(first) == 2 and first[0] == b"tree":
+            if header[0] == "commit" and len(first) == 2 and first[0] == b"tree" and \
+                    is_hex_oid(first[1].decode(errors="replace")):
                 self.know_tree(commit, first[1].decode())
                 return self.trees[commit]
         tree = self.out("rev-parse", "--verify", "--end-of-options", commit + "^{tree}")
