@@ -285,3 +285,31 @@ def test_the_tree_of_a_commit_with_a_huge_message_is_read_in_little_memory(make_
     finally:
         objects.close()
     assert peak < 4 << 20, f"{peak >> 20} MB held to read the id of a tree"
+
+
+def test_a_file_written_all_the_time_does_not_hold_merges_for_ever(cluster):
+    """The merge waits for a file being written (Watcher.busy), up to max_delay - of the
+    batch: a file written on and on (a log, a terminal recording in the folder) is taken
+    at max_delay, the next write starts the next batch, busy again: b committed and pushed
+    its log every second, and merged nothing of a's while the log went on."""
+    import threading
+    a, b = cluster.clone("a"), cluster.clone("b")  # (maxDelay: 1 s)
+    stop = threading.Event()
+
+    def writer():
+        with open(b.path / "session.log", "a") as f:
+            while not stop.is_set():
+                f.write("a line of the session\n")
+                f.flush()
+                stop.wait(0.02)  # the pace of the writing program
+    t = threading.Thread(target=writer)
+    t.start()
+    try:
+        wait_for(lambda: git(b.path, "ls-files", "session.log", env=b.env),
+                 what="b's log committed while written")
+        a.write("other.txt", "from a\n")
+        wait_for(lambda: b.read("other.txt") == "from a\n", timeout=10,
+                 what="a's commit merged at b while b's log is written")
+    finally:
+        stop.set()
+        t.join()

@@ -351,6 +351,7 @@ class Daemon:
         self.retry_due = 0.0
         self.carry: Batch | None = None  # not committed yet (a busy lock, a full disk)
         self.pending_tips: list[str] | None = None  # fetched, not integrated yet
+        self.held_since: float | None = None  # a merge waits for a save since (integrate)
         self.branch_tip: str | None = None  # B's commit, as of the last fetch
         self.waited: tuple[str, float] | None = None  # a commit left to another clone's
         # fold, and since when (see patient)
@@ -574,12 +575,18 @@ class Daemon:
         merge waits for it (WRITING_WAIT at a time, max_delay at most, see Watcher.busy)."""
         if set(self.engine.acceptable(tips)) <= {self.repo.head()}:
             self.pending_tips, self.waited = None, None  # (what integrate would leave)
+            self.held_since = None
             self.show_refused()
             self.state.update(error=None)
             return
-        if self.watcher.busy():
-            self.pending_tips, self.retry_due = tips, time.monotonic() + WRITING_WAIT
+        now = time.monotonic()
+        # max_delay at most in all: a file written all the time (a log, a recording) keeps
+        # every batch busy one after the other, and the merge must not wait for ever
+        if self.watcher.busy() and now < (self.held_since or now) + self.watcher.max_delay:
+            self.held_since = self.held_since or now
+            self.pending_tips, self.retry_due = tips, now + WRITING_WAIT
             return
+        self.held_since = None
         batch = self.watcher.flush()
         if batch is not None:
             self.commit(batch)
