@@ -313,3 +313,25 @@ def test_a_file_written_all_the_time_does_not_hold_merges_for_ever(cluster):
     finally:
         stop.set()
         t.join()
+
+
+def test_a_commit_whose_author_line_breaks_hides_no_ref(make_repo):
+    """Remote.refs now reads %(authoremail): a commit whose author header holds a newline
+    (git takes it where fsck is off - the user's choice, which install respects) printed
+    its ref over two lines, and the ref was dropped: B at such a commit was no tip at all
+    (never merged; B "absent", so every push tried to move it over the peer's commit)."""
+    from autosync.git import Repo
+    from autosync.sync import Remote
+    r = make_repo("clone")
+    tree = git(r, "rev-parse", "HEAD^{tree}")
+    head = git(r, "rev-parse", "HEAD")
+    raw = (f"tree {tree}\nparent {head}\nauthor Peer <peer\n@example.org> 1700000000 +0000\n"
+           "committer Peer <peer@example.org> 1700000000 +0000\n\nfrom a peer\n")
+    (r / ".git" / "obj").write_text(raw)
+    odd = git(r, "hash-object", "-t", "commit", "-w", "--literally", ".git/obj")
+    git(r, "update-ref", "refs/remotes/origin/main", odd)
+    git(r, "update-ref", "refs/autosync/remotes/origin/main/peer", odd)
+    remote = Remote(Repo(r), "origin", "main", "me")
+    tips = remote.tips(with_branch=True)
+    assert tips.get("refs/remotes/origin/main") == odd, tips
+    assert tips.get("refs/autosync/remotes/origin/main/peer") == odd, tips

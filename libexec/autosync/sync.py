@@ -165,13 +165,15 @@ class Remote:
         """{local ref: (object id, type, committer time, plain)} for B and every clone's
         ref as of the last fetch (and the local branch refs/heads/B: with_branch); plain:
         a commit that is no fold autosync made (merge.maybe_fold)."""
+        # each record ends with a NUL: a peer's author line may hold a newline (git takes
+        # it where fsck is off), and a ref split over two lines would be no ref at all
         out = self.repo.out(
             "for-each-ref", "--format=%(refname)%00%(objectname)%00%(objecttype)%00"
-            "%(committerdate:unix)%00%(authoremail)%00%(parent)",
+            "%(committerdate:unix)%00%(authoremail)%00%(parent)%00",
             self.tracking_ref, self.copies_ref,
             *([f"refs/heads/{self.branch}"] if with_branch else []))
         found = {}
-        for line in out.splitlines():
+        for line in out.removesuffix("\0").split("\0\n"):  # (out: the last newline gone)
             fields = line.split("\0")
             if len(fields) == 6 and self._mine(fields[0], with_branch):
                 found[fields[0]] = (fields[1], fields[2], int(fields[3] or 0),
