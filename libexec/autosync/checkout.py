@@ -524,7 +524,10 @@ class Plan:
         if d["v"] == 1:  # left by an older version: the copy's host and time as such
             plan = cls(d["branch"], d["old"], d["new"], d["new"], d["local_host"],
                        d.get("blocked", []))
-            plan.named = str(d["copy_host"]), int(d["copy_time"])
+            try:
+                plan.named = str(d["copy_host"]), int(d["copy_time"])
+            except OverflowError as e:  # (json.load takes Infinity)
+                raise ValueError("copy_time out of range") from e
             return plan
         return cls(**{f: d[f] for f in cls.FIELDS[:-1]}, blocked=d.get("blocked", []))
 
