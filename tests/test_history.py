@@ -291,3 +291,37 @@ def test_help_names_both_commands(tenv, tmp_path):
                                                                         cwd=tmp_path)
     for command in ("history", "restore"):
         assert f"git autosync {command}" in ok(tenv, command, "-h", cwd=tmp_path)
+
+
+def test_a_save_landing_while_restoring_wins_and_nothing_is_restored(tenv, make_repo,
+                                                                      monkeypatch):
+    """restore commits a local edit, then writes the old version beside the file and swaps
+    it in: a save landing between the two (an editor's autosave) must come out of the swap
+    as not HEAD's version and go back - never overwritten, never lost."""
+    import pytest
+
+    from autosync import history
+    from autosync.git import Repo
+    from autosync.util import Error
+    repo = make_repo("r")
+    for text in ("first\n", "second\n"):
+        (repo / "notes.md").write_text(text)
+        git(repo, "add", ".", env=tenv)
+        git(repo, "commit", "-qm", text.strip(), env=tenv)
+    head = git(repo, "rev-parse", "HEAD", env=tenv)
+    real = history.safefs.exchange
+
+    def save_first(*args):
+        monkeypatch.setattr(history.safefs, "exchange", real)  # (the swap back is real)
+        (repo / "notes.md").write_text("saved meanwhile\n")  # in place, as editors do
+        return real(*args)
+
+    monkeypatch.setattr(history.safefs, "exchange", save_first)
+    with pytest.raises(Error, match="was saved while it was being restored"):
+        history.restore(Repo(str(repo), env=tenv), "notes.md")
+    assert (repo / "notes.md").read_text() == "saved meanwhile\n"
+    assert git(repo, "rev-parse", "HEAD", env=tenv) == head  # nothing committed
+    assert sorted(os.listdir(repo)) == [".git", "README", "notes.md"]  # no temp file left
+    ok(tenv, "restore", "notes.md", "--at", head, cwd=repo)  # again: the save first
+    assert git(repo, "show", "HEAD^:notes.md", env=tenv) == "saved meanwhile"
+    assert (repo / "notes.md").read_text() == "second\n"

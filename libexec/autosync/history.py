@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from . import pidfile
+from . import pidfile, safefs
 from .commit import _short, changed_entries, check_committable, commit_changes
 from .config import Config
 from .copies import Tip, describe, is_conflict_copy, is_copy_of
@@ -415,7 +415,7 @@ def write_version(repo: Repo, path: str, mode: str, blob: str) -> None:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-        os.rename(tmp, name, src_dir_fd=parent, dst_dir_fd=parent)
+        _place(repo, path, root, tmp)
     except Blocked as e:
         raise Error(f"cannot write '{path}': '{e.filename}' is not a directory (a symbolic "
                     "link or a file is in the way)") from None
@@ -428,6 +428,52 @@ def write_version(repo: Repo, path: str, mode: str, blob: str) -> None:
         raise os_error(e, f"cannot write '{path}'") from None
     finally:
         root.close()
+
+
+def _place(repo: Repo, path: str, root: Root, tmp: str) -> None:
+    """Move the written version (tmp, beside path) to path, atomically: what it replaces
+    must be HEAD's version (restore committed any edit first), and a save that landed
+    meanwhile is put back and wins - nothing is restored then (an Error)."""
+    rel_tmp = os.path.join(os.path.dirname(path), tmp)
+    if tree_entry(repo, "HEAD", path) is None:  # no version at path: nothing may be there
+        try:
+            safefs.move_noreplace(root, rel_tmp, root, path)
+            return
+        except FileExistsError:
+            pass
+    elif not safefs.exchange(root, rel_tmp, root, path):  # (no RENAME_EXCHANGE here)
+        if not differs(repo, path):
+            fd, name = root.at(path)
+            os.rename(tmp, name, src_dir_fd=fd, dst_dir_fd=fd)
+            return
+    elif _is_head_version(repo, path, root, rel_tmp):  # what came out: as committed
+        root.unlink(rel_tmp)
+        return
+    else:
+        safefs.exchange(root, rel_tmp, root, path)  # the save goes back to its path
+    root.unlink(rel_tmp)  # the version written: not restored
+    raise Error(f"'{path}' was saved while it was being restored; the save stays and "
+                "nothing was restored", "restore it again (the save is committed first)")
+
+
+def _is_head_version(repo: Repo, path: str, root: Root, rel: str) -> bool:
+    """Whether the file at rel (in root) is HEAD's version of path, filters applied."""
+    entry = tree_entry(repo, "HEAD", path)
+    st = root.lstat(rel)
+    if entry is None or st is None:
+        return entry is None and st is None
+    mode, blob = entry
+    if mode == SYMLINK:
+        return stat.S_ISLNK(st.st_mode) and os.fsencode(root.readlink(rel)) == \
+            repo.run("cat-file", "blob", blob).stdout
+    if not stat.S_ISREG(st.st_mode) or bool(st.st_mode & 0o100) != (mode == EXECUTABLE):
+        return False
+    fd = root.open(rel)
+    try:
+        res = repo.run("hash-object", "--stdin", f"--path={path}", stdin=fd, check=False)
+    finally:
+        os.close(fd)
+    return res.returncode == 0 and res.stdout.decode().strip() == blob
 
 
 def restore(repo: Repo, path: str, at: str | None = None) -> Restored:
