@@ -25,7 +25,9 @@ denied, a hook that refuses, bad config): the first is retried with `util.Backof
 second is shown to a human.
 """
 
+import argparse
 import re
+import signal
 import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
@@ -38,7 +40,7 @@ from .merge import Conflict, Integrated, integrate, is_fold, maybe_fold
 from .message import PUSH_OPTION, Notification, host_label, repo_digest, sender_id
 from .transport import kind, publish_once
 from .treecheck import Refused
-from .util import Backoff, Error, Retry, log
+from .util import OK, Backoff, Error, Retry, log, printable, setup_logging, shown
 
 NETWORK_TIMEOUT = 120  # seconds for one fetch or push; a hung ssh must not hang autosync
 PASSED_OVER = 600.0  # seconds a clone that did not fold in time has no say in who folds
@@ -289,10 +291,11 @@ class Remote:
             elif err:
                 raise classify("fetch from", self.name, err)
 
-    def push(self, branch: str = "own") -> Pushed:
+    def push(self, branch: str = "own", options: bool = True) -> Pushed:
         """Push this clone's own commits to its ref, and B (when that is a fast-forward)
         as branch says: "own" not, "lead" when this clone leads (`leads`), "any" whoever
-        leads (a one-shot sync; or the clone that leads did not do it in time)."""
+        leads (a one-shot sync; or the clone that leads did not do it in time). With
+        options=False, without the push option however the remote takes them."""
         refs = self.refs(with_branch=True)
         tips = self.tips(with_branch=True, refs=refs)
         local = tips.pop(f"refs/heads/{self.branch}", None)
@@ -324,15 +327,23 @@ class Remote:
         # (at once, over the connection we hold): it stays quiet. A remote that takes no
         # push options (a hosting service, or receive.advertisePushOptions off) is pushed
         # to without it; its hook, if any, announces too.
+        with_option = self.push_options and options
         res = self.repo.run("push", "--porcelain",
-                            *(["--push-option", PUSH_OPTION] if self.push_options else []),
+                            *(["--push-option", PUSH_OPTION] if with_option else []),
                             "--end-of-options", self.name,
                             *(f"{local}:{ref}" for ref in targets),
                             check=False, timeout=NETWORK_TIMEOUT)
         out, err = res.stdout.decode(errors="replace"), res.stderr.decode(errors="replace")
-        if self.push_options and "does not support push options" in err:
+        if with_option and "does not support push options" in err:
             self.push_options = False
             return self.push(branch)
+        if with_option and res.returncode == -signal.SIGPIPE:
+            # git sends the push options even when it sends no ref to update (each one
+            # is up to date, or refused by git itself as not a fast-forward: the remote
+            # moved since this clone looked), and receive-pack, having nothing to do,
+            # hangs up before reading them: git push dies of SIGPIPE saying nothing (or
+            # not: a matter of scheduling). Asked again without them, it says which
+            return self.push(branch, options=False)
         done, lost = set(), set()
         for line in out.splitlines():
             flag, _, rest = line.partition("\t")
@@ -633,3 +644,20 @@ def sync_once(engine: Engine, commit: bool = True, attempts: int = 5,
             sleep(delay)
     outcome.refused = list(engine.refused.values())
     return outcome
+
+
+# -- git autosync sync ------------------------------------------------------------------
+def cmd_sync(repo: Repo, args: argparse.Namespace) -> int:
+    if repo.bare:
+        raise Error(f"'{repo.cwd}' is a bare repository; nothing to sync")
+    setup_logging()
+    engine = Engine.one_shot(repo)
+    outcome = sync_once(engine)
+    for c in outcome.conflicts:
+        print(f"conflict: {shown(c.path)}" + (f": other version kept as {shown(c.copy)}"
+                                              if c.copy else ": modified version kept"))
+    for e in outcome.refused:
+        print(f"warning: {printable(e.message)}")
+    print(f"pushed {outcome.pushed[:10]} to {engine.config.remote}" if outcome.pushed
+          else "up to date")
+    return OK
