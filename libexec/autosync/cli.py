@@ -1,12 +1,12 @@
 """The `git autosync` front end: run, start, stop, status, sync, log, systemd, list,
 history, restore, clone, share.
 
-Each command is a thin layer over a module that can also be used alone (daemon, sync,
-commit); this file parses arguments, starts and stops the daemon, and formats status.
+This file parses the arguments of every command, and starts and stops the daemon. Each
+other command lives in the module that does its work (COMMANDS), imported only when that
+command runs: `start`, `stop` and `log` load neither the daemon nor a transport.
 """
 
 import argparse
-import json
 import os
 import shlex
 import signal
@@ -14,26 +14,20 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
+from importlib import import_module
+from typing import cast
 
-from . import VERSION, checks, history, pidfile, pushlog, share, systemd
-from .config import Config
-from .copies import is_conflict_copy
-from .daemon import Daemon, State
+from . import VERSION, checks, pidfile
+from .config import SHARED_FILE, Config
 from .git import Repo
-from .sync import Engine, sync_once
-from .util import (
-    HUMAN,
-    NOT_RUNNING,
-    OK,
-    RETRY,
-    Error,
-    log,
-    os_error,
-    printable,
-    setup_logging,
-    shown,
-)
+from .util import HUMAN, NOT_RUNNING, OK, RETRY, Error, os_error, printable
+
+# command -> the module holding its cmd_<command> function; those in NO_REPOSITORY take the
+# arguments only, the others (repository, arguments)
+COMMANDS = {"run": "daemon", "start": "cli", "stop": "cli", "status": "status",
+            "list": "listing", "sync": "sync", "log": "cli", "systemd": "systemd",
+            "history": "history", "restore": "history", "clone": "share", "share": "share"}
+NO_REPOSITORY = ("systemd", "list", "clone")  # (systemd disable works for a deleted one)
 
 DESCRIPTION = """\
 Keep a git work tree in sync like a Dropbox folder: every saved file is committed,
@@ -131,7 +125,28 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--at", metavar="WHEN|COMMIT", default=None,
                    help="a commit ('git autosync history PATH' lists them) or a date "
                         "('yesterday', '2 hours ago', '2026-11-24 10:00')")
-    share.add_parsers(sub)  # share, clone
+    p = sub.add_parser("share", help="write and commit the shared settings file .autosync",
+                       description=f"Write {SHARED_FILE} at the top of the work tree from "
+                                   "this clone's settings (the keys every clone may take "
+                                   "from it that are set here), show it, and commit it; "
+                                   "the daemon pushes it. Every clone then uses these "
+                                   "settings unless its own git config sets them.")
+    p.add_argument("-n", "--dry-run", action="store_true",
+                   help="only show what would be written")
+    p = sub.add_parser("clone", help="a new device in one step: clone, install, start",
+                       description="git clone URL into DIR, install git-autosync into it as "
+                                   "'make install REPO=DIR' does, then start the daemon "
+                                   "(--start) or enable its systemd user unit (--systemd). "
+                                   f"The repository's {SHARED_FILE} settings apply by "
+                                   "themselves. On failure nothing this command made is "
+                                   "left behind.")
+    p.add_argument("url", metavar="URL", help="the shared repository, as for git clone")
+    p.add_argument("directory", metavar="DIR", nargs="?",
+                   help="where to clone (default: the repository's name, as git clone)")
+    how = p.add_mutually_exclusive_group()
+    how.add_argument("--start", action="store_true", help="start the daemon now")
+    how.add_argument("--systemd", action="store_true",
+                     help="enable the systemd user unit instead (starts now and at login)")
     return ap
 
 
@@ -144,42 +159,19 @@ def main(argv: list[str]) -> int:
     if args.command is None:
         ap.print_help()
         return 2
-    if args.command == "systemd":  # (disable works for a repository deleted already)
-        return cmd_systemd(args)
-    if args.command == "list" or getattr(args, "all", False):  # (no repository needed)
-        from . import listing
-        return listing.show(args.json)
-    if args.command == "clone":  # (no repository yet)
-        return share.cmd_clone(args)
+    name = "list" if getattr(args, "all", False) else args.command  # (status --all)
+    function = getattr(import_module(f"{__package__}.{COMMANDS[name]}"), f"cmd_{name}")
+    if name in NO_REPOSITORY:
+        return cast(Callable[[argparse.Namespace], int], function)(args)
     repo = Repo(args.dir or os.getcwd())
-    return COMMANDS[args.command](repo, args)
+    return cast(Callable[[Repo, argparse.Namespace], int], function)(repo, args)
 
 
 def log_path(repo: Repo) -> str:
     return os.path.join(repo.ensure_state_dir(), "log")
 
 
-# -- run / start / stop ----------------------------------------------------------------
-def cmd_run(repo: Repo, args: argparse.Namespace) -> int:
-    if repo.bare:
-        raise Error(f"'{repo.cwd}' is a bare repository; its post-receive hook does the work",
-                    "run 'git autosync run' in a clone with a work tree")
-    setup_logging(args.log, verbose=args.verbose)
-    config = Config(repo)  # once per daemon start: .autosync is read here
-    for problem in checks.problems(config):  # `start` printed them; the log keeps them
-        log.warning("%s", problem.line())
-    ready_fd = os.environ.pop("GIT_AUTOSYNC_READY_FD", None)
-
-    def ready() -> None:
-        if ready_fd is not None:
-            try:
-                os.write(int(ready_fd), b"1")
-                os.close(int(ready_fd))
-            except OSError:
-                pass
-    return Daemon(repo, ready_hook=ready, config=config).run()
-
-
+# -- start / stop ----------------------------------------------------------------
 def cmd_start(repo: Repo, args: argparse.Namespace) -> int:
     pid = pidfile.running_pid(repo)
     if pid:
@@ -237,149 +229,7 @@ def cmd_stop(repo: Repo, args: argparse.Namespace) -> int:
     return OK
 
 
-# -- status --------------------------------------------------------------------------------
-def gather_status(repo: Repo) -> dict[str, Any]:
-    config = Config(repo)
-    pid = pidfile.running_pid(repo)
-    state = State.read(repo)
-    info: dict[str, Any] = {
-        "repository": repo.cwd, "running": bool(pid), "pid": pid or None,
-        "branch": config["branch"] or repo.current_branch(), "remote": config.remote,
-        "channel": config.channel}
-    head = repo.run("log", "-1", "--format=%H%x00%ct%x00%s", check=False).stdout.decode()
-    if head.strip():
-        oid, ts, subject = head.rstrip("\n").split("\0", 2)
-        info["last_commit"] = {"commit": oid, "time": int(ts), "message": subject}
-    branch = info["branch"]
-    unpushed = None
-    if branch and config.has_remote and repo.rev(f"refs/heads/{branch}"):
-        remote = Engine(repo, config).remote  # there is one: config.has_remote
-        if remote is not None:
-            unpushed = remote.unpushed()
-    info["unpushed"] = unpushed
-    files = repo.out("ls-files", "-z").split("\0") if not repo.bare else []
-    info["conflict_copies"] = [f for f in files if is_conflict_copy(f)]
-    live = bool(pid) and state.get("pid") == pid
-    for key in ("last_push", "last_pull", "push_error", "pull_error", "transport",
-                "transport_connected", "transport_error", "pending", "skipped_large",
-                "nested", "error", "refused", "kept", "held"):
-        info[key] = state.get(key) if live or key in ("last_push", "last_pull") else None
-    # the daemon's last push, or one `sync` or the hook's push helper made since
-    info["last_push"] = pushlog.newest(info["last_push"], pushlog.last(repo))
-    info["has_remote"] = config.has_remote
-    info["config_warnings"] = [{"message": p.message, "hint": p.hint}
-                               for p in checks.problems(config)]
-    if info["transport_error"] and any(w["message"].startswith(info["transport_error"])
-                                       for w in info["config_warnings"]):
-        info["transport_error"] = None  # the same bad broker URL, said once
-    in_progress = repo.operation_in_progress()
-    if in_progress:
-        info["error"] = f"a {in_progress} started by hand is in progress; autosync waits"
-    current = repo.current_branch()
-    if config["branch"] and current != config["branch"]:
-        info["error"] = (f"'{current or 'a detached HEAD'}' is checked out; autosync syncs "
-                         f"'{config['branch']}' and leaves this one alone")
-    try:  # a full disk: nothing can be committed, and the daemon's state goes stale
-        disk = os.statvfs(repo.git_dir)
-        if disk.f_bavail * disk.f_frsize < 1024 * 1024:
-            info["error"] = (f"the disk holding '{repo.git_dir}' is full: nothing can be "
-                             "committed (autosync retries by itself once there is space)")
-    except OSError:
-        pass
-    if os.path.isdir(os.path.join(repo.state_dir, "update")):
-        info["interrupted_merge"] = True
-    return info
-
-
-def _ago(ts: float | None) -> str:
-    if not ts:
-        return "never"
-    secs = max(0, int(time.time() - ts))
-    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
-        if secs >= size:
-            return f"{secs // size} {unit} ago"
-    return f"{secs} s ago"
-
-
-def notes(info: dict[str, Any]) -> list[tuple[str, str]]:
-    """What status shows after the counts, in its order, as (label, text): conflict copies,
-    then warnings (a config warning followed by its hint) and paths moved aside. `list`
-    shows the first warning."""
-    out = [("conflict copy", shown(c)) for c in info["conflict_copies"]]
-    for w in info["config_warnings"]:
-        out += [("warning", w["message"]), ("hint", w["hint"])]
-    for key, label in (("push_error", "push failing"), ("pull_error", "pull failing"),
-                       ("transport_error", "notifications"), ("error", "attention")):
-        if info.get(key):
-            out.append(("warning", f"{label}: {info[key]}"))
-    refused = info.get("refused")
-    if refused:
-        out.append(("warning", printable(str(refused["reason"]))))
-    for k in info.get("kept") or []:
-        out.append(("moved aside", f"{shown(str(k['path']))} (autosync does not commit it; "
-                                   f"a merge added that path) -> {shown(str(k['where']))}"))
-    if info.get("interrupted_merge"):
-        out.append(("warning", "a merge was interrupted; the next start or sync completes it"))
-    for p in info.get("skipped_large") or []:
-        out.append(("warning", "not committed (larger than autosync.maxFileSize): "
-                    + shown(p)))
-    for p in info.get("held") or []:
-        out.append(("warning", "not committed (ignored until a merge changed .gitignore; "
-                    f"git add it by hand to share it): {shown(p)}"))
-    for p in info.get("nested") or []:
-        out.append(("warning", f"nested repository not synced: {shown(p)}"))
-    return out
-
-
-def cmd_status(repo: Repo, args: argparse.Namespace) -> int:
-    info = gather_status(repo)
-    if args.json:
-        print(json.dumps(info, indent=1, sort_keys=True))
-        return OK if info["running"] else NOT_RUNNING
-    running = f"running (pid {info['pid']})" if info["running"] else "not running"
-    where = (f" <-> {info['remote']}" if info["has_remote"] else
-             f", local only (no remote '{info['remote']}')")
-    lines = [f"git-autosync: {running} in {info['repository']}",
-             f"  branch:        {info['branch'] or '(detached)'}{where}"
-             f" (channel {info['channel']})"]
-    lc = info.get("last_commit")
-    if lc:
-        lines.append(f"  last commit:   {_ago(lc['time'])}  {lc['commit'][:10]} {lc['message']}")
-    lp = info.get("last_push")
-    lines.append(f"  last push:     {_ago(lp and lp['time'])}"
-                 + (f"  {lp['commit'][:10]}" if lp else ""))
-    lines.append(f"  last pull:     {_ago(info.get('last_pull'))}")
-    if info["running"]:
-        t = info.get("transport")
-        lines.append("  notifications: " + (
-            f"{t} ({'connected' if info['transport_connected'] else 'not connected'})"
-            if t else "none (polling the remote)" if info["has_remote"] else
-            "none (local only)"))
-        lines.append(f"  pending:       {info.get('pending') or 0} changed paths")
-    if info["unpushed"] is not None:
-        lines.append(f"  unpushed:      {info['unpushed']} commits")
-    lines += [f"  {label + ':':<15}{text}" for label, text in notes(info)]
-    print(printable("\n".join(lines)))  # (a branch, a commit subject: a peer wrote them)
-    return OK if info["running"] else NOT_RUNNING
-
-
 # -- sync / log -------------------------------------------------------------------------------
-def cmd_sync(repo: Repo, args: argparse.Namespace) -> int:
-    if repo.bare:
-        raise Error(f"'{repo.cwd}' is a bare repository; nothing to sync")
-    setup_logging()
-    engine = Engine.one_shot(repo)
-    outcome = sync_once(engine)
-    for c in outcome.conflicts:
-        print(f"conflict: {shown(c.path)}" + (f": other version kept as {shown(c.copy)}"
-                                              if c.copy else ": modified version kept"))
-    for e in outcome.refused:
-        print(f"warning: {printable(e.message)}")
-    print(f"pushed {outcome.pushed[:10]} to {engine.config.remote}" if outcome.pushed
-          else "up to date")
-    return OK
-
-
 def _tail(path: str, n: int) -> list[str]:
     try:
         with open(path, "rb") as f:
@@ -408,40 +258,3 @@ def cmd_log(repo: Repo, args: argparse.Namespace) -> int:
                 else:
                     time.sleep(0.2)
     return OK
-
-
-# -- history / restore ---------------------------------------------------------------------
-def cmd_history(repo: Repo, args: argparse.Namespace) -> int:
-    path = history.resolve(repo, args.path, history.start_dir(repo, args.dir))
-    found = history.versions(repo, path)
-    if args.json:
-        print(json.dumps([v.as_json() for v in found], indent=1))
-    else:
-        print(history.render(path, found))
-    return OK
-
-
-def cmd_restore(repo: Repo, args: argparse.Namespace) -> int:
-    path = history.resolve(repo, args.path, history.start_dir(repo, args.dir))
-    setup_logging()  # (what the commits say, as for sync)
-    print(history.render_restored(history.restore(repo, path, args.at)))
-    return OK
-
-
-# -- systemd ---------------------------------------------------------------------------------
-def cmd_systemd(args: argparse.Namespace) -> int:
-    path = getattr(args, "dir", None) or os.getcwd()
-    top = systemd.repository(path, args.action)
-    if args.action == "enable":
-        lines = systemd.enable(top, args.timer)
-    else:
-        lines = systemd.disable_all(path, top, args.timer)
-    print("\n".join(lines))
-    return OK
-
-
-Command = Callable[[Repo, argparse.Namespace], int]
-COMMANDS: dict[str, Command] = {"run": cmd_run, "start": cmd_start, "stop": cmd_stop,
-                                "status": cmd_status, "sync": cmd_sync, "log": cmd_log,
-                                "history": cmd_history, "restore": cmd_restore,
-                                "share": share.cmd_share}

@@ -17,6 +17,7 @@ idle, except the remote itself every autosync.pollInterval seconds while no noti
 transport is connected.
 """
 
+import argparse
 import json
 import os
 import queue
@@ -27,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from . import pidfile
+from . import checks, pidfile
 from .config import Config
 from .git import Repo
 from .message import Notification
@@ -35,7 +36,7 @@ from .notify import desktop, sd_notify
 from .sync import Engine, Pushed, Rejected, Remote, check_branch
 from .transport import make_transport
 from .transport_base import Transport
-from .util import Backoff, Error, Retry, log
+from .util import Backoff, Error, Retry, log, setup_logging
 from .watch import Batch, Watcher
 
 if TYPE_CHECKING:  # (imported by a daemon that bridges, when it starts: see _start)
@@ -672,3 +673,24 @@ class Daemon:
             self.desktop("git-autosync refused a commit", refused.message)
             self.state.update(refused={"commit": refused.commit, "reason": refused.message,
                                        "time": time.time()})
+
+
+# -- git autosync run -------------------------------------------------------------------
+def cmd_run(repo: Repo, args: argparse.Namespace) -> int:
+    if repo.bare:
+        raise Error(f"'{repo.cwd}' is a bare repository; its post-receive hook does the work",
+                    "run 'git autosync run' in a clone with a work tree")
+    setup_logging(args.log, verbose=args.verbose)
+    config = Config(repo)  # once per daemon start: .autosync is read here
+    for problem in checks.problems(config):  # `start` printed them; the log keeps them
+        log.warning("%s", problem.line())
+    ready_fd = os.environ.pop("GIT_AUTOSYNC_READY_FD", None)
+
+    def ready() -> None:
+        if ready_fd is not None:
+            try:
+                os.write(int(ready_fd), b"1")
+                os.close(int(ready_fd))
+            except OSError:
+                pass
+    return Daemon(repo, ready_hook=ready, config=config).run()

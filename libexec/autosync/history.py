@@ -13,7 +13,9 @@ written beside its path under a temp name (one autosync never commits) and renam
 place, through directory descriptors that never follow a symbolic link.
 """
 
+import argparse
 import datetime
+import json
 import os
 import re
 import signal
@@ -30,7 +32,7 @@ from .git import Repo
 from .safefs import Blocked, Root
 from .sync import check_branch
 from .treecheck import name_problem
-from .util import Error, os_error, shown
+from .util import OK, Error, os_error, setup_logging, shown
 
 LITERAL = {"GIT_LITERAL_PATHSPECS": "1"}  # a path is a name, never a pattern
 SYMLINK, EXECUTABLE, GITLINK = "120000", "100755", "160000"
@@ -534,3 +536,21 @@ def render_restored(r: Restored) -> str:
     elif r.has_remote:
         lines.append("no daemon is running: 'git autosync sync' pushes it")
     return "\n".join(lines)
+
+
+# -- git autosync history / restore -------------------------------------------------------
+def cmd_history(repo: Repo, args: argparse.Namespace) -> int:
+    path = resolve(repo, args.path, start_dir(repo, args.dir))
+    found = versions(repo, path)
+    if args.json:
+        print(json.dumps([v.as_json() for v in found], indent=1))
+    else:
+        print(render(path, found))
+    return OK
+
+
+def cmd_restore(repo: Repo, args: argparse.Namespace) -> int:
+    path = resolve(repo, args.path, start_dir(repo, args.dir))
+    setup_logging()  # (what the commits say, as for sync)
+    print(render_restored(restore(repo, path, args.at)))
+    return OK

@@ -2,13 +2,14 @@
 machine, one line each.
 
 The repositories are the ones install recorded (install.Registry); what each line says is
-what `git autosync status` computes for it (cli.gather_status: the pid file, the state the
+what `git autosync status` computes for it (status.gather_status: the pid file, the state the
 daemon wrote, the last push, commits not on the remote as of the last fetch, conflict copies
 among the tracked files), so the two never disagree. Nothing here touches the network: a
 dead server cannot make it hang. A repository that was moved, deleted, is no repository any
 more or lost its hook is said so on its line, never with a traceback.
 """
 
+import argparse
 import json
 import os
 import shlex
@@ -18,10 +19,10 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from . import pidfile
-from .cli import _ago, gather_status, notes
 from .commit import changed_entries
 from .git import Repo
 from .install import Installer, Registry
+from .status import ago, gather_status, notes
 from .util import HUMAN, OK, Error, printable, shown
 
 RUNNING, STOPPED, BARE = "running", "stopped", "bare"
@@ -59,7 +60,7 @@ class Entry:
             return [shown(self.path), self.state, "-", "-", "-", "-", printable(
                 self.warning or "")]
         state = f"running (pid {self.pid})" if self.running else self.state
-        synced = "never synced" if not self.last_sync else f"synced {_ago(self.last_sync)}"
+        synced = "never synced" if not self.last_sync else f"synced {ago(self.last_sync)}"
         copies = len(self.conflict_copies)
         if self.state == BARE:  # a server: its hook announces what it receives
             return [shown(self.path), state, "-", "-", "-", "-", printable(self.warning or "")]
@@ -146,10 +147,10 @@ def render(listed: list[Entry], aligned: bool) -> list[str]:
             for r in rows]
 
 
-def show(as_json: bool) -> int:
+def cmd_list(args: argparse.Namespace) -> int:
     """Print the list; HUMAN (1) when a repository needs attention, else OK."""
     listed = entries()
-    if as_json:
+    if args.json:
         print(json.dumps([e.as_json() for e in listed], indent=1))
     else:
         tty = sys.stdout.isatty()

@@ -8,7 +8,6 @@ lead to a fetch from the receiver's own remote.
 """
 
 import functools
-import hashlib
 import json
 import logging
 import math
@@ -179,6 +178,7 @@ def repo_digest(repo: Repo) -> str:
     found = _read_id(path)
     if found:
         return found
+    import hashlib  # (here only: OpenSSL's libcrypto is 3.5 MB of every process that loads it)
     old = hashlib.sha1(repo.common_dir.encode(errors="surrogateescape")).hexdigest()[:8]
     made = old if os.path.exists(os.path.join(repo.state_dir, "state.json")) else \
         os.urandom(4).hex()

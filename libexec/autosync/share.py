@@ -16,9 +16,9 @@ import shlex
 import shutil
 import subprocess
 import sys
-from typing import Any
 
 from . import hook, systemd
+from .cli import cmd_start
 from .config import KEYS, SHARED_FILE, SHARED_KEYS, Config, check_shared
 from .git import Repo, clean_env, diagnosis
 from .install import Installer
@@ -28,31 +28,6 @@ from .util import OK, Error, printable
 HEADER = ("# git-autosync shared settings (written by `git autosync share`): every clone "
           "reads the\n# committed version; its own `git config` wins. Only these keys are "
           "read: see man git-autosync.\n")
-
-
-def add_parsers(sub: Any) -> None:  # (argparse's _SubParsersAction is private)
-    p = sub.add_parser("share", help="write and commit the shared settings file .autosync",
-                       description=f"Write {SHARED_FILE} at the top of the work tree from "
-                                   "this clone's settings (the keys every clone may take "
-                                   "from it that are set here), show it, and commit it; "
-                                   "the daemon pushes it. Every clone then uses these "
-                                   "settings unless its own git config sets them.")
-    p.add_argument("-n", "--dry-run", action="store_true",
-                   help="only show what would be written")
-    p = sub.add_parser("clone", help="a new device in one step: clone, install, start",
-                       description="git clone URL into DIR, install git-autosync into it as "
-                                   "'make install REPO=DIR' does, then start the daemon "
-                                   "(--start) or enable its systemd user unit (--systemd). "
-                                   f"The repository's {SHARED_FILE} settings apply by "
-                                   "themselves. On failure nothing this command made is "
-                                   "left behind.")
-    p.add_argument("url", metavar="URL", help="the shared repository, as for git clone")
-    p.add_argument("directory", metavar="DIR", nargs="?",
-                   help="where to clone (default: the repository's name, as git clone)")
-    how = p.add_mutually_exclusive_group()
-    how.add_argument("--start", action="store_true", help="start the daemon now")
-    how.add_argument("--systemd", action="store_true",
-                     help="enable the systemd user unit instead (starts now and at login)")
 
 
 # -- share ------------------------------------------------------------------------------------
@@ -221,7 +196,6 @@ def cmd_clone(args: argparse.Namespace) -> int:
         print(f"shared settings from {SHARED_FILE}: " + ", ".join(
             f"{k}={printable(','.join(v))}" for k, v in sorted(config.shared.items())))
     if args.start:
-        from .cli import cmd_start  # (cli imports this module)
         return cmd_start(repo, args)
     if args.systemd:
         print("\n".join(systemd.enable(target)))

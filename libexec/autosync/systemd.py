@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 from . import pidfile
 from .git import Repo, diagnosis
-from .util import Error
+from .util import OK, Error
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SHARE = os.path.normpath(os.path.join(HERE, os.pardir, os.pardir, os.pardir, "share",
@@ -458,6 +458,17 @@ def disable(top: str, timer: bool = False, name: str | None = None) -> list[str]
     lines += [f"removed {p}" for p in removed]
     lines += [f"kept {p}: you changed it (rm {shlex.quote(p)} removes it)" for p in kept]
     return lines
+
+
+def cmd_systemd(args: argparse.Namespace) -> int:
+    path = getattr(args, "dir", None) or os.getcwd()
+    top = repository(path, args.action)
+    if args.action == "enable":
+        lines = enable(top, args.timer)
+    else:
+        lines = disable_all(path, top, args.timer)
+    print("\n".join(lines))
+    return OK
 
 
 def main(argv: list[str]) -> int:

@@ -171,14 +171,17 @@ class Watcher:
         while level:
             subdirs: list[str] = []
             for d in level:
-                if not self._watch(d, initial):
+                where = f"{self.top}/{d}" if d else self.top  # (abs(d): the hot loop)
+                if not self._watch(d, where, initial):
                     continue
-                subdirs += self._scan(d, report=report and not initial)
+                subdirs += self._scan(d, where, report=report and not initial)
             ignored = self.checker.ignored(subdirs) if subdirs else set()
             level = [d for d in subdirs if d not in ignored]
 
-    def _watch(self, rel: str, initial: bool) -> bool:
-        if os.path.lexists(os.path.join(self.abs(rel), ".git")) and rel:
+    def _watch(self, rel: str, where: str, initial: bool) -> bool:
+        """Watch directory rel (at where); False for a nested repository, or a directory
+        gone or not to be watched."""
+        if rel and os.path.lexists(f"{where}/.git"):
             if rel not in self.nested:
                 self.nested.add(rel)
                 log.warning("'%s' is a git repository of its own: left alone", rel)
@@ -186,7 +189,7 @@ class Watcher:
                 self.note(rel)
             return False
         try:
-            wd = self.kernel.add_watch(self.abs(rel), DIR_MASK)
+            wd = self.kernel.add_watch(where, DIR_MASK)
         except OSError as e:
             if e.errno == errno.ENOSPC:
                 if initial:
@@ -207,25 +210,25 @@ class Watcher:
         self.path_wd[rel] = wd
         return True
 
-    def _scan(self, rel: str, report: bool = True) -> list[str]:
-        """Report what is in rel now (it may have filled before its watch existed); return
-        its subdirectories. Not reporting (a full batch covers the files), a directory
-        whose link count says it has no subdirectories (2: its name and its '.') is not
-        read: the start-up of a big tree reads no leaf directory. (A subdirectory made
-        after the link count was read comes as an event: the watch is there already.)
+    def _scan(self, rel: str, where: str, report: bool = True) -> list[str]:
+        """Report what is in rel (at where) now (it may have filled before its watch
+        existed); return its subdirectories. Not reporting (a full batch covers the files),
+        a directory whose link count says it has no subdirectories (2: its name and its '.')
+        is not read: the start-up of a big tree reads no leaf directory. (A subdirectory
+        made after the link count was read comes as an event: the watch is there already.)
         One with subdirectories is read whole: the count is no stopping point, as a
-        subdirectory made (or renamed) after it was read may come first in the listing
-        and stand in for one that was counted."""
+        subdirectory made (or renamed) after it was read may come first in the listing and
+        stand in for one that was counted."""
         subdirs: list[str] = []
         if not report and self.links_dev is not None:
             try:
-                st = os.lstat(self.abs(rel))
+                st = os.lstat(where)
             except OSError:
                 return subdirs
             if st.st_dev == self.links_dev and st.st_nlink == 2:
                 return subdirs
         try:
-            with os.scandir(self.abs(rel)) as it:
+            with os.scandir(where) as it:
                 for entry in it:
                     path = f"{rel}/{entry.name}" if rel else entry.name
                     if entry.name == ".git":
