@@ -413,16 +413,18 @@ class Remote:
         that - a fold is computed once, not by every clone, and no clone builds on a fold
         of its own - or fold themselves when it takes too long (daemon.patient: the next
         candidate after LEAD_MAX, the one after it after twice that, and so on; a clone
-        with no commit among them after LEADER_GRACE)."""
+        with no commit among them after them all)."""
         names = self.candidates(tips, mine)
         return names[0] if names else None
 
-    def candidates(self, tips: Collection[str], mine: bool) -> list[str]:
+    def candidates(self, tips: Collection[str], mine: bool,
+                   known: dict[str, str] | None = None) -> list[str]:
         """The clones whose refs are at one of tips (this one too when mine: one is its
         own work), by name. No say have: a tip no clone's ref is at (B pushed by plain
         git), a commit integrate refused, and a clone passed over (one that did not fold
-        in time: autosync.pull false, away, or squatting a first name)."""
-        refs = self.tips()
+        in time: autosync.pull false, away, or squatting a first name). known: self.tips(),
+        when the caller has it."""
+        refs = self.tips() if known is None else known
         names = {ref[len(self.copies_ref):] for ref, oid in refs.items()
                  if oid in tips and ref.startswith(self.copies_ref) and oid not in self.left_out}
         names -= self.passed()
@@ -435,10 +437,17 @@ class Remote:
             names.add(self.me)
         return sorted(names)
 
-    def rank(self, tips: Collection[str], mine: bool) -> int | None:
-        """This clone's place among candidates() (0: it folds), or None: it has no say."""
-        names = self.candidates(tips, mine)
-        return names.index(self.me) if self.me in names else None
+    def rank(self, tips: Collection[str], mine: bool) -> int:
+        """This clone's turn to fold tips: its place among candidates() (0: it folds);
+        the clones with no say come after them all, by name too (each its own turn: a
+        tip of one clone alone left every other clone with the same turn)."""
+        known = self.tips()
+        names = self.candidates(tips, mine, known)
+        if self.me in names:
+            return names.index(self.me)
+        others = {ref[len(self.copies_ref):] for ref in known
+                  if ref.startswith(self.copies_ref)} - set(names) - self.passed()
+        return len(names) + sorted(others | {self.me}).index(self.me)
 
     def passed(self) -> set[str]:
         """The clones passed over now (those whose PASSED_OVER seconds are up are not)."""
