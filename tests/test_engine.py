@@ -200,3 +200,28 @@ def test_a_push_with_nothing_left_to_send_is_a_lost_race_not_a_failure(make_repo
         for hog in hogs:
             hog.kill()
             hog.wait()
+
+
+def test_every_clone_has_a_turn_of_its_own_to_fold_in_the_stead(make_repo, tmp_path, tenv):
+    """One clone's tip is held back (it is the only one with a say): each of the others
+    gets a turn of its own, after it and by name - never the same turn for all, or every
+    clone folds the same tips at the same moment when the folder is slow."""
+    import dataclasses
+    from autosync.git import Repo
+    from autosync.sync import Engine
+    work = make_repo("work")
+    base = git(work, "rev-parse", "HEAD")
+    names = ["c00", "c01", "c02", "c03", "c04", "c05"]
+    for name in names:  # every clone's ref at the one commit, and c03's a commit of its own
+        git(work, "update-ref", f"refs/autosync/remotes/origin/main/{name}", base)
+    git(work, "commit", "-q", "--allow-empty", "-m", "c03's save")
+    held = git(work, "rev-parse", "HEAD")
+    git(work, "update-ref", "refs/autosync/remotes/origin/main/c03", held)
+    git(work, "reset", "-q", "--hard", base)
+    git(work, "remote", "add", "origin", str(tmp_path / "nowhere.git"))
+    remote = Engine(Repo(str(work))).remote
+    assert remote is not None
+    turns = {n: dataclasses.replace(remote, me=n).rank([held], False) for n in names}
+    assert turns["c03"] == 0, turns  # its commit: it folds
+    assert sorted(turns.values()) == list(range(len(names))), turns
+    assert [n for n in sorted(turns, key=turns.get) if n != "c03"] == sorted(set(names) - {"c03"})
