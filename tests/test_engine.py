@@ -207,6 +207,7 @@ def test_every_clone_has_a_turn_of_its_own_to_fold_in_the_stead(make_repo, tmp_p
     gets a turn of its own, after it and by name - never the same turn for all, or every
     clone folds the same tips at the same moment when the folder is slow."""
     import dataclasses
+
     from autosync.git import Repo
     from autosync.sync import Engine
     work = make_repo("work")
