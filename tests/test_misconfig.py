@@ -118,3 +118,22 @@ def test_a_bad_broker_url_is_said_and_syncing_goes_on_by_polling(tmp_path, tenv,
                  what="polling to bring b's push in")
     finally:
         cl.stop()
+
+
+def test_an_xmpp_account_without_a_password_file_is_said_with_the_fix(tenv, server_and_clones):
+    _, clone = server_and_clones
+    repo = clone("x")
+    git(repo, "config", "autosync.xmpp.jid", "laptop@localhost", env=tenv)
+    res = autosync(tenv, repo, "status")
+    assert ("  warning:       no xmpp password: autosync.xmpp.passwordFile is not set; "
+            "no notifications: the remote is polled every 60s instead") in res.stdout, res.stdout
+    assert ("  hint:          git config autosync.xmpp.passwordFile "
+            "~/.config/git-autosync/xmpp-password") in res.stdout
+    assert "directory" not in res.stdout and "''" not in res.stdout
+    try:  # the running daemon's transport error is the same: said once
+        assert autosync(tenv, repo, "start").returncode == 0
+        wait_for(lambda: "polling every" in log_of(repo), what="the daemon's transport error")
+        out = autosync(tenv, repo, "status").stdout
+        assert out.count("no xmpp password") == 1, out
+    finally:
+        autosync(tenv, repo, "stop")

@@ -11,7 +11,7 @@ that fixes it.
 import shlex
 from dataclasses import dataclass
 
-from .config import Config
+from .config import Config, no_password
 from .transport import module
 from .util import Error
 
@@ -69,4 +69,9 @@ def problems(config: Config) -> list[Problem]:
                 + (f"the remote is polled every {config['pollInterval']}s instead"
                    if config.has_remote else "nothing to poll either"),
                 e.hints[0] if e.hints else "git config autosync.mqtt.url mqtt://HOST:1883"))
+    elif config["xmpp.jid"] and not config["xmpp.passwordFile"]:
+        unset = no_password("autosync.xmpp.passwordFile", "xmpp")
+        found.append(Problem(f"{unset.message}; no notifications: " + (
+            f"the remote is polled every {config['pollInterval']}s instead"
+            if config.has_remote else "nothing to poll either"), unset.hints[0]))
     return found

@@ -296,20 +296,27 @@ def warn_shared(message: str) -> None:
 
 
 
+def no_password(key: str, what: str) -> Error:
+    """The error for a password file that is not set (`what`: "broker", "xmpp")."""
+    return Error(f"no {what} password: {key} is not set",
+                 f"git config {key} ~/.config/git-autosync/{what}-password")
+
+
 def read_secret(path: str, key: str, what: str) -> bytes:
     """The password in file `path` (autosync.<key>), without its final newline, as bytes.
 
     `what` names the service in the one-line error ("broker", "xmpp"). A file that its
     group or others may read is used all the same, with one warning per process (as ssh
     does for keys, but without refusing): the fix is one chmod."""
+    if not path:
+        raise no_password(key, what)
     try:
         with open(path, "rb") as f:
             mode = os.fstat(f.fileno()).st_mode  # the file read, whatever a symlink says
             secret = f.read().rstrip(b"\r\n")
     except OSError as e:
         raise Error(f"cannot read the {what} password file '{path}': "
-                    f"{(e.strerror or str(e)).lower()}",
-                    f"git config {key} ~/.config/git-autosync/{what}-password") from e
+                    f"{(e.strerror or str(e)).lower()}", no_password(key, what).hints[0]) from e
     if mode & (stat.S_IRGRP | stat.S_IROTH):
         warn_readable_secret(path)
     return secret
