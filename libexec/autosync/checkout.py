@@ -116,10 +116,12 @@ def diff(repo: Repo, old: str, new: str) -> tuple[list[Change], Subtrees]:
 
 
 class Blobs:
-    """Committed blobs read through an Objects reader, compared with files."""
+    """Committed blobs read through an Objects reader, compared with files.
+    converts() says whether git may convert a file on checkout (converts(), by default)."""
 
-    def __init__(self, objects: Objects) -> None:
+    def __init__(self, objects: Objects, may_convert: Callable[[], bool] | None = None) -> None:
         self.objects = objects
+        self.may_convert = may_convert or (lambda: converts(objects.repo))
 
     def _header(self, oid: str) -> int:
         header = self.objects.header(oid)
@@ -149,6 +151,42 @@ class Blobs:
             self.objects.end()
         return equal
 
+    def holds(self, root: Root, rel: str, st: os.stat_result, entry: Entry, path: str) -> bool:
+        """Whether root/rel (st: its lstat) holds the version entry of path, as checkout
+        writes it: a symlink to the blob's text, or a file whose bytes are the blob's (or
+        the same after git's filters for path: eol, clean). The x bit is not compared."""
+        mode, oid = entry
+        if mode == SYMLINK:
+            return stat.S_ISLNK(st.st_mode) and \
+                os.fsencode(root.readlink(rel)) == self.content(oid)
+        if not stat.S_ISREG(st.st_mode):
+            return False
+        fd = root.open(rel)
+        try:
+            if self.same(oid, fd, st.st_size):
+                return True
+            if not self.may_convert():
+                return False
+            # not byte-equal: the same after git's filters (eol, clean) still counts
+            os.lseek(fd, 0, os.SEEK_SET)
+            res = self.objects.repo.run("hash-object", "--stdin", f"--path={path}", stdin=fd,
+                                        check=False)
+        finally:
+            os.close(fd)
+        return res.returncode == 0 and res.stdout.decode().strip() == oid
+
+
+def converts(repo: Repo) -> bool:
+    """Whether checked-out bytes can differ from the blob: eol settings, attributes."""
+    cfg = repo.run("config", "--get-regexp", r"^core\.(autocrlf|eol)$",
+                   check=False).stdout.decode().split()
+    attrs = repo.run("ls-files", "-z", "--", ":(glob)**/.gitattributes", check=False).stdout
+    home = repo.env.get("XDG_CONFIG_HOME") or os.path.join(repo.env.get("HOME", "/"), ".config")
+    return bool(attrs or any(v in ("true", "input", "crlf") for v in cfg[1::2])
+                or os.path.exists(os.path.join(repo.common_dir, "info", "attributes"))
+                or os.path.exists(os.path.join(home, "git", "attributes"))
+                or repo.ok("config", "core.attributesFile"))
+
 
 # -- one update ----------------------------------------------------------------------------
 class Update:
@@ -161,7 +199,7 @@ class Update:
         self.journal = Root(journal_dir)
         self.objects = objects or Objects(repo)
         self.own_objects = objects is None  # closed with the update
-        self.blobs = Blobs(self.objects)
+        self.blobs = Blobs(self.objects, self.may_convert)
         self.copies: Moved = []  # (path, copy): a new version kept beside a save that won
         self.kept: Moved = []  # (path, where): local content moved out of the way, under kept/
         self.index: dict[str, int] = {}  # path -> its position in the list of changes
@@ -180,43 +218,12 @@ class Update:
         self.journal.close()
 
     # -- looking at files ---------------------------------------------------------------
-    def _holds(self, root: Root, rel: str, st: os.stat_result, entry: Entry, path: str) -> bool:
-        mode, oid = entry
-        if mode == SYMLINK:
-            return stat.S_ISLNK(st.st_mode) and \
-                os.fsencode(root.readlink(rel)) == self.blobs.content(oid)
-        if not stat.S_ISREG(st.st_mode):
-            return False
-        fd = root.open(rel)
-        try:
-            if self.blobs.same(oid, fd, st.st_size):
-                return True
-            if not self.may_convert():
-                return False
-            # not byte-equal: the same after git's filters (eol, clean) still counts
-            os.lseek(fd, 0, os.SEEK_SET)
-            res = self.repo.run("hash-object", "--stdin", f"--path={path}", stdin=fd,
-                                check=False)
-        finally:
-            os.close(fd)
-        return res.returncode == 0 and res.stdout.decode().strip() == oid
-
     def may_convert(self) -> bool:
-        """Whether checked-out bytes can differ from the blob: eol settings, attributes."""
+        """Whether checked-out bytes can differ from the blob (converts()), or will once
+        the update brings a .gitattributes."""
         if self.converts is None:
-            repo = self.repo
-            cfg = repo.run("config", "--get-regexp", r"^core\.(autocrlf|eol)$",
-                           check=False).stdout.decode().split()
-            attrs = repo.run("ls-files", "-z", "--", ":(glob)**/.gitattributes",
-                             check=False).stdout
-            home = repo.env.get("XDG_CONFIG_HOME") or \
-                os.path.join(repo.env.get("HOME", "/"), ".config")
-            self.converts = bool(
-                attrs or any(v in ("true", "input", "crlf") for v in cfg[1::2])
-                or os.path.exists(os.path.join(repo.common_dir, "info", "attributes"))
-                or os.path.exists(os.path.join(home, "git", "attributes"))
-                or repo.ok("config", "core.attributesFile")
-                or any(c.path.rpartition("/")[2] == ".gitattributes" for c in self.todo))
+            self.converts = converts(self.repo) or \
+                any(c.path.rpartition("/")[2] == ".gitattributes" for c in self.todo)
         return self.converts
 
     def classify(self, root: Root, rel: str, c: Change, old_first: bool = False) -> str:
@@ -233,14 +240,14 @@ class Update:
         if old_first and self.unwritten.get(c.path) == stat_key(st):
             return OLD  # the very file git found unchanged, not written before it moved
         if old_first and c.old and (not c.new or c.old[1] != c.new[1]) and \
-                self._holds(root, rel, st, c.old, c.path):
+                self.blobs.holds(root, rel, st, c.old, c.path):
             return OLD
-        if c.new and self._holds(root, rel, st, c.new, c.path):
+        if c.new and self.blobs.holds(root, rel, st, c.new, c.path):
             if c.old and c.old[1] == c.new[1] and c.old[0] != c.new[0] and k == "file":
                 # only the mode changed: the x bit tells which one this is
                 return NEW if bool(st.st_mode & 0o100) == (c.new[0] == "100755") else OLD
             return NEW
-        if c.old and self._holds(root, rel, st, c.old, c.path):
+        if c.old and self.blobs.holds(root, rel, st, c.old, c.path):
             return OLD
         return USER
 
