@@ -300,7 +300,7 @@ def test_a_save_landing_while_restoring_wins_and_nothing_is_restored(tenv, make_
     as not HEAD's version and go back - never overwritten, never lost."""
     import pytest
 
-    from autosync import history
+    from autosync import history, safefs
     from autosync.git import Repo
     from autosync.util import Error
     repo = make_repo("r")
@@ -309,14 +309,14 @@ def test_a_save_landing_while_restoring_wins_and_nothing_is_restored(tenv, make_
         git(repo, "add", ".", env=tenv)
         git(repo, "commit", "-qm", text.strip(), env=tenv)
     head = git(repo, "rev-parse", "HEAD", env=tenv)
-    real = history.safefs.exchange
+    real = safefs.exchange
 
     def save_first(*args):
-        monkeypatch.setattr(history.safefs, "exchange", real)  # (the swap back is real)
+        monkeypatch.setattr(safefs, "exchange", real)  # (the swap back is real)
         (repo / "notes.md").write_text("saved meanwhile\n")  # in place, as editors do
         return real(*args)
 
-    monkeypatch.setattr(history.safefs, "exchange", save_first)
+    monkeypatch.setattr(safefs, "exchange", save_first)
     with pytest.raises(Error, match="was saved while it was being restored"):
         history.restore(Repo(str(repo), env=tenv), "notes.md")
     assert (repo / "notes.md").read_text() == "saved meanwhile\n"

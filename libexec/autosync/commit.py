@@ -18,6 +18,7 @@ from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import cast
 
+from . import replace
 from .checkout import interrupted_paths, recover
 from .config import Config
 from .git import Repo, diagnosis
@@ -357,6 +358,10 @@ def commit_changes(repo: Repo, config: Config, paths: Collection[str] | None = N
     result = Result()
     check_committable(repo)
     held: set[str] | None = set()
+    try:
+        replace.recover(repo)  # a restore that was killed: its temp files go first
+    except Error as e:  # (they are never committed: the rest need not wait)
+        log.warning("%s", e.message)
     try:
         recover(repo)  # an interrupted merge is completed first: never commit its half-state
     except Error as e:

@@ -9,8 +9,9 @@ with when, which host (copies.Tip.host), the size and the commit.
 as a new commit (history is never rewritten) through the normal commit path, under the
 repository lock, so that a running daemon pushes it like any save. A local edit not
 committed yet is committed first (it is the user's save): both stay in history. The file is
-written beside its path under a temp name (one autosync never commits) and renamed into
-place, through directory descriptors that never follow a symbolic link.
+written beside its path under a temp name (one autosync never commits) and swapped into
+place, through directory descriptors that never follow a symbolic link, under a journal
+that makes a restore killed at any instant finish at the next commit (replace.py).
 """
 
 import argparse
@@ -24,15 +25,14 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from . import pidfile, safefs
+from . import pidfile, replace
 from .commit import _short, changed_entries, check_committable, commit_changes
 from .config import Config
 from .copies import Tip, describe, is_conflict_copy, is_copy_of
 from .git import Repo
-from .safefs import Blocked, Root
 from .sync import check_branch
 from .treecheck import name_problem
-from .util import OK, Error, os_error, setup_logging, shown
+from .util import OK, Error, setup_logging, shown
 
 LITERAL = {"GIT_LITERAL_PATHSPECS": "1"}  # a path is a name, never a pattern
 SYMLINK, EXECUTABLE, GITLINK = "120000", "100755", "160000"
@@ -41,7 +41,6 @@ WHEN_HINT = ("give a commit from 'git autosync history PATH', or a date git unde
              "'yesterday', '2 hours ago', '2026-11-24 10:00'")
 REVISION = re.compile(r"[~^]|@\{")  # what only a revision has (git help revisions)
 HEX = re.compile(r"[0-9a-f]{7,64}")
-TEMP_NAME = ".autosync-restore.tmp.{}"  # an editor temp name to autosync (ignore.is_temp)
 
 
 @dataclass(frozen=True)
@@ -388,96 +387,6 @@ def differs(repo: Repo, path: str) -> bool:
     return bool(changed_entries(repo, [path]))
 
 
-def write_version(repo: Repo, path: str, mode: str, blob: str) -> None:
-    """Put blob at path (relative to the top) with mode: written beside it under a temp
-    name, then renamed into place; no symbolic link in the path is followed."""
-    if mode == SYMLINK:
-        data = repo.run("cat-file", "blob", blob).stdout
-    else:  # as checkout writes it: smudge filters and line endings applied
-        data = repo.run("cat-file", "--filters", f"--path={path}", blob).stdout
-    root = Root(repo.work_tree)
-    tmp = TEMP_NAME.format(os.getpid())
-    parent = -1
-    try:
-        parent, name = root.at(path, create=True)
-        try:
-            os.unlink(tmp, dir_fd=parent)  # (left by a restore that was killed)
-        except FileNotFoundError:
-            pass
-        if mode == SYMLINK:
-            os.symlink(os.fsdecode(data), tmp, dir_fd=parent)
-        else:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
-                         | os.O_CLOEXEC, 0o777 if mode == EXECUTABLE else 0o666,
-                         dir_fd=parent)  # (the umask applies, as for git)
-            try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view):]
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        _place(repo, path, root, tmp)
-    except Blocked as e:
-        raise Error(f"cannot write '{path}': '{e.filename}' is not a directory (a symbolic "
-                    "link or a file is in the way)") from None
-    except OSError as e:
-        if parent >= 0:
-            try:
-                os.unlink(tmp, dir_fd=parent)
-            except OSError:
-                pass
-        raise os_error(e, f"cannot write '{path}'") from None
-    finally:
-        root.close()
-
-
-def _place(repo: Repo, path: str, root: Root, tmp: str) -> None:
-    """Move the written version (tmp, beside path) to path, atomically: what it replaces
-    must be HEAD's version (restore committed any edit first), and a save that landed
-    meanwhile is put back and wins - nothing is restored then (an Error)."""
-    rel_tmp = os.path.join(os.path.dirname(path), tmp)
-    if tree_entry(repo, "HEAD", path) is None:  # no version at path: nothing may be there
-        try:
-            safefs.move_noreplace(root, rel_tmp, root, path)
-            return
-        except FileExistsError:
-            pass
-    elif not safefs.exchange(root, rel_tmp, root, path):  # (no RENAME_EXCHANGE here)
-        if not differs(repo, path):
-            fd, name = root.at(path)
-            os.rename(tmp, name, src_dir_fd=fd, dst_dir_fd=fd)
-            return
-    elif _is_head_version(repo, path, root, rel_tmp):  # what came out: as committed
-        root.unlink(rel_tmp)
-        return
-    else:
-        safefs.exchange(root, rel_tmp, root, path)  # the save goes back to its path
-    root.unlink(rel_tmp)  # the version written: not restored
-    raise Error(f"'{path}' was saved while it was being restored; the save stays and "
-                "nothing was restored", "restore it again (the save is committed first)")
-
-
-def _is_head_version(repo: Repo, path: str, root: Root, rel: str) -> bool:
-    """Whether the file at rel (in root) is HEAD's version of path, filters applied."""
-    entry = tree_entry(repo, "HEAD", path)
-    st = root.lstat(rel)
-    if entry is None or st is None:
-        return entry is None and st is None
-    mode, blob = entry
-    if mode == SYMLINK:
-        return stat.S_ISLNK(st.st_mode) and os.fsencode(root.readlink(rel)) == \
-            repo.run("cat-file", "blob", blob).stdout
-    if not stat.S_ISREG(st.st_mode) or bool(st.st_mode & 0o100) != (mode == EXECUTABLE):
-        return False
-    fd = root.open(rel)
-    try:
-        res = repo.run("hash-object", "--stdin", f"--path={path}", stdin=fd, check=False)
-    finally:
-        os.close(fd)
-    return res.returncode == 0 and res.stdout.decode().strip() == blob
-
-
 def restore(repo: Repo, path: str, at: str | None = None) -> Restored:
     """Bring back path's version as of `at` (a commit-ish or a date; None: the version
     before the current one, or the last one of a deleted file) as a new commit."""
@@ -486,6 +395,7 @@ def restore(repo: Repo, path: str, at: str | None = None) -> Restored:
     with repo.lock():
         check_committable(repo)
         check_branch(repo, config)
+        replace.recover(repo)  # a restore that was killed: finished first
         saved = None
         if differs(repo, path):  # the user's save first: both stay in history
             saved = commit_changes(repo, config, [path]).commit
@@ -500,7 +410,7 @@ def restore(repo: Repo, path: str, at: str | None = None) -> Restored:
             mode, blob, name = _version_at(repo, path, target)
             tip = describe(repo, target, name)
             source, when, host = target, tip.time, tip.host
-        write_version(repo, path, mode, blob)
+        replace.write_version(repo, path, mode, blob, tree_entry(repo, "HEAD", path))
         result = commit_changes(repo, config, [path],
                                 summary=f"restore {_short(path)} as of {source[:10]}")
         if result.commit is None and differs(repo, path):
