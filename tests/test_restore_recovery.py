@@ -184,6 +184,17 @@ def test_a_save_that_landed_before_the_swap_is_never_lost(tenv, repo, fault, how
         assert (repo / "notes.md").read_bytes() == SAVE  # the save won its path
 
 
+@pytest.mark.parametrize("fault", ["restore-swapped-back", "restore-dropped"])
+def test_a_recovery_killed_too_is_finished_by_the_next(tenv, repo, fault):
+    restore_with_a_save(tenv, repo, "restore-exchanged")
+    res = run(tenv, "sync", cwd=repo, env=dict(tenv, GIT_AUTOSYNC_FAULT=fault))
+    assert res.returncode == KILLED, res.stderr
+    assert journal(repo).exists()
+    ok(tenv, "sync", cwd=repo)
+    assert_settled(tenv, repo)
+    assert (repo / "notes.md").read_bytes() == SAVE
+
+
 def test_a_second_save_after_the_kill_keeps_both(tenv, repo):
     """Killed with the first save out under the temp name; the user saves again before
     anything recovers: the newer save keeps the path, the older one goes beside it."""
