@@ -140,6 +140,12 @@ def test_the_branch_reaches_the_fold_when_the_leader_stops_right_after_pushing(c
             "b.txt" in git(cluster.server, "ls-tree", "--name-only", o, env=cluster.env)
             for o in out)
     wait_or_dump([a, b], own_refs_have_both, what="both own refs on the server")
+    # ... and a's announcement out (stopped between its push and its announcement, a is
+    # heard of only at the others' next look at the remote, five pollIntervals on:
+    # test_engine's test_a_push_nobody_announced_still_arrives)
+    wait_or_dump([b, c], lambda: any(" a:" in line and " announced " in line
+                                     for line in (b.log() + c.log()).splitlines()),
+                 what="a's announcement at b or c")
     pid = a.pid
     os.kill(pid, how)
     try:

@@ -226,3 +226,23 @@ def test_every_clone_has_a_turn_of_its_own_to_fold_in_the_stead(make_repo, tmp_p
     assert turns["c03"] == 0, turns  # its commit: it folds
     assert sorted(turns.values()) == list(range(len(names))), turns
     assert [n for n in sorted(turns, key=turns.get) if n != "c03"] == sorted(set(names) - {"c03"})
+
+
+def test_a_push_nobody_announced_still_arrives(cluster):
+    """Its pusher died between its push and its announcement (the push option told the
+    server's hook that the pusher announces): a clone with notifications connected still
+    asks the remote every 5 pollIntervals, and brings the commit in."""
+    from autosync.message import PUSH_OPTION
+    b = cluster.clone("b", start=False)
+    b.config(pollInterval="2")
+    b.start()
+    wait_for(lambda: "subscribing to" in b.log(), timeout=30, what="b connected")
+    pusher = cluster.tmp / "pusher"
+    git(cluster.tmp, "clone", "-q", str(cluster.server), str(pusher), env=cluster.env)
+    (pusher / "quiet.txt").write_text("never announced\n")
+    git(pusher, "add", "quiet.txt", env=cluster.env)
+    git(pusher, "commit", "-q", "-m", "quiet", env=cluster.env)
+    git(pusher, "push", "-q", "--push-option", PUSH_OPTION, "origin", "HEAD:main",
+        env=cluster.env)
+    wait_for(lambda: b.read("quiet.txt") == "never announced\n", timeout=40,
+             what="the unannounced commit at b")

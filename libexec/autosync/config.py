@@ -34,7 +34,8 @@ KEYS = {
     "autosync.maxFileSize": (100 * 1024 * 1024, "size", "larger files are not committed"),
     "autosync.ignore": ([], "list", "extra file name patterns never committed (repeatable)"),
     "autosync.pollInterval": (60, "seconds",
-                              "how often to poll the remote when no notification transport"),
+                              "how often to poll the remote when no notification transport "
+                              "is connected (five times as seldom when one is)"),
     "autosync.notify": (True, "bool", "desktop notifications for conflicts and failures"),
     "autosync.mqtt.url": ("", "str", "broker, mqtt://host:port or mqtts://host:port"),
     "autosync.mqtt.username": ("", "str", "broker user name"),

@@ -13,8 +13,9 @@ The steps are the sync engine's (sync.py); this file decides when each one runs.
 Only the main thread changes the work tree, the branch and the daemon's state (state.json);
 the network thread runs the requests it is given, one at a time, and posts each result as
 an event, waking the main thread through the watcher's wakeup pipe. Nothing polls while
-idle, except the remote itself every autosync.pollInterval seconds while no notification
-transport is connected.
+idle, except the remote itself: every autosync.pollInterval seconds while no notification
+transport is connected, and CONNECTED_POLLS times as seldom while one is (a notification
+that never came - its sender died between its push and its announcement - is late, not lost).
 """
 
 import argparse
@@ -51,6 +52,7 @@ QUIET = 60.0  # seconds after announcements that fetched nothing when the remote
 LEAD_DELAY = 0.3
 LEAD_MAX = 2.0
 LEADER_GRACE = 5.0
+CONNECTED_POLLS = 5  # with notifications on, the remote is asked every 5 pollIntervals
 WRITING_WAIT = 0.1  # seconds between looks at a file being written before a merge
 
 
@@ -184,6 +186,7 @@ class Network(threading.Thread):
         self.failures = 0
         self.interval = engine.config["pollInterval"]
         self.poll_due = time.monotonic() + self.interval if engine.pulls else None
+        self.checked = time.monotonic()  # when the remote was last fetched from or asked
         self.branch_due: float | None = None  # when to move the branch to a merge (`LEAD_DELAY`)
         self.announced_at = 0.0  # announced commits are not fetched before
         self.branch_mode = "lead"
@@ -216,7 +219,8 @@ class Network(threading.Thread):
                 now = time.monotonic()
                 if self.poll_due is not None and now >= self.poll_due:
                     self.poll_due = now + self.interval
-                    if not self.transport_connected():
+                    unasked = now >= self.checked + CONNECTED_POLLS * self.interval
+                    if unasked or not self.transport_connected():
                         self.wanted.add("poll")
                 if self.branch_due is not None and now >= self.branch_due:
                     self.branch_due = None
@@ -278,6 +282,8 @@ class Network(threading.Thread):
                 if pushed.lost_race:
                     wanted = wanted | {"fetch"}
         fetch = engine.pulls and self._should_fetch(remote, wanted)
+        if fetch or "poll" in wanted:
+            self.checked = time.monotonic()
         if fetch:
             before = self.last_tips if self.last_tips is not None else list(
                 remote.tips().values())
