@@ -13,7 +13,7 @@ import pytest
 from autosync.git import Repo
 from autosync.ignore import IgnoreChecker
 from autosync.util import Error
-from autosync.watch import Watcher
+from autosync.watch import InotifyWatcher
 from conftest import LIBEXEC, git, wait_for
 
 
@@ -27,7 +27,7 @@ def watcher(repo):
     made = []
 
     def make(debounce=50, max_delay=2000, ignore=()):
-        w = Watcher(Repo(repo), ignore, debounce, max_delay)
+        w = InotifyWatcher(Repo(repo), ignore, debounce, max_delay)
         w.start()
         made.append(w)
         return w
@@ -270,7 +270,7 @@ def test_watch_limit_is_one_clear_error(repo):
     for i in range(40):
         (repo / f"d{i}").mkdir()
     with proc_setting("max_user_watches", 10):
-        w = Watcher(Repo(repo), (), 50, 1000)
+        w = InotifyWatcher(Repo(repo), (), 50, 1000)
         try:
             with pytest.raises(Error) as e:
                 w.start()

@@ -38,7 +38,7 @@ from .sync import Engine, Pushed, Rejected, Remote, check_branch
 from .transport import make_transport
 from .transport_base import Transport
 from .util import Backoff, Error, Retry, log, setup_logging
-from .watch import Batch, Watcher
+from .watch import Batch, InotifyWatcher
 
 if TYPE_CHECKING:  # (imported by a daemon that bridges, when it starts: see _start)
     from .bridge import Bridge
@@ -347,7 +347,7 @@ class Daemon:
         self.stopping = False
         self.events: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
         self.state = State(repo)
-        self.watcher = Watcher(repo, cfg["ignore"], cfg["debounce"], cfg["maxDelay"])
+        self.watcher = InotifyWatcher(repo, cfg["ignore"], cfg["debounce"], cfg["maxDelay"])
         self.transport = self._transport()
         self.bridge: Bridge | None = None
         self.network = Network(self.engine, self.post,

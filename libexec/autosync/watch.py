@@ -1,27 +1,34 @@
-"""The watcher: recursive inotify over a work tree, turning bursts of changes into batches.
+"""The watchers: a work tree's changes turned into batches.
 
-- A new directory is watched first and scanned second, so nothing created inside it
-  between the two steps is missed (`mkdir -p a/b/c && touch a/b/c/f`).
-- Directories moved within the tree keep their watches (paths are renamed); trees moved
-  out lose them; trees moved in are watched and scanned. IN_Q_OVERFLOW means events were
-  lost: the watches are rebuilt and the next batch is marked `full`.
-- `.git` is never watched; directories git ignores are never watched either; nested
-  repositories are reported, not entered. Editor temp files never start a batch.
-- A change to a .gitignore, info/exclude or core.excludesFile (the directories of the last
-  two get a watch of their own, filtered by name) restarts git check-ignore and rescans:
-  once per batch, however many rule files changed.
-- Coalescing: a lone save - one file, its last event one that finishes a save (closed after
-  writing, renamed into place, deleted), coming after `debounce` ms of quiet - is ready
-  SETTLE after its last event: enough for an editor's multi-step save (temp files,
-  backups and the editor's write test come and go within it); one that leaves the file
-  gone (a deletion, or a save that removes the file before writing it anew) is ready
-  SAVE_SPAN after it, so that no clone ever deletes a file being saved. Anything else - more files,
-  a file still open for writing, events that keep coming SAVE_SPAN after the first that
-  finished a save, or a batch that follows another within `debounce` - is a burst: ready
-  after `debounce` ms without events, or `max_delay` ms after its first event while events
-  keep coming. A file still open for writing holds the batch (up to max_delay):
-  half-written files are not committed.
-- Idle costs nothing: wait() blocks in select() on the inotify descriptor and a wakeup pipe.
+`Watcher` holds what every watcher shares: the batch being gathered and when it is due
+(coalescing, below), wait/flush/busy/wakeup, the ignore checker, nested repositories and
+the files ignore rules come from. A kind of watcher differs only in how it learns about
+changes:
+
+- `InotifyWatcher`: recursive inotify. A new directory is watched first and scanned second,
+  so nothing created inside it between the two steps is missed (`mkdir -p a/b/c && touch
+  a/b/c/f`). Directories moved within the tree keep their watches (paths are renamed);
+  trees moved out lose them; trees moved in are watched and scanned. IN_Q_OVERFLOW means
+  events were lost: the watches are rebuilt and the next batch is marked `full`.
+- `.git` is never entered; directories git ignores are never watched nor walked;
+  nested repositories are reported, not entered. Editor temp files never start a batch. A
+  change to a .gitignore, info/exclude or core.excludesFile (inotify watches the directories
+  of the last two, filtered by name) restarts git check-ignore and rescans: once per batch,
+  however many rule files changed.
+
+Coalescing: a lone save - one file, its last event one that finishes a save (closed after
+writing, renamed into place, deleted), coming after `debounce` ms of quiet - is ready SETTLE
+after its last event: enough for an editor's multi-step save (temp files, backups and the
+editor's write test come and go within it); one that leaves the file gone (a deletion, or a
+save that removes the file before writing it anew) is ready SAVE_SPAN after it, so that no
+clone ever deletes a file being saved. Anything else - more files, a file still being
+written, events that keep coming SAVE_SPAN after the first that finished a save, or a batch
+that follows another within `debounce` - is a burst: ready after `debounce` ms without
+events, or `max_delay` ms after its first event while events keep coming. A file still being
+written holds the batch (up to max_delay): half-written files are not committed.
+
+Idle costs nothing with inotify: wait() blocks in select() on the inotify descriptor and a
+wakeup pipe (a kind of watcher that must look by itself says when, next_look).
 """
 
 import argparse
@@ -50,7 +57,6 @@ SAVE_SPAN = 0.5  # seconds from the first event finishing a save to its last, at
 MAX_SAVE_PATHS = 8  # paths one editor's save touches, at most (its temp files included)
 FINISHING = F.CLOSE_WRITE | F.MOVED_TO | F.MOVED_FROM | F.DELETE  # a save is complete
 RULE_MASK = F.CLOSE_WRITE | F.MOVED_TO | F.MOVED_FROM | F.DELETE | F.ONLYDIR  # no MODIFY noise
-
 
 # file systems whose directories' link count is 2 + their number of subdirectories
 SUBDIR_LINKS = frozenset({"ext2", "ext3", "ext4", "xfs", "tmpfs", "jfs", "reiserfs"})
@@ -92,6 +98,13 @@ def watch_limit_error(top: str, needed: int) -> Error:
 
 
 class Watcher:
+    """The batches, whoever learns about the changes: a subclass implements start,
+    read_events (learn what changed, never blocking long), rescan, the watched directories
+    and what wait() may sleep on (fds, next_look), and reports through note, note_dir,
+    want_rescan and found_repo, keeping `writing` (files being written) up to date."""
+
+    kind = ""
+
     def __init__(self, repo: Repo, ignore_patterns: Iterable[str] = (), debounce_ms: int = 1000,
                  max_delay_ms: int = 10000) -> None:
         self.repo = repo
@@ -100,23 +113,13 @@ class Watcher:
         self.debounce = debounce_ms / 1000.0
         self.max_delay = max(max_delay_ms, debounce_ms) / 1000.0
         self.checker = IgnoreChecker(repo)
-        self.inotify: INotify | None = None  # from start() to close()
-        self.wd_path: dict[int, str] = {}  # watch descriptor -> repo-relative directory ('' top)
-        self.path_wd: dict[str, int] = {}  # the reverse
         self.nested: set[str] = set()
-        # watch descriptor -> names of rule files in that outside directory
-        self.rule_wds: dict[int, set[str]] = {}
         self.rule_rel: set[str] = set()  # rule files inside the work tree (core.excludesFile)
         self.rescan_due = False
-        self.limit_hit = False
         self.taken = float("-inf")  # monotonic time the last batch was taken
         self.reset_batch()
-        self.writing: set[str] = set()  # files modified and not closed yet
+        self.writing: set[str] = set()  # files being written (not closed, stat not settled)
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        # a directory's link count says how many subdirectories it has (see _scan): the
-        # device it does so on, or None
-        self.links_dev = (os.stat(self.top).st_dev if fs_type(self.top) in SUBDIR_LINKS
-                          else None)
 
     def reset_batch(self) -> None:
         self.changed: set[str] = set()
@@ -128,6 +131,213 @@ class Watcher:
         self.unfinished: set[str] = set()  # files whose last event did not finish a save
         self.born: set[str] = set()  # files that appeared in this batch (and so may go:
         # an editor's temp file renamed into place or removed is no save of its own)
+
+    # -- what a kind of watcher provides ----------------------------------------------------
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def read_events(self) -> None:
+        """Learn what changed since the last call; never blocks for long."""
+        raise NotImplementedError
+
+    def rescan(self) -> None:
+        """After lost events or an ignore-rule change: look at everything again; the batch
+        is full (the commit helper looks at the whole tree)."""
+        raise NotImplementedError
+
+    def watched_dirs(self) -> set[str]:
+        """The directories watched, repo-relative ('' the top)."""
+        raise NotImplementedError
+
+    def fds(self) -> list[int]:
+        """Descriptors that become readable when there is something to read."""
+        return []
+
+    def next_look(self) -> float | None:
+        """When read_events wants to run next (monotonic), or None: only when an fd says."""
+        return None
+
+    # -- shared by the kinds ------------------------------------------------------------------
+    def abs(self, rel: str) -> str:
+        return os.path.join(self.top, rel) if rel else self.top
+
+    def rule_files_outside(self) -> list[str]:
+        """The absolute paths of info/exclude and core.excludesFile where the tree's own
+        watching does not see them; those inside the work tree go to rule_rel."""
+        outside = []
+        for path in exclude_files(self.repo):
+            rel = os.path.relpath(path, self.top)
+            if not rel.startswith(".." + os.sep) and not rel.startswith(".git" + os.sep):
+                self.rule_rel.add(rel.replace(os.sep, "/"))
+            else:
+                outside.append(path)
+        return outside
+
+    def found_repo(self, rel: str) -> None:
+        """rel holds a .git of its own: left alone, and said so once."""
+        if rel not in self.nested:
+            self.nested.add(rel)
+            log.warning("'%s' is a git repository of its own: left alone", rel)
+
+    def want_rescan(self) -> None:
+        self.rescan_due = True
+        self.full = True
+        self.touch()
+
+    def touch(self) -> None:
+        now = time.monotonic()
+        if self.first is None:
+            self.first = now
+            self.lone = now - self.taken >= self.debounce  # else: a burst goes on
+        self.last = now
+
+    def note(self, path: str, finishing: bool = False) -> None:
+        if is_temp(path, self.extra):
+            return
+        if not self.full:  # a full batch commits the whole tree: no need to list paths
+            self.changed.add(path)
+        self.touch()
+        if finishing and self.finished is None:
+            self.finished = self.last
+
+    def note_dir(self, path: str) -> None:
+        """A directory appeared, went or moved: listed even in a full batch."""
+        self.changed.add(path)
+        self.touch()
+        self.lone = False
+
+    # -- batches -------------------------------------------------------------------------------
+    def ready_at(self) -> float | None:
+        """When the pending batch is due (monotonic), or None when nothing is pending."""
+        if self.first is None or self.last is None:
+            return None
+        cap = self.first + self.max_delay
+        quiet = self.last + self.debounce
+        if self.writing & self.changed:
+            return cap  # a file is still being written: wait for it (up to the cap)
+        if self.lone and not self.full and len(self.changed) <= MAX_SAVE_PATHS:
+            if self.finished is None:  # (not finished yet: it may still be lone)
+                return min(quiet, cap)
+            if self.last - self.finished < SAVE_SPAN:
+                saved = [p for p in self.changed  # (what came and went: an editor's helper)
+                         if p not in self.born or os.path.lexists(self.abs(p))]
+                if len(saved) <= 1:
+                    if self.unfinished & set(saved):  # being saved still: may yet be lone
+                        return min(quiet, cap)
+                    if saved and not os.path.lexists(self.abs(saved[0])):
+                        # gone: a deletion, or the first step of a save that writes the
+                        # file anew (install unlinks first, vim renames its backup out of
+                        # the tree); preempted between the two, the editor would have the
+                        # file deleted on every clone. A deletion waits as long as a save
+                        # may take
+                        return min(self.last + SAVE_SPAN, quiet, cap)
+                    return min(self.last + SETTLE, cap)
+        self.lone = False  # a burst, for the rest of this batch
+        return min(quiet, cap)
+
+    def take(self) -> Batch | None:
+        if self.rescan_due:
+            self.rescan()
+        paths = self.changed
+        if paths and not self.full:
+            paths = paths - self.checker.ignored(
+                [p for p in paths if os.path.lexists(self.abs(p))])
+        batch = Batch(paths, self.full) if (paths or self.full) else None
+        self.reset_batch()
+        if batch is not None:
+            self.taken = time.monotonic()
+        return batch
+
+    def wait(self, timeout: float | None = None) -> Batch | None:
+        """The next batch, or None when timeout (seconds) passed or wakeup() was called."""
+        end = None if timeout is None else time.monotonic() + timeout
+        while True:
+            self.read_events()
+            now = time.monotonic()
+            due = self.ready_at()
+            if due is not None and now >= due:
+                batch = self.take()
+                if batch is not None:
+                    return batch
+                continue
+            limits = [t for t in (due, end, self.next_look()) if t is not None]
+            wait = max(0.0, min(limits) - now) if limits else None
+            if end is not None and now >= end:
+                return None
+            ready, _, _ = select.select(self.fds() + [self.wake_r], [], [], wait)
+            if self.wake_r in ready:
+                self._drain_wakeups()
+                return None
+
+    def flush(self) -> Batch | None:
+        """Whatever is pending now, without waiting for quiet."""
+        self.read_events()
+        return self.take()
+
+    def busy(self) -> bool:
+        """Whether a file of the pending batch is still being written, or is gone - a save
+        half way (renamed to a backup, unlinked, not written anew yet) as far as anyone
+        can tell - (for less than max_delay): flush() now would take it half written, or
+        deleted on every clone. (A deletion is taken when the batch is due, as ever.)"""
+        self.read_events()
+        if self.first is None or time.monotonic() >= self.first + self.max_delay:
+            return False
+        return bool(self.writing & self.changed) or any(
+            p not in self.born and not os.path.lexists(self.abs(p)) for p in self.changed)
+
+    def wakeup(self) -> None:
+        """Make wait() return; safe from other threads and signal handlers."""
+        try:
+            os.write(self.wake_w, b"!")
+        except BlockingIOError:
+            pass  # a wakeup is pending already
+
+    def _drain_wakeups(self) -> None:
+        try:
+            while os.read(self.wake_r, 512):
+                pass
+        except BlockingIOError:
+            pass
+
+    def pending(self) -> int:
+        """How many paths wait in the current batch."""
+        return len(self.changed)
+
+    def watch_count(self) -> int:
+        return len(self.watched_dirs())
+
+    def nested_repos(self) -> list[str]:
+        return sorted(self.nested)
+
+    def close(self) -> None:
+        self.checker.close()
+        for fd in (self.wake_r, self.wake_w):
+            if fd >= 0:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        self.wake_r = self.wake_w = -1
+
+
+class InotifyWatcher(Watcher):
+    """Recursive inotify (see the module's description)."""
+
+    kind = "inotify"
+
+    def __init__(self, repo: Repo, ignore_patterns: Iterable[str] = (), debounce_ms: int = 1000,
+                 max_delay_ms: int = 10000) -> None:
+        super().__init__(repo, ignore_patterns, debounce_ms, max_delay_ms)
+        self.inotify: INotify | None = None  # from start() to close()
+        self.wd_path: dict[int, str] = {}  # watch descriptor -> repo-relative directory ('' top)
+        self.path_wd: dict[str, int] = {}  # the reverse
+        # watch descriptor -> names of rule files in that outside directory
+        self.rule_wds: dict[int, set[str]] = {}
+        self.limit_hit = False
+        # a directory's link count says how many subdirectories it has (see _scan): the
+        # device it does so on, or None
+        self.links_dev = (os.stat(self.top).st_dev if fs_type(self.top) in SUBDIR_LINKS
+                          else None)
 
     # -- watches ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -148,22 +358,24 @@ class Watcher:
             raise RuntimeError("the watcher is not started")
         return self.inotify
 
+    def fds(self) -> list[int]:
+        return [self.kernel.fileno()]
+
+    def watched_dirs(self) -> set[str]:
+        return set(self.path_wd)
+
+    def watch_count(self) -> int:
+        return len(self.wd_path)
+
     def watch_rule_files(self) -> None:
         """Watch the directories of info/exclude and core.excludesFile (if they exist)."""
-        for path in exclude_files(self.repo):
-            rel = os.path.relpath(path, self.top)
-            if not rel.startswith(".." + os.sep) and not rel.startswith(".git" + os.sep):
-                self.rule_rel.add(rel.replace(os.sep, "/"))  # seen by the tree's own watch
-                continue
+        for path in self.rule_files_outside():
             folder, name = os.path.split(path)
             try:
                 wd = self.kernel.add_watch(folder, RULE_MASK)
             except OSError:
                 continue  # no such directory (yet): nothing to read rules from
             self.rule_wds.setdefault(wd, set()).add(name)
-
-    def abs(self, rel: str) -> str:
-        return os.path.join(self.top, rel) if rel else self.top
 
     def add_tree(self, rel: str, initial: bool = False, report: bool = True) -> None:
         """Watch rel and every directory below it (watch first, then scan); report files."""
@@ -182,9 +394,7 @@ class Watcher:
         """Watch directory rel (at where); False for a nested repository, or a directory
         gone or not to be watched."""
         if rel and os.path.lexists(f"{where}/.git"):
-            if rel not in self.nested:
-                self.nested.add(rel)
-                log.warning("'%s' is a git repository of its own: left alone", rel)
+            self.found_repo(rel)
             if not initial:
                 self.note(rel)
             return False
@@ -280,7 +490,7 @@ class Watcher:
             self.wd_path[wd] = moved
 
     def rescan(self) -> None:
-        """After lost events or an ignore-rule change: rebuild watches, commit everything.
+        """Rebuild the watches (lost events, an ignore-rule change), commit everything.
 
         Watching a directory again keeps its descriptor, so no event is lost on the way;
         descriptors not found again (gone, now ignored) are removed at the end.
@@ -298,28 +508,7 @@ class Watcher:
         for wd in old - set(self.wd_path):
             self._unwatch(wd)
 
-    def want_rescan(self) -> None:
-        self.rescan_due = True
-        self.full = True
-        self.touch()
-
     # -- events ------------------------------------------------------------------------------
-    def touch(self) -> None:
-        now = time.monotonic()
-        if self.first is None:
-            self.first = now
-            self.lone = now - self.taken >= self.debounce  # else: a burst goes on
-        self.last = now
-
-    def note(self, path: str, finishing: bool = False) -> None:
-        if is_temp(path, self.extra):
-            return
-        if not self.full:  # a full batch commits the whole tree: no need to list paths
-            self.changed.add(path)
-        self.touch()
-        if finishing and self.finished is None:
-            self.finished = self.last
-
     def read_events(self) -> None:
         """Handle everything the kernel has queued; never blocks."""
         try:
@@ -412,17 +601,10 @@ class Watcher:
             self.unfinished.add(src)  # an editor's backup rename: the new file is to come
         self.note(path, bool(mask & FINISHING) and not still_written)
 
-    def note_dir(self, path: str) -> None:
-        """A directory appeared, went or moved: listed even in a full batch."""
-        self.changed.add(path)
-        self.touch()
-        self.lone = False
-
     def became_repo(self, rel: str) -> None:
         """rel just got a .git of its own (git init, git clone): stop looking inside."""
         self.drop_tree(rel)
-        self.nested.add(rel)
-        log.warning("'%s' is a git repository of its own: left alone", rel)
+        self.found_repo(rel)
         self.note(rel)
 
     def new_dir(self, path: str) -> None:
@@ -431,120 +613,12 @@ class Watcher:
         self.note_dir(path)
         self.add_tree(path)
 
-    # -- batches -------------------------------------------------------------------------------
-    def ready_at(self) -> float | None:
-        """When the pending batch is due (monotonic), or None when nothing is pending."""
-        if self.first is None or self.last is None:
-            return None
-        cap = self.first + self.max_delay
-        quiet = self.last + self.debounce
-        if self.writing & self.changed:
-            return cap  # a file is still being written: wait for it (up to the cap)
-        if self.lone and not self.full and len(self.changed) <= MAX_SAVE_PATHS:
-            if self.finished is None:  # (not finished yet: it may still be lone)
-                return min(quiet, cap)
-            if self.last - self.finished < SAVE_SPAN:
-                saved = [p for p in self.changed  # (what came and went: an editor's helper)
-                         if p not in self.born or os.path.lexists(self.abs(p))]
-                if len(saved) <= 1:
-                    if self.unfinished & set(saved):  # being saved still: may yet be lone
-                        return min(quiet, cap)
-                    if saved and not os.path.lexists(self.abs(saved[0])):
-                        # gone: a deletion, or the first step of a save that writes the
-                        # file anew (install unlinks first, vim renames its backup out of
-                        # the tree); preempted between the two, the editor would have the
-                        # file deleted on every clone. A deletion waits as long as a save
-                        # may take
-                        return min(self.last + SAVE_SPAN, quiet, cap)
-                    return min(self.last + SETTLE, cap)
-        self.lone = False  # a burst, for the rest of this batch
-        return min(quiet, cap)
-
-    def take(self) -> Batch | None:
-        if self.rescan_due:
-            self.rescan()
-        paths = self.changed
-        if paths and not self.full:
-            paths = paths - self.checker.ignored(
-                [p for p in paths if os.path.lexists(self.abs(p))])
-        batch = Batch(paths, self.full) if (paths or self.full) else None
-        self.reset_batch()
-        if batch is not None:
-            self.taken = time.monotonic()
-        return batch
-
-    def wait(self, timeout: float | None = None) -> Batch | None:
-        """The next batch, or None when timeout (seconds) passed or wakeup() was called."""
-        end = None if timeout is None else time.monotonic() + timeout
-        while True:
-            self.read_events()
-            now = time.monotonic()
-            due = self.ready_at()
-            if due is not None and now >= due:
-                batch = self.take()
-                if batch is not None:
-                    return batch
-                continue
-            limits = [t for t in (due, end) if t is not None]
-            wait = max(0.0, min(limits) - now) if limits else None
-            if end is not None and now >= end:
-                return None
-            ready, _, _ = select.select([self.kernel.fileno(), self.wake_r], [], [], wait)
-            if self.wake_r in ready:
-                self._drain_wakeups()
-                return None
-
-    def flush(self) -> Batch | None:
-        """Whatever is pending now, without waiting for quiet."""
-        self.read_events()
-        return self.take()
-
-    def busy(self) -> bool:
-        """Whether a file of the pending batch is still being written, or is gone - a save
-        half way (renamed to a backup, unlinked, not written anew yet) as far as anyone
-        can tell - (for less than max_delay): flush() now would take it half written, or
-        deleted on every clone. (A deletion is taken when the batch is due, as ever.)"""
-        self.read_events()
-        if self.first is None or time.monotonic() >= self.first + self.max_delay:
-            return False
-        return bool(self.writing & self.changed) or any(
-            p not in self.born and not os.path.lexists(self.abs(p)) for p in self.changed)
-
-    def wakeup(self) -> None:
-        """Make wait() return; safe from other threads and signal handlers."""
-        try:
-            os.write(self.wake_w, b"!")
-        except BlockingIOError:
-            pass  # a wakeup is pending already
-
-    def _drain_wakeups(self) -> None:
-        try:
-            while os.read(self.wake_r, 512):
-                pass
-        except BlockingIOError:
-            pass
-
-    def pending(self) -> int:
-        """How many paths wait in the current batch."""
-        return len(self.changed)
-
-    def watch_count(self) -> int:
-        return len(self.wd_path)
-
-    def nested_repos(self) -> list[str]:
-        return sorted(self.nested)
-
     def close(self) -> None:
-        self.checker.close()
         if self.inotify is not None:
             self.inotify.close()
             self.inotify = None
         self.rule_wds.clear()
-        for fd in (self.wake_r, self.wake_w):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+        super().close()
 
 
 def main(argv: list[str]) -> int:
@@ -564,9 +638,9 @@ def main(argv: list[str]) -> int:
     setup_logging()
     repo = Repo(args.dir)
     cfg = Config(repo)
-    w = Watcher(repo, cfg["ignore"], args.debounce if args.debounce is not None
-                else cfg["debounce"], args.max_delay if args.max_delay is not None
-                else cfg["maxDelay"])
+    w = InotifyWatcher(repo, cfg["ignore"], args.debounce if args.debounce is not None
+                       else cfg["debounce"], args.max_delay if args.max_delay is not None
+                       else cfg["maxDelay"])
     start = time.monotonic()
     w.start()
     print(f"watching {w.watch_count()} directories ({time.monotonic() - start:.3f}s)",
