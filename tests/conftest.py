@@ -139,6 +139,13 @@ def git(cwd, *args, env=None, check=True, input=None):
 
 
 @pytest.fixture
+def watcher_kind():
+    """The kind of watcher test_watch.py's `watcher` fixture makes: inotify here, for the
+    modules that borrow that fixture; test_watch.py itself runs its tests with both."""
+    return "inotify"
+
+
+@pytest.fixture
 def make_repo(tmp_path, env):
     """make_repo(name) -> Path of a fresh work tree on branch main with one commit."""
     def make(name="repo", bare=False, commit=True):

@@ -2,7 +2,9 @@
 stay coalesced. Each editor's save sequence is scripted system call by system call as the
 editor makes it (vim's recorded here with strace -f -e trace=file; the others after their
 documented save strategies), against a real daemon whose debounce is 30 s: only a save
-recognised as finished can be committed within the test's deadline."""
+recognised as finished can be committed within the test's deadline. Each runs with both
+watchers (autosync.watcher inotify and poll): polling sees the save's end state (or a step
+of it), never its system calls, and must make the same single commit of it."""
 
 import os
 import pytest
@@ -93,10 +95,12 @@ def commits(path):
     return int(git(path, "rev-list", "--count", "HEAD"))
 
 
-@pytest.fixture
-def slow_clone(tmp_path, tenv, toolkit):
-    """A clone whose daemon has a 30 s debounce (no broker needed), not started yet."""
-    cl = Cluster(tmp_path, tenv, toolkit, debounce=30000, maxDelay=60000)
+@pytest.fixture(params=["inotify", "poll"])
+def slow_clone(request, tmp_path, tenv, toolkit):
+    """A clone whose daemon has a 30 s debounce (no broker needed), not started yet; with
+    each kind of watcher."""
+    cl = Cluster(tmp_path, tenv, toolkit, debounce=30000, maxDelay=60000,
+                 watcher=request.param)
     yield cl.clone("a", start=False)
     cl.stop()
 

@@ -66,10 +66,11 @@ def test_running_and_stopped_clones_and_the_server(cluster, tenv, tmp_path):
     assert eb["state"] == "stopped" and eb["running"] is False and eb["pid"] is None
     assert eb["pending"] == 2 and eb["unpushed"] == 0 and not eb["attention"]
     assert es["state"] == "bare" and es["pending"] is None and not es["attention"]
+    assert ea["watcher"].startswith("inotify") and eb["watcher"] is es["watcher"] is None
     for e in found.values():
         assert set(e) == {"path", "state", "running", "toolkit", "pid", "last_sync",
                           "pending", "unpushed", "conflict_copies", "warning", "hint",
-                          "attention"}
+                          "attention", "watcher"}
         assert e["toolkit"] == str(cluster.toolkit.libexec)
 
     # for scripts (not a terminal): one tab-separated line per repository, by path

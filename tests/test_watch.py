@@ -1,4 +1,10 @@
-"""The watcher against a real kernel: recursion, moves, ignores, overflow, limits, coalescing."""
+"""The watchers against a real kernel: recursion, moves, ignores, overflow, limits, coalescing.
+
+Every test that takes the `watcher` fixture runs against both kinds, inotify and polling
+(`watcher_kind`); the few about what only inotify does (its queue, its watch limit, the
+close of a file, link counts at start-up) say so with `inotify_only`. Polling's own cases
+are in test_poll.py.
+"""
 
 import os
 import select
@@ -13,8 +19,20 @@ import pytest
 from autosync.git import Repo
 from autosync.ignore import IgnoreChecker
 from autosync.util import Error
+from autosync.pollwatch import PollWatcher
 from autosync.watch import InotifyWatcher
 from conftest import LIBEXEC, git, wait_for
+
+KINDS = {"inotify": InotifyWatcher, "poll": PollWatcher}
+# for what only inotify can do (or see): its queue and watch limit, a file's close, the
+# link counts it reads at start-up
+inotify_only = pytest.mark.parametrize("watcher_kind", ["inotify"])
+
+
+@pytest.fixture(params=list(KINDS))
+def watcher_kind(request):
+    """Both kinds here (conftest's is inotify alone, for the modules that borrow `watcher`)."""
+    return request.param
 
 
 @pytest.fixture
@@ -23,11 +41,11 @@ def repo(make_repo):
 
 
 @pytest.fixture
-def watcher(repo):
+def watcher(repo, watcher_kind):
     made = []
 
     def make(debounce=50, max_delay=2000, ignore=()):
-        w = InotifyWatcher(Repo(repo), ignore, debounce, max_delay)
+        w = KINDS[watcher_kind](Repo(repo), ignore, debounce, max_delay)
         w.start()
         made.append(w)
         return w
@@ -209,6 +227,7 @@ def test_atomic_save_reports_the_final_name(repo, watcher):
     assert ".doc.md.tmp.1234" not in paths
 
 
+@inotify_only  # (polling sees no close: test_poll.py has a file whose stat keeps changing)
 def test_a_file_open_for_writing_holds_the_batch(repo, watcher):
     w = watcher(debounce=50, max_delay=3000)
     f = open(repo / "big.bin", "wb")
@@ -256,6 +275,7 @@ def test_flush_returns_pending_at_once(repo, watcher):
     assert batch is not None and "now.txt" in batch.paths
 
 
+@inotify_only
 def test_queue_overflow_gives_a_full_batch(repo, watcher):
     with proc_setting("max_queued_events", 16):
         w = watcher()
@@ -361,15 +381,17 @@ def test_checker_handles_answers_bigger_than_a_pipe(repo):
         checker.close()
 
 
-def test_autosync_watch_prints_batches(repo, env):
+def test_autosync_watch_prints_batches(repo, env, watcher_kind):
     """The entry script alone: a batch of NUL-terminated paths closed by an empty one (what
     `autosync-commit --stdin -z` reads); -z keeps odd names intact."""
     proc = subprocess.Popen([sys.executable, str(LIBEXEC / "autosync-watch"), "-C", str(repo),
-                             "--debounce", "300", "--max-delay", "3000", "-z", "--count", "1"],
+                             "--debounce", "300", "--max-delay", "3000", "-z", "--count", "1",
+                             "--watcher", watcher_kind],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     try:
         assert select.select([proc.stderr], [], [], 15)[0], "no start-up line"
-        assert proc.stderr.readline().startswith(b"watching 1 directories")
+        line = proc.stderr.readline()
+        assert line.startswith(f"watching 1 directories ({watcher_kind} (asked for), ".encode())
         (repo / "a b").write_text("x")
         (repo / "-x\ny").write_text("x")
         out, _ = proc.communicate(timeout=15)
@@ -412,6 +434,7 @@ def test_two_files_saved_together_wait_for_the_debounce(repo, watcher):
     assert len(batches) == 1 and time.monotonic() - started >= 1.0
 
 
+@inotify_only  # (polling takes a file that keeps its stat POLL_STABLE for saved)
 def test_a_file_created_and_written_later_waits_for_its_close(repo, watcher):
     w = watcher(**SLOW)
     with open(repo / "slow.txt", "w") as f:  # created empty: no save finished yet
@@ -457,11 +480,12 @@ def make_tree(top):
 def test_every_directory_is_watched_at_start(repo, watcher):
     expected = make_tree(repo)
     w = watcher()
-    assert sorted(p for p in w.path_wd if p) == expected
+    assert sorted(p for p in w.watched_dirs() if p) == expected
     (repo / "a0" / "b1" / "deep" / "deeper" / "new.txt").write_text("n")
     paths, _ = collect(w, lambda p: "a0/b1/deep/deeper/new.txt" in p)
 
 
+@inotify_only
 def test_every_directory_is_watched_where_link_counts_say_nothing(repo, watcher,
                                                                    monkeypatch):
     import autosync.watch as watch
@@ -472,6 +496,7 @@ def test_every_directory_is_watched_where_link_counts_say_nothing(repo, watcher,
     assert sorted(p for p in w.path_wd if p) == expected
 
 
+@inotify_only  # (polling reads every directory at start: its snapshot)
 def test_start_up_reads_only_directories_with_subdirectories(repo, watcher, monkeypatch):
     import autosync.watch as watch
     if watch.fs_type(str(repo)) not in watch.SUBDIR_LINKS:

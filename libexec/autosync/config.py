@@ -37,6 +37,9 @@ KEYS = {
                               "how often to poll the remote when no notification transport "
                               "is connected (five times as seldom when one is)"),
     "autosync.notify": (True, "bool", "desktop notifications for conflicts and failures"),
+    "autosync.watcher": ("auto", "choice",
+                         "how changes are seen: inotify, poll, or auto (poll on a network or "
+                         "FUSE file system)"),
     "autosync.mqtt.url": ("", "str", "broker, mqtt://host:port or mqtts://host:port"),
     "autosync.mqtt.username": ("", "str", "broker user name"),
     "autosync.mqtt.passwordFile": ("", "path", "file holding the broker password"),
@@ -90,6 +93,19 @@ def _parse_int(value: str, key: str, suffixes: dict[str, int]) -> int:
         raise Error(f"bad numeric config value '{value}' for '{key}'",
                     f"git config {key} {KEYS[key][0]}")
     return int(m.group(1)) * suffixes[m.group(2).lower()]
+
+
+# the values a "choice" key takes, the first its default
+CHOICES = {"autosync.watcher": ("auto", "inotify", "poll")}
+
+
+def _parse_choice(value: str, key: str) -> str:
+    v = value.strip().lower()
+    if v not in CHOICES[key]:
+        *first, last = CHOICES[key]
+        raise Error(f"bad config value '{value}' for '{key}' (it is {', '.join(first)} "
+                    f"or {last})", f"git config {key} {CHOICES[key][0]}")
+    return v
 
 
 _SIZE = {"": 1, "k": 1024, "m": 1024 ** 2, "g": 1024 ** 3}
@@ -174,6 +190,8 @@ class Config:
             return _parse_int(last, key, _SIZE)
         if kind == "list":
             return [v for v in found if v]
+        if kind == "choice":
+            return _parse_choice(last, key)
         if kind == "path":
             return os.path.expanduser(last)
         return last

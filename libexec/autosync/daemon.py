@@ -38,7 +38,7 @@ from .sync import Engine, Pushed, Rejected, Remote, check_branch
 from .transport import make_transport
 from .transport_base import Transport
 from .util import Backoff, Error, Retry, log, setup_logging
-from .watch import Batch, InotifyWatcher
+from .watch import Batch, make_watcher, start_watcher
 
 if TYPE_CHECKING:  # (imported by a daemon that bridges, when it starts: see _start)
     from .bridge import Bridge
@@ -72,7 +72,7 @@ class State:
                 "last_pull": None, "push_error": None, "pull_error": None, "transport": None,
                 "transport_connected": False, "transport_error": None, "pending": 0,
                 "conflicts": [], "skipped_large": [], "nested": [], "error": None,
-                "refused": None, "kept": [], "held": []}
+                "refused": None, "kept": [], "held": [], "watcher": None}
 
     def __init__(self, repo: Repo) -> None:
         self.path = os.path.join(repo.state_dir, "state.json")
@@ -106,7 +106,7 @@ class State:
                 v.get("message"), str)),
             "last_push": opt(lambda v: pushlog.valid(v) is not None),
             "push_error": text, "pull_error": text, "transport": text,
-            "transport_error": text, "error": text,
+            "transport_error": text, "error": text, "watcher": text,
             "transport_connected": lambda v: isinstance(v, bool),
             "pending": lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
             "conflicts": lambda v: isinstance(v, list) and all(
@@ -347,7 +347,7 @@ class Daemon:
         self.stopping = False
         self.events: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
         self.state = State(repo)
-        self.watcher = InotifyWatcher(repo, cfg["ignore"], cfg["debounce"], cfg["maxDelay"])
+        self.watcher = make_watcher(repo, cfg)  # (started by _start, which may replace it)
         self.transport = self._transport()
         self.bridge: Bridge | None = None
         self.network = Network(self.engine, self.post,
@@ -376,7 +376,7 @@ class Daemon:
             self.state.data["transport_error"] = e.message
             return None
         if transport is not None:
-            transport.on_change = self.watcher.wakeup  # status follows at once
+            transport.on_change = self.wakeup  # status follows at once
             self.engine.publish = transport.publish
         return transport
 
@@ -384,6 +384,11 @@ class Daemon:
     def post(self, kind: str, value: Any = None) -> None:
         """Hand an event to the main thread and wake it."""
         self.events.put((kind, value))
+        self.wakeup()
+
+    def wakeup(self) -> None:
+        """Wake the main thread (any thread, a signal handler): through the watcher of the
+        moment, as _start may replace the first one (it keeps the same wakeup pipe)."""
         self.watcher.wakeup()
 
     def on_notification(self, note: Notification) -> None:
@@ -421,7 +426,7 @@ class Daemon:
     def _signals(self) -> None:
         def stop(signum: int, frame: object) -> None:
             self.stopping = True
-            self.watcher.wakeup()
+            self.wakeup()
 
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
@@ -433,7 +438,10 @@ class Daemon:
         self.state.update(pid=os.getpid(), started=time.time(),
                           transport=self.transport.describe() if self.transport else None)
         self._signals()
-        self.watcher.start()  # watch first, then catch up: nothing falls in between
+        # watch first, then catch up: nothing falls in between. (With autosync.watcher=auto,
+        # a watcher that cannot use inotify after all gives way to polling.)
+        self.watcher = start_watcher(self.watcher)
+        self.state.update(watcher=self.watcher.describe())
         self.commit(EVERYTHING)
         if cfg["xmpp.bridge"]:
             from .bridge import Bridge  # both transports: for a daemon that bridges only
@@ -449,10 +457,11 @@ class Daemon:
             self.network.request("fetch", "push")
         self.network.start()
         sd_notify("READY=1\nSTATUS=watching " + self.repo.cwd)
-        log.info("watching %s (branch %s, remote %s, %s)", self.repo.cwd, cfg.branch,
-                 cfg.remote if remote else "none",
+        log.info("watching %s (branch %s, remote %s, %s; watcher %s)", self.repo.cwd,
+                 cfg.branch, cfg.remote if remote else "none",
                  self.transport.describe() if self.transport else
-                 f"polling every {cfg['pollInterval']}s" if remote else "local only")
+                 f"polling every {cfg['pollInterval']}s" if remote else "local only",
+                 self.watcher.describe())
         if self.ready_hook:
             self.ready_hook()
 

@@ -46,6 +46,7 @@ class Entry:
     warning: str | None = None  # the first warning status shows
     hint: str | None = None  # what fixes it, when there is one command for that
     attention: bool = False  # needs a human: a problem state, an error, conflict copies
+    watcher: str | None = None  # how a running daemon sees changes: "poll (work tree on nfs4)"
 
     @property
     def running(self) -> bool:
@@ -113,6 +114,7 @@ def inspect(directory: str, toolkit: str) -> Entry:
                              else len(changed_entries(repo, None)))  # (what start commits)
         entry.unpushed = info["unpushed"]
         entry.conflict_copies = info["conflict_copies"]
+        entry.watcher = info.get("watcher")
         said = notes(info)
         first = next((i for i, (label, _) in enumerate(said) if label == "warning"), None)
         if first is not None:

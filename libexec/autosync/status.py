@@ -42,7 +42,7 @@ def gather_status(repo: Repo) -> dict[str, Any]:
     live = bool(pid) and state.get("pid") == pid
     for key in ("last_push", "last_pull", "push_error", "pull_error", "transport",
                 "transport_connected", "transport_error", "pending", "skipped_large",
-                "nested", "error", "refused", "kept", "held"):
+                "nested", "error", "refused", "kept", "held", "watcher"):
         info[key] = state.get(key) if live or key in ("last_push", "last_pull") else None
     # the daemon's last push, or one `sync` or the hook's push helper made since
     info["last_push"] = pushlog.newest(info["last_push"], pushlog.last(repo))
@@ -135,6 +135,8 @@ def cmd_status(repo: Repo, args: argparse.Namespace) -> int:
             f"{t} ({'connected' if info['transport_connected'] else 'not connected'})"
             if t else "none (polling the remote)" if info["has_remote"] else
             "none (local only)"))
+        if info.get("watcher"):
+            lines.append(f"  watcher:       {info['watcher']}")
         lines.append(f"  pending:       {info.get('pending') or 0} changed paths")
     if info["unpushed"] is not None:
         lines.append(f"  unpushed:      {info['unpushed']} commits")

@@ -1,34 +1,42 @@
-"""The watchers: a work tree's changes turned into batches.
+"""The watchers: a work tree's changes, learned from inotify or by polling, as batches.
 
 `Watcher` holds what every watcher shares: the batch being gathered and when it is due
 (coalescing, below), wait/flush/busy/wakeup, the ignore checker, nested repositories and
-the files ignore rules come from. A kind of watcher differs only in how it learns about
-changes:
+the files ignore rules come from. Its two kinds differ only in how they learn about changes:
 
 - `InotifyWatcher`: recursive inotify. A new directory is watched first and scanned second,
   so nothing created inside it between the two steps is missed (`mkdir -p a/b/c && touch
   a/b/c/f`). Directories moved within the tree keep their watches (paths are renamed);
   trees moved out lose them; trees moved in are watched and scanned. IN_Q_OVERFLOW means
   events were lost: the watches are rebuilt and the next batch is marked `full`.
-- `.git` is never entered; directories git ignores are never watched nor walked;
+- `PollWatcher` (pollwatch.py): lstat calls against a snapshot of the tree at a bounded
+  rate, where inotify sees nothing (a network or FUSE file system: another machine's writes
+  make no event here) or cannot be had.
+- Both: `.git` is never entered; directories git ignores are never watched nor walked;
   nested repositories are reported, not entered. Editor temp files never start a batch. A
   change to a .gitignore, info/exclude or core.excludesFile (inotify watches the directories
   of the last two, filtered by name) restarts git check-ignore and rescans: once per batch,
   however many rule files changed.
 
+`make_watcher(repo, config)` picks the kind (`autosync.watcher`: auto, inotify or poll; auto
+polls a work tree on a network or FUSE file system, see `choose`), `start_watcher` starts it,
+and with auto turns to polling (one warning) where inotify cannot be used after all.
+
 Coalescing: a lone save - one file, its last event one that finishes a save (closed after
-writing, renamed into place, deleted), coming after `debounce` ms of quiet - is ready SETTLE
-after its last event: enough for an editor's multi-step save (temp files, backups and the
-editor's write test come and go within it); one that leaves the file gone (a deletion, or a
-save that removes the file before writing it anew) is ready SAVE_SPAN after it, so that no
-clone ever deletes a file being saved. Anything else - more files, a file still being
-written, events that keep coming SAVE_SPAN after the first that finished a save, or a batch
-that follows another within `debounce` - is a burst: ready after `debounce` ms without
-events, or `max_delay` ms after its first event while events keep coming. A file still being
-written holds the batch (up to max_delay): half-written files are not committed.
+writing, renamed into place, deleted; for polling: a file that kept its stat, or went),
+coming after `debounce` ms of quiet - is ready SETTLE after its last event: enough for an
+editor's multi-step save (temp files, backups and the editor's write test come and go within
+it); one that leaves the file gone (a deletion, or a save that removes the file before
+writing it anew) is ready SAVE_SPAN after it, so that no clone ever deletes a file being
+saved. Anything else - more files, a file still being written, events that keep coming
+SAVE_SPAN after the first that finished a save, or a batch that follows another within
+`debounce` - is a burst: ready after `debounce` ms without events, or `max_delay` ms after
+its first event while events keep coming. A file still being written holds the batch (up to
+max_delay): half-written files are not committed.
 
 Idle costs nothing with inotify: wait() blocks in select() on the inotify descriptor and a
-wakeup pipe (a kind of watcher that must look by itself says when, next_look).
+wakeup pipe. Polling wakes a few times a second for its round robin (next_look); wakeup()
+ends a wait() at once all the same.
 """
 
 import argparse
@@ -60,6 +68,15 @@ RULE_MASK = F.CLOSE_WRITE | F.MOVED_TO | F.MOVED_FROM | F.DELETE | F.ONLYDIR  # 
 
 # file systems whose directories' link count is 2 + their number of subdirectories
 SUBDIR_LINKS = frozenset({"ext2", "ext3", "ext4", "xfs", "tmpfs", "jfs", "reiserfs"})
+# file systems where inotify sees nothing of what other machines (or the host of a virtual
+# machine, or Windows under WSL) write: network, cluster and shared-folder file systems.
+# Every FUSE file system ("fuse", "fuse.sshfs", "fuse.rclone", ...) is polled too, except
+# fuseblk (a local disk through FUSE: ntfs-3g, exfat), where every write passes this kernel.
+NETWORK_FS = frozenset({
+    "nfs", "nfs4", "cifs", "smb3", "smbfs", "ncpfs", "afs", "coda", "9p", "drvfs",
+    "virtiofs", "vboxsf", "vmhgfs", "prl_fs", "ceph", "glusterfs", "lustre", "gpfs",
+    "beegfs", "orangefs", "ocfs2", "gfs2", "davfs", "fuse"})
+KINDS = ("auto", "inotify", "poll")  # the values of autosync.watcher
 
 
 def fs_type(path: str) -> str | None:
@@ -76,13 +93,28 @@ def fs_type(path: str) -> str | None:
     return None
 
 
+def choose(choice: str, fstype: str | None) -> tuple[str, str]:
+    """(kind, why) for autosync.watcher = choice on a file system of type fstype (None:
+    unknown): "auto" polls a network, FUSE or shared-folder file system (inotify would see
+    only this machine's own writes there), and uses inotify anywhere else."""
+    if choice in ("inotify", "poll"):
+        return choice, f"autosync.watcher={choice}"
+    if fstype is not None and (fstype in NETWORK_FS or fstype.startswith("fuse.")):
+        return "poll", f"work tree on {fstype}"
+    return "inotify", f"work tree on {fstype}" if fstype else ""
+
+
 @dataclass
 class Batch:
     paths: set[str] = field(default_factory=set)  # repo-relative, '/'-separated
     full: bool = False  # events were lost: the commit helper must look at the whole tree
 
 
-def watch_limit_error(top: str, needed: int) -> Error:
+class NoInotify(Error):
+    """inotify cannot watch this tree (no instance to be had, the watch limit)."""
+
+
+def watch_limit_error(top: str, needed: int) -> NoInotify:
     limit: int | None
     try:
         with open("/proc/sys/fs/inotify/max_user_watches") as f:
@@ -90,11 +122,11 @@ def watch_limit_error(top: str, needed: int) -> Error:
     except (OSError, ValueError):
         limit = None
     enough = max(needed, limit or 0) * 2  # room for the other programs that watch too
-    return Error(f"cannot watch '{top}': inotify watch limit reached "
-                 f"(fs.inotify.max_user_watches={limit or '?'}, need about {needed})",
-                 f"sudo sysctl fs.inotify.max_user_watches={enough}",
-                 f"to keep it: echo fs.inotify.max_user_watches={enough}"
-                 " | sudo tee /etc/sysctl.d/90-autosync.conf")
+    return NoInotify(f"cannot watch '{top}': inotify watch limit reached "
+                     f"(fs.inotify.max_user_watches={limit or '?'}, need about {needed})",
+                     f"sudo sysctl fs.inotify.max_user_watches={enough}",
+                     f"to keep it: echo fs.inotify.max_user_watches={enough}"
+                     " | sudo tee /etc/sysctl.d/90-autosync.conf")
 
 
 class Watcher:
@@ -106,7 +138,7 @@ class Watcher:
     kind = ""
 
     def __init__(self, repo: Repo, ignore_patterns: Iterable[str] = (), debounce_ms: int = 1000,
-                 max_delay_ms: int = 10000) -> None:
+                 max_delay_ms: int = 10000, wake: tuple[int, int] | None = None) -> None:
         self.repo = repo
         self.top = repo.work_tree
         self.extra = list(ignore_patterns)
@@ -116,10 +148,14 @@ class Watcher:
         self.nested: set[str] = set()
         self.rule_rel: set[str] = set()  # rule files inside the work tree (core.excludesFile)
         self.rescan_due = False
+        self.choice = self.kind  # autosync.watcher as given (make_watcher)
+        self.reason = ""  # why this kind watches, for status ("work tree on nfs4")
         self.taken = float("-inf")  # monotonic time the last batch was taken
         self.reset_batch()
         self.writing: set[str] = set()  # files being written (not closed, stat not settled)
-        self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        # the wakeup pipe; a watcher that takes over from another (start_watcher) keeps its
+        # pipe, so that no wakeup is lost on the way
+        self.wake_r, self.wake_w = wake or os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
 
     def reset_batch(self) -> None:
         self.changed: set[str] = set()
@@ -131,6 +167,10 @@ class Watcher:
         self.unfinished: set[str] = set()  # files whose last event did not finish a save
         self.born: set[str] = set()  # files that appeared in this batch (and so may go:
         # an editor's temp file renamed into place or removed is no save of its own)
+
+    def describe(self) -> str:
+        """What watches and why, for status and the log: 'poll (work tree on nfs4)'."""
+        return f"{self.kind} ({self.reason})" if self.reason else self.kind
 
     # -- what a kind of watcher provides ----------------------------------------------------
     def start(self) -> None:
@@ -291,6 +331,8 @@ class Watcher:
             os.write(self.wake_w, b"!")
         except BlockingIOError:
             pass  # a wakeup is pending already
+        except OSError:
+            pass  # closed, or handed to the watcher that took over (start_watcher)
 
     def _drain_wakeups(self) -> None:
         try:
@@ -298,6 +340,12 @@ class Watcher:
                 pass
         except BlockingIOError:
             pass
+
+    def hand_over_wakeup(self) -> tuple[int, int]:
+        """The wakeup pipe, for the watcher that takes over; this one no longer has it."""
+        fds = (self.wake_r, self.wake_w)
+        self.wake_r = self.wake_w = -1
+        return fds
 
     def pending(self) -> int:
         """How many paths wait in the current batch."""
@@ -326,8 +374,8 @@ class InotifyWatcher(Watcher):
     kind = "inotify"
 
     def __init__(self, repo: Repo, ignore_patterns: Iterable[str] = (), debounce_ms: int = 1000,
-                 max_delay_ms: int = 10000) -> None:
-        super().__init__(repo, ignore_patterns, debounce_ms, max_delay_ms)
+                 max_delay_ms: int = 10000, wake: tuple[int, int] | None = None) -> None:
+        super().__init__(repo, ignore_patterns, debounce_ms, max_delay_ms, wake)
         self.inotify: INotify | None = None  # from start() to close()
         self.wd_path: dict[int, str] = {}  # watch descriptor -> repo-relative directory ('' top)
         self.path_wd: dict[str, int] = {}  # the reverse
@@ -346,7 +394,7 @@ class InotifyWatcher(Watcher):
         except OSError as e:
             hint = ("sudo sysctl fs.inotify.max_user_instances=1024" if e.errno == errno.EMFILE
                     else "check that /proc/sys/fs/inotify exists")
-            raise Error(f"cannot use inotify: {e.strerror}", hint) from e
+            raise NoInotify(f"cannot use inotify: {e.strerror}", hint) from e
         os.set_inheritable(self.kernel.fileno(), False)
         self.watch_rule_files()
         self.add_tree("", initial=True)
@@ -621,6 +669,46 @@ class InotifyWatcher(Watcher):
         super().close()
 
 
+def make_watcher(repo: Repo, config: Config, choice: str | None = None,
+                 debounce_ms: int | None = None, max_delay_ms: int | None = None) -> Watcher:
+    """The watcher autosync.watcher (or choice) asks for, not started yet (start_watcher);
+    debounce and max delay from the config unless given."""
+    asked = choice
+    choice = choice or config["watcher"]
+    kind, reason = choose(choice, fs_type(repo.work_tree))
+    if asked and asked != "auto":
+        reason = "asked for"
+    from .pollwatch import PollWatcher  # (it builds on Watcher, above)
+    cls: type[Watcher] = PollWatcher if kind == "poll" else InotifyWatcher
+    w = cls(repo, config["ignore"], config["debounce"] if debounce_ms is None else debounce_ms,
+            config["maxDelay"] if max_delay_ms is None else max_delay_ms)
+    w.choice, w.reason = choice, reason
+    return w
+
+
+def start_watcher(w: Watcher) -> Watcher:
+    """Start w. Where it cannot use inotify (no instance to be had, the watch limit) and
+    autosync.watcher is auto, a PollWatcher takes over, with one warning, and is returned
+    instead (with w's wakeup pipe); asked for inotify by name, the error stands."""
+    try:
+        w.start()
+        return w
+    except NoInotify as e:
+        if w.choice != "auto":
+            raise
+        from .pollwatch import PollWatcher
+        log.warning("%s; polling the work tree instead (hint: %s)", e.message,
+                    e.hints[0] if e.hints else "git config autosync.watcher poll")
+        poll = PollWatcher(w.repo, w.extra, int(w.debounce * 1000), int(w.max_delay * 1000),
+                           wake=w.hand_over_wakeup())
+        poll.choice = w.choice
+        poll.reason = ("inotify watch limit reached" if "watch limit" in e.message
+                       else "inotify unavailable")
+        w.close()
+        poll.start()
+        return poll
+
+
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(
         prog="autosync-watch",
@@ -631,20 +719,20 @@ def main(argv: list[str]) -> int:
     ap.add_argument("-C", dest="dir", default=".", help="repository (default: .)")
     ap.add_argument("--debounce", type=int, help="ms of quiet (default: autosync.debounce)")
     ap.add_argument("--max-delay", type=int, help="ms cap (default: autosync.maxDelay)")
+    ap.add_argument("--watcher", choices=KINDS,
+                    help="inotify, poll, or auto: poll on a network or FUSE file system "
+                         "(default: autosync.watcher)")
     ap.add_argument("-z", action="store_true",
                     help="NUL-terminated paths, an empty one ending a batch")
     ap.add_argument("--count", type=int, default=0, help="exit after N batches (0: never)")
     args = ap.parse_args(argv)
     setup_logging()
     repo = Repo(args.dir)
-    cfg = Config(repo)
-    w = InotifyWatcher(repo, cfg["ignore"], args.debounce if args.debounce is not None
-                       else cfg["debounce"], args.max_delay if args.max_delay is not None
-                       else cfg["maxDelay"])
     start = time.monotonic()
-    w.start()
-    print(f"watching {w.watch_count()} directories ({time.monotonic() - start:.3f}s)",
-          file=sys.stderr, flush=True)
+    w = start_watcher(make_watcher(repo, Config(repo), args.watcher, args.debounce,
+                                   args.max_delay))
+    print(f"watching {w.watch_count()} directories ({w.describe()}, "
+          f"{time.monotonic() - start:.3f}s)", file=sys.stderr, flush=True)
     out = sys.stdout.buffer
     seen = 0
     try:
