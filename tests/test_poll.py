@@ -159,11 +159,11 @@ def test_a_write_in_place_is_seen_though_no_directory_changes(repo, poller):
 
 
 def test_a_file_written_slowly_is_one_batch_with_its_final_content(repo, poller):
-    """A writer that adds a piece every 0.1 s for a second and a half: its stat changes
-    from one look to the next (looks every 0.05 s at a file being written), so the batch
-    waits for it and comes once, after the last piece."""
+    """A writer that adds a piece every 0.06 s for over a second: its stat changes between
+    most looks (every 0.05 s at a file being written) and never holds still POLL_STABLE,
+    so the batch waits for it and comes once, after the last piece."""
     w = poller(debounce=300, max_delay=20000)
-    pieces = [f"piece {i}\n" * 50 for i in range(15)]
+    pieces = [f"piece {i}\n" * 50 for i in range(20)]
     done = threading.Event()
 
     def write():
@@ -171,7 +171,7 @@ def test_a_file_written_slowly_is_one_batch_with_its_final_content(repo, poller)
             for p in pieces:
                 f.write(p)
                 f.flush()
-                time.sleep(0.1)  # the writer's own pace, not a wait for an outcome
+                time.sleep(0.06)  # the writer's own pace, not a wait for an outcome
         done.set()
     t = threading.Thread(target=write)
     t.start()
@@ -420,12 +420,12 @@ def test_a_polling_daemon_commits_a_slow_write_once_with_its_final_content(clust
     cluster.config.update(watcher="poll", debounce=300, maxDelay=20000)
     a = cluster.clone("a")
     before = int(git(a.path, "rev-list", "--count", "HEAD"))
-    text = "".join(f"line {i}\n" for i in range(12))
+    text = "".join(f"line {i}\n" for i in range(20))
     with open(a.path / "report.txt", "w") as f:
         for line in text.splitlines(keepends=True):
             f.write(line)
             f.flush()
-            time.sleep(POLL_STABLE / 2)  # the writer's own pace, not a wait for an outcome
+            time.sleep(POLL_STABLE / 4)  # the writer's own pace, not a wait for an outcome
     wait_for(lambda: git(a.path, "status", "--porcelain", env=a.env) == ""
              and int(git(a.path, "rev-list", "--count", "HEAD")) > before, timeout=30,
              what="the slow write committed")

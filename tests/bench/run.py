@@ -31,6 +31,7 @@ import local  # noqa: E402,F401  (registers benchmarks)
 import sync  # noqa: E402,F401
 import apply  # noqa: E402,F401
 import scale  # noqa: E402,F401
+import watchers  # noqa: E402,F401
 import report  # noqa: E402
 from harness import BENCHMARKS, ROOT, Context, Result, Skip  # noqa: E402
 
