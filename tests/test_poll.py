@@ -25,7 +25,7 @@ from autosync.watch import InotifyWatcher, choose, make_watcher, start_watcher
 from brokers import cluster, mosquitto  # noqa: F401  (fixtures)
 from cluster import wait_converged
 from conftest import git, wait_for
-from test_watch import collect, proc_setting, repo  # noqa: F401  (fixtures)
+from test_watch import collect, repo  # noqa: F401  (fixtures)
 
 
 @pytest.fixture
@@ -114,33 +114,64 @@ def test_values_are_taken_in_any_case(repo, env):
     assert Config(Repo(repo))["watcher"] == "poll"
 
 
-def test_auto_polls_when_the_watch_limit_is_reached(repo, env, caplog):
+class FewWatches(watch.INotify):
+    """An inotify instance whose watch limit is 10 (ENOSPC after that), as the kernel's
+    would be with fs.inotify.max_user_watches=10 (not changed for real: other programs on
+    this machine need theirs)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.added = 0
+
+    def add_watch(self, path, mask):
+        self.added += 1
+        if self.added > 10:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return super().add_watch(path, mask)
+
+
+def test_auto_polls_when_the_watch_limit_is_reached(repo, env, caplog, monkeypatch):
     """With auto, running by polling beats refusing to run; inotify asked for by name
     keeps its clear error."""
     for i in range(40):
         (repo / f"d{i}").mkdir()
-    with proc_setting("max_user_watches", 10):
-        with caplog.at_level(logging.WARNING, logger="autosync"):
-            w = start_watcher(make_watcher(Repo(repo), Config(Repo(repo))))
-        try:
-            named = make_watcher(Repo(repo), Config(Repo(repo)), "inotify")
-            with pytest.raises(Error, match="inotify watch limit reached"):
-                start_watcher(named)
-            named.close()
-        except BaseException:
-            w.close()
-            raise
+    monkeypatch.setattr(watch, "INotify", FewWatches)
+    named = make_watcher(Repo(repo), Config(Repo(repo)), "inotify")
+    try:
+        with pytest.raises(Error, match="inotify watch limit reached .* need about 41"):
+            start_watcher(named)
+    finally:
+        named.close()
+    with caplog.at_level(logging.WARNING, logger="autosync"):
+        w = start_watcher(make_watcher(Repo(repo), Config(Repo(repo))))
     try:
         assert isinstance(w, PollWatcher)
         assert w.describe() == "poll (inotify watch limit reached)"
         assert w.watch_count() == 41
         said = [r.getMessage() for r in caplog.records]
         assert len(said) == 1 and "inotify watch limit reached" in said[0]
-        assert "polling the work tree instead" in said[0]
+        assert "polling the work tree instead (hint: sudo sysctl " in said[0]
         threading.Timer(0.05, w.wakeup).start()  # the first watcher's pipe, handed over
         assert w.wait(timeout=10) is None
         (repo / "d7" / "new.txt").write_text("n")
         collect(w, lambda p: "d7/new.txt" in p)
+    finally:
+        w.close()
+
+
+def test_auto_polls_when_there_is_no_inotify_instance_left(repo, env, caplog, monkeypatch):
+    def no_instance(*args, **kwargs):
+        raise OSError(errno.EMFILE, "Too many open files")
+    monkeypatch.setattr(watch, "INotify", no_instance)
+    with caplog.at_level(logging.WARNING, logger="autosync"):
+        w = start_watcher(make_watcher(Repo(repo), Config(Repo(repo))))
+    try:
+        assert w.describe() == "poll (cannot use inotify: Too many open files)"
+        assert [r.getMessage() for r in caplog.records] == [
+            "cannot use inotify: Too many open files; polling the work tree instead "
+            "(hint: sudo sysctl fs.inotify.max_user_instances=1024)"]
+        (repo / "seen.txt").write_text("x")
+        collect(w, lambda p: "seen.txt" in p)
     finally:
         w.close()
 

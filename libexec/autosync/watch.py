@@ -111,7 +111,12 @@ class Batch:
 
 
 class NoInotify(Error):
-    """inotify cannot watch this tree (no instance to be had, the watch limit)."""
+    """inotify cannot watch this tree (no instance to be had, the watch limit); why, in a
+    few words, for status when polling takes over."""
+
+    def __init__(self, message: str, *hints: str, why: str) -> None:
+        super().__init__(message, *hints)
+        self.why = why
 
 
 def watch_limit_error(top: str, needed: int) -> NoInotify:
@@ -126,7 +131,8 @@ def watch_limit_error(top: str, needed: int) -> NoInotify:
                      f"(fs.inotify.max_user_watches={limit or '?'}, need about {needed})",
                      f"sudo sysctl fs.inotify.max_user_watches={enough}",
                      f"to keep it: echo fs.inotify.max_user_watches={enough}"
-                     " | sudo tee /etc/sysctl.d/90-autosync.conf")
+                     " | sudo tee /etc/sysctl.d/90-autosync.conf",
+                     why="inotify watch limit reached")
 
 
 class Watcher:
@@ -394,7 +400,8 @@ class InotifyWatcher(Watcher):
         except OSError as e:
             hint = ("sudo sysctl fs.inotify.max_user_instances=1024" if e.errno == errno.EMFILE
                     else "check that /proc/sys/fs/inotify exists")
-            raise NoInotify(f"cannot use inotify: {e.strerror}", hint) from e
+            raise NoInotify(f"cannot use inotify: {e.strerror}", hint,
+                            why=f"cannot use inotify: {e.strerror}") from e
         os.set_inheritable(self.kernel.fileno(), False)
         self.watch_rule_files()
         self.add_tree("", initial=True)
@@ -699,13 +706,15 @@ def start_watcher(w: Watcher) -> Watcher:
         from .pollwatch import PollWatcher
         log.warning("%s; polling the work tree instead (hint: %s)", e.message,
                     e.hints[0] if e.hints else "git config autosync.watcher poll")
-        poll = PollWatcher(w.repo, w.extra, int(w.debounce * 1000), int(w.max_delay * 1000),
+        poll = PollWatcher(w.repo, w.extra, round(w.debounce * 1000), round(w.max_delay * 1000),
                            wake=w.hand_over_wakeup())
-        poll.choice = w.choice
-        poll.reason = ("inotify watch limit reached" if "watch limit" in e.message
-                       else "inotify unavailable")
+        poll.choice, poll.reason = w.choice, e.why
         w.close()
-        poll.start()
+        try:
+            poll.start()
+        except BaseException:
+            poll.close()
+            raise
         return poll
 
 
