@@ -87,10 +87,12 @@ class Clone:
         return git(self.path, "status", "--porcelain", env=self.env) == ""
 
     def files(self):
-        """{path: content} of the committed tree at HEAD."""
-        names = git(self.path, "ls-tree", "-r", "-z", "--name-only", "HEAD",
+        """{path: content} of the committed tree at HEAD (one commit: a daemon committing
+        meanwhile must not make a path listed from one HEAD be read from the next)."""
+        head = self.head()
+        names = git(self.path, "ls-tree", "-r", "-z", "--name-only", head,
                     env=self.env).split("\0")
-        return {n: git(self.path, "cat-file", "blob", f"HEAD:{n}", env=self.env)
+        return {n: git(self.path, "cat-file", "blob", f"{head}:{n}", env=self.env)
                 for n in names if n}
 
 
