@@ -347,6 +347,30 @@ def test_an_unreadable_directory_loses_nothing(repo, poller, monkeypatch, caplog
     assert "shared/b.txt" not in paths
 
 
+def test_a_file_that_cannot_be_stat_ed_is_taken_as_it_was(repo, poller, monkeypatch):
+    """EACCES, EIO, ESTALE on one file's lstat: no change, no deletion, no traceback; its
+    edit is seen once it can be looked at again."""
+    (repo / "locked.txt").write_text("v1\n")
+    for p in (repo / "locked.txt", repo):  # (not this tick's; the directory not racy)
+        os.utime(p, (time.time() - 10, time.time() - 10))
+    w = poller(debounce=30000, max_delay=60000)
+    assert not w.dirs[""].racy  # (a listing, which does not lstat by name, would see it)
+    target = str(repo / "locked.txt")
+    real_lstat = os.lstat
+    refused = [True]
+
+    def lstat(path, *a, **k):
+        if refused[0] and str(path) == target:
+            raise PermissionError(errno.EACCES, "Permission denied", target)
+        return real_lstat(path, *a, **k)
+    monkeypatch.setattr(pollwatch.os, "lstat", lstat)
+    (repo / "locked.txt").write_text("v2, unseen for now\n")
+    assert drain(w, 2.5) == []  # (two passes over it)
+    refused[0] = False
+    batch = w.wait(timeout=10)
+    assert batch is not None and batch.paths == {"locked.txt"}
+
+
 def test_a_directory_vanishing_during_a_walk_is_no_traceback(repo, poller, monkeypatch):
     w = poller()
     real_scandir = os.scandir

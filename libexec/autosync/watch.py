@@ -740,8 +740,8 @@ def main(argv: list[str]) -> int:
     start = time.monotonic()
     w = start_watcher(make_watcher(repo, Config(repo), args.watcher, args.debounce,
                                    args.max_delay))
-    print(f"watching {w.watch_count()} directories ({w.describe()}, "
-          f"{time.monotonic() - start:.3f}s)", file=sys.stderr, flush=True)
+    print(f"watching {w.watch_count()} directories ({time.monotonic() - start:.3f}s): "
+          f"{w.describe()}", file=sys.stderr, flush=True)
     out = sys.stdout.buffer
     seen = 0
     try:
