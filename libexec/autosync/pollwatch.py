@@ -87,10 +87,11 @@ class DirState:
     in 10,000 directories take about 8 MB: names are interned, a directory without
     subdirectories has no dict for them.)"""
 
-    __slots__ = ("sig", "racy", "files", "subs")
+    __slots__ = ("sig", "dev", "racy", "files", "subs")
 
-    def __init__(self, sig: int, racy: bool) -> None:
+    def __init__(self, sig: int, dev: int, racy: bool) -> None:
         self.sig = sig
+        self.dev = dev  # the file system it was on (a mount that comes or goes changes it)
         self.racy = racy  # listed within RACY_NS of its mtime: list it again at its next look
         self.files: dict[str, int] = {}  # name -> file_sig, for all that is no directory
         # subdirectory name -> True: polled too, False: left alone (ignored, a repository)
@@ -367,11 +368,14 @@ class PollWatcher(Watcher):
                 return 0
             with os.scandir(where) as it:
                 entries = list(it)
+            dev = os.lstat(where).st_dev  # (unmounted while it was listed: not this listing)
         except (FileNotFoundError, NotADirectoryError):
             return 0
         except OSError as e:
             self._unreadable(rel, e)
             return 1
+        if st.st_dev != state.dev or dev != state.dev:
+            return self._remounted(rel)
         self.unreadable.discard(rel)
         state.sig = dir_sig(st)
         state.racy = time.time_ns() - st.st_mtime_ns < RACY_NS
@@ -426,6 +430,21 @@ class PollWatcher(Watcher):
                     self._heat(path, now)  # (being filled, as likely as not)
         return 1 + len(entries)
 
+    def _remounted(self, rel: str) -> int:
+        """rel is on another file system than it was: one was mounted on it, or the one
+        mounted there went (unmounted, a network share or FUSE daemon gone). What it showed
+        is hidden, not deleted (inotify makes no deletion of it either): rel and below are
+        walked anew, what is there now reported, nothing taken for deleted; the stat calls."""
+        log.warning("'%s' is on another file system now (mounted or unmounted): "
+                    "what it held before is not taken for deleted", self.abs(rel))
+        prefix = rel + "/" if rel else ""
+        for path in [p for p in self.unsettled if p.startswith(prefix)]:
+            self._settled(path, note=False)
+        before = len(self.dirs)
+        self.drop_tree(rel)
+        self._walk(rel, report=True)
+        return 1 + abs(len(self.dirs) - before)
+
     def _walk(self, rel: str, report: bool) -> None:
         """Take the snapshot of rel and every directory below it that git does not ignore;
         report their files (a directory that appeared)."""
@@ -457,7 +476,7 @@ class PollWatcher(Watcher):
             st = os.lstat(where)
             if not stat.S_ISDIR(st.st_mode):
                 raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR))
-            state = DirState(dir_sig(st), time.time_ns() - st.st_mtime_ns < RACY_NS)
+            state = DirState(dir_sig(st), st.st_dev, time.time_ns() - st.st_mtime_ns < RACY_NS)
             self.dirs[rel] = state
             if parent is not None:
                 parent.sub(name, True)

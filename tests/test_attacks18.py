@@ -1,0 +1,73 @@
+"""Attacks on the polling watcher (pollwatch.py, issue 14): what an unlucky user's tree does
+to it. One test per problem found."""
+
+import os
+import subprocess
+import time
+
+import pytest
+
+from test_watch import collect, repo, watcher, watcher_kind  # noqa: F401  (fixtures)
+
+
+def can_mount():
+    return os.geteuid() == 0 and subprocess.run(
+        ["mount", "--version"], capture_output=True).returncode == 0
+
+
+@pytest.fixture
+def mount():
+    """mount ARGS... DST (another file system, as sshfs or NFS would be), unmounted at the
+    end whatever happens."""
+    mounted = []
+
+    def do(*args):
+        res = subprocess.run(["mount", *map(str, args)], capture_output=True)
+        if res.returncode != 0:
+            pytest.skip(f"cannot mount here: {res.stderr.decode().strip()}")
+        mounted.append(args[-1])
+    yield do
+    for dst in reversed(mounted):
+        subprocess.run(["umount", "-l", str(dst)], capture_output=True)
+
+
+# -- a mount inside the work tree comes or goes: its files are not deleted ------------------
+# ~/notes/shared is an sshfs (or NFS, or a USB disk) mount; the connection drops, or the user
+# unmounts it: the directory shows what is under the mount point (nothing, as a rule). With
+# inotify this makes no event (IN_UNMOUNT is no deletion); the polling watcher listed the
+# directory again, found it empty and reported every file of the mount as deleted - the
+# daemon commits the deletions and pushes them, and every other clone deletes the files.
+# The same when a file system is mounted over a directory of the tree: its files are hidden,
+# not deleted.
+@pytest.mark.skipif(not can_mount(), reason="needs root to mount")
+@pytest.mark.parametrize("watcher_kind", ["poll"])
+def test_a_mount_going_away_deletes_nothing(repo, watcher, mount, tmp_path):
+    remote = tmp_path / "remote"  # what the share holds (a tmpfs: another file system)
+    remote.mkdir()
+    mount("-t", "tmpfs", "tmpfs", remote)
+    (remote / "sub").mkdir()
+    for i in range(5):
+        (remote / f"f{i}.txt").write_text(f"file {i}\n")
+    (remote / "sub" / "deep.txt").write_text("deep\n")
+    shared = repo / "shared"
+    shared.mkdir()
+    mount("--bind", remote, shared)
+    w = watcher()
+    subprocess.run(["umount", str(repo / "shared")], check=True)
+    # something in the tree is written after the unmount, under the mount point too (that
+    # directory is listed again to find it)
+    (repo / "shared" / "local.txt").write_text("written after the unmount\n")
+    paths, _ = collect(w, lambda p: "shared/local.txt" in p)
+    # (anything reported within the next look or two is caught: the tree stays as it is)
+    end = time.monotonic() + 1.5
+    while time.monotonic() < end:
+        b = w.wait(timeout=end - time.monotonic())
+        if b is not None:
+            paths |= b.paths
+    lost = sorted(p for p in paths if p.startswith("shared") and p != "shared/local.txt")
+    assert lost == [], f"reported as changed (deleted) by the unmount: {lost}"
+    # mounted again: the files are there, nothing to commit for them; a new one is seen
+    mount("--bind", remote, shared)
+    (shared / "new.txt").write_text("made on the remote\n")
+    collect(w, lambda p: "shared/new.txt" in p)
+
