@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from test_poll import poller  # noqa: F401  (fixture)
 from test_watch import collect, repo, watcher, watcher_kind  # noqa: F401  (fixtures)
 
 
@@ -71,3 +72,27 @@ def test_a_mount_going_away_deletes_nothing(repo, watcher, mount, tmp_path):
     (shared / "new.txt").write_text("made on the remote\n")
     collect(w, lambda p: "shared/new.txt" in p)
 
+
+# -- a directory whose mtime is in the future is listed again at every look ---------------
+# A directory listed within RACY_NS (2 s) of its mtime is listed again at its next look (a
+# second change in the same timestamp tick leaves the mtime as it was). One whose mtime is
+# in the future - a tarball from a machine whose clock is ahead, `touch -d tomorrow`, an
+# NFS server ahead of this client - was "within 2 s" for ever: listed whole at every pass,
+# at the round robin's expense. 50,000 entries there made every save elsewhere in the tree
+# wait 10 to 19 s for the round robin instead of 1 s, for good. Such a directory changed
+# again gets the current time, which is no tick of the future mtime: a look at its stat
+# sees the change.
+@pytest.mark.parametrize("ahead", [3600, 10 * 365 * 86400])
+def test_a_directory_dated_in_the_future_is_not_listed_at_every_look(repo, poller, ahead):
+    big = repo / "big"
+    big.mkdir()
+    for i in range(2000):
+        (big / f"f{i}").touch()
+    future = time.time() + ahead
+    os.utime(big, (future, future))
+    w = poller()
+    for _ in range(3):  # (looks at its stat alone: one stat call each)
+        assert w._look_dir("big", force=False) == 1
+    (big / "f1").unlink()  # changed: seen, and listed again
+    assert w._look_dir("big", force=False) > 1
+    collect(w, lambda p: "big/f1" in p)

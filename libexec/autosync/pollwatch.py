@@ -78,6 +78,13 @@ def dir_sig(st: os.stat_result) -> int:
     return hash((st.st_ino, st.st_mtime_ns, st.st_ctime_ns))
 
 
+def racy(st: os.stat_result) -> bool:
+    """Whether a directory listed now is within RACY_NS of its mtime: a change in the same
+    timestamp tick may yet come and leave the mtime as it is. (Not one dated further in the
+    future - a clock ahead, `touch -d tomorrow` -: a change gives it the current time.)"""
+    return abs(time.time_ns() - st.st_mtime_ns) < RACY_NS
+
+
 def join(rel: str, name: str) -> str:
     return f"{rel}/{name}" if rel else name
 
@@ -378,7 +385,7 @@ class PollWatcher(Watcher):
             return self._remounted(rel)
         self.unreadable.discard(rel)
         state.sig = dir_sig(st)
-        state.racy = time.time_ns() - st.st_mtime_ns < RACY_NS
+        state.racy = racy(st)
         if rel and any(e.name == ".git" for e in entries):
             self.became_repo(rel)  # (git init, git clone)
             return 1
@@ -476,7 +483,7 @@ class PollWatcher(Watcher):
             st = os.lstat(where)
             if not stat.S_ISDIR(st.st_mode):
                 raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR))
-            state = DirState(dir_sig(st), st.st_dev, time.time_ns() - st.st_mtime_ns < RACY_NS)
+            state = DirState(dir_sig(st), st.st_dev, racy(st))
             self.dirs[rel] = state
             if parent is not None:
                 parent.sub(name, True)
