@@ -73,6 +73,28 @@ def test_a_mount_going_away_deletes_nothing(repo, watcher, mount, tmp_path):
     collect(w, lambda p: "shared/new.txt" in p)
 
 
+
+# inotify, for its part, reported nothing - and saw nothing more in that directory: its
+# watch was on the mount's root, which the kernel drops at the unmount (IN_UNMOUNT, then
+# IN_IGNORED); the mount point under it was watched by no one, and the saves made there were
+# committed at the daemon's next start at best.
+@pytest.mark.skipif(not can_mount(), reason="needs root to mount")
+@pytest.mark.parametrize("watcher_kind", ["inotify", "poll"])
+def test_a_directory_unmounted_is_watched_still(repo, watcher, mount):
+    shared = repo / "shared"
+    (shared / "sub").mkdir(parents=True)
+    mount("-t", "tmpfs", "tmpfs", shared)
+    (shared / "f.txt").write_text("on the share\n")
+    (shared / "sub").mkdir()
+    (shared / "sub" / "deep.txt").write_text("deep\n")
+    w = watcher()
+    subprocess.run(["umount", str(shared)], check=True)
+    (shared / "local.txt").write_text("written after the unmount\n")
+    (shared / "sub" / "local2.txt").write_text("and below\n")
+    paths, _ = collect(w, lambda p: {"shared/local.txt", "shared/sub/local2.txt"} <= p)
+    assert "shared/f.txt" not in paths and "shared/sub/deep.txt" not in paths
+
+
 # -- a directory whose mtime is in the future is listed again at every look ---------------
 # A directory listed within RACY_NS (2 s) of its mtime is listed again at its next look (a
 # second change in the same timestamp tick leaves the mtime as it was). One whose mtime is

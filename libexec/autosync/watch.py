@@ -588,6 +588,9 @@ class InotifyWatcher(Watcher):
         parent = self.wd_path.get(ev.wd)
         if parent is None:
             return
+        if ev.mask & F.UNMOUNT:
+            self._unmounted(parent)
+            return
         if ev.mask & F.IGNORED:
             self._forget_watch(ev.wd, parent)
             return
@@ -601,6 +604,16 @@ class InotifyWatcher(Watcher):
             self._dir_event(ev, path, moved_from)
         else:
             self._file_event(ev.mask, path, ev.cookie, moves)
+
+    def _unmounted(self, rel: str) -> None:
+        """The file system mounted on rel (or one above it) went: the kernel drops its
+        watches. The directory it covered is watched anew - what it holds reported, nothing
+        taken for deleted (the mount's files are away, not deleted; polling does the same)."""
+        if rel in self.path_wd:
+            log.warning("'%s' was unmounted: what it held is not taken for deleted",
+                        self.abs(rel))
+        self.drop_tree(rel)
+        self.add_tree(rel)
 
     def _forget_watch(self, wd: int, parent: str) -> None:
         """The kernel removed watch wd (its directory is gone)."""
