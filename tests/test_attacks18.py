@@ -3,10 +3,12 @@ to it. One test per problem found."""
 
 import os
 import subprocess
+import sys
 import time
 
 import pytest
 
+from conftest import LIBEXEC, git
 from test_poll import poller  # noqa: F401  (fixture)
 from test_watch import collect, repo, watcher, watcher_kind  # noqa: F401  (fixtures)
 
@@ -118,3 +120,33 @@ def test_a_directory_dated_in_the_future_is_not_listed_at_every_look(repo, polle
     (big / "f1").unlink()  # changed: seen, and listed again
     assert w._look_dir("big", force=False) > 1
     collect(w, lambda p: "big/f1" in p)
+
+
+# -- a FUSE file system's hidden files (an open file deleted or saved over) ----------------
+# libfuse (sshfs, and most FUSE file systems, unless mounted with hard_remove) keeps a file
+# that is unlinked or replaced while a program has it open under the name
+# .fuse_hidden%08x%08x until that program closes it, as the NFS client does under .nfsXXXX
+# (an editor saving by rename while a viewer, `tail -f` or a player holds the file). Polling
+# is there for such file systems: it committed the old version under that name, pushed it to
+# every clone (where nothing removes it while the program here keeps the file open), and
+# deleted it again at the close.
+@pytest.mark.parametrize("watcher_kind", ["poll", "inotify"])
+def test_a_fuse_hidden_file_is_never_committed(repo, watcher):
+    (repo / "doc.txt").write_text("old\n")
+    w = watcher()
+    # sshfs's rename of the old file away, the editor's new version renamed into place
+    os.rename(repo / "doc.txt", repo / ".fuse_hidden0000000a00000001")
+    (repo / ".doc.txt.new").write_text("new\n")
+    os.rename(repo / ".doc.txt.new", repo / "doc.txt")
+    paths, _ = collect(w, lambda p: "doc.txt" in p)
+    end = time.monotonic() + 1.0
+    while time.monotonic() < end:
+        b = w.wait(timeout=end - time.monotonic())
+        if b is not None:
+            paths |= b.paths
+    assert not [p for p in paths if ".fuse_hidden" in p]
+    res = subprocess.run([sys.executable, os.path.join(LIBEXEC, "autosync-commit"), "-C",
+                          str(repo)], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert ".fuse_hidden0000000a00000001" not in git(repo, "ls-files").split()
+    assert "doc.txt" in git(repo, "ls-files").split()

@@ -30,6 +30,7 @@ TEMP_PATTERNS = (
     "*___jb_tmp___", "*___jb_old___",  # JetBrains safe write
     ".*.tmp.[0-9]*",  # atomic-save temp names used by several tools
     ".nfs*",  # NFS silly-renamed open files
+    ".fuse_hidden*",  # the same on FUSE (libfuse: sshfs, ...): an open file unlinked or saved over
     "*.crdownload",  # Chromium downloads in progress
     ".merge_file_*",  # git checkout-index --temp (autosync's own merge)
 )
