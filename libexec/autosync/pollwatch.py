@@ -74,8 +74,9 @@ def file_sig(st: os.stat_result) -> int:
 
 
 def dir_sig(st: os.stat_result) -> int:
-    """What changes when a directory's entries do (made, removed, renamed)."""
-    return hash((st.st_ino, st.st_mtime_ns, st.st_ctime_ns))
+    """What changes when a directory's entries do (made, removed, renamed), or a file
+    system is mounted on it or unmounted."""
+    return hash((st.st_dev, st.st_ino, st.st_mtime_ns, st.st_ctime_ns))
 
 
 def racy(st: os.stat_result) -> bool:
