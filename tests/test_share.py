@@ -176,8 +176,10 @@ def test_no_process_without_the_file(make_repo, monkeypatch):
     r = make_repo()
     repo = Repo(r)
     calls = []
-    real = repo.run
+    real, limited = repo.run, repo.run_limited
     monkeypatch.setattr(repo, "run", lambda *a, **k: calls.append(a) or real(*a, **k))
+    monkeypatch.setattr(repo, "run_limited",
+                        lambda *a, **k: calls.append(a) or limited(*a, **k))
     Config(repo)
     assert calls == [("config", "-z", "--list")]
     commit_shared(r, SHARED)

@@ -65,6 +65,10 @@ SHARED_KEYS = ("autosync.channel", "autosync.mqtt.url", "autosync.mqtt.keepalive
                "autosync.debounce", "autosync.maxDelay", "autosync.ignore",
                "autosync.maxFileSize", "autosync.pollInterval", "autosync.commitMessage")
 SHARED_MAX_BYTES = 64 * 1024  # a larger .autosync is not read (a peer wrote it)
+# what `git config --list` may say of it: a long subsection name is repeated in every key
+# listed, so that 64 KB can list as 500 MB (legitimate files list as less than 2x)
+SHARED_MAX_LISTED = 4 * SHARED_MAX_BYTES
+SHARED_MAX_PATTERNS = 100  # autosync.ignore patterns (each changed path is matched to all)
 # the range a shared number must be in: a peer's file must not make a clone poll its
 # remote every second, wait for hours before committing, or commit no file at all
 SHARED_RANGE = {"autosync.debounce": (0, 60_000), "autosync.maxDelay": (0, 600_000),
@@ -252,25 +256,50 @@ def read_shared_file(repo: Repo) -> dict[str, list[str]]:
     Read from HEAD (`git config --blob`), never from the work tree: no symbolic link is
     followed and a half-saved edit is never read. A work tree without a regular file
     `.autosync` at its top costs no process; a bare repository reads its HEAD's."""
+    blob = f"HEAD:{SHARED_FILE}"
     if repo.top is not None:
         try:
             info = os.lstat(os.path.join(repo.top, SHARED_FILE))
         except OSError:
             return {}
-        if not stat.S_ISREG(info.st_mode):
-            warn_shared("not read: it is not a regular file")
+        regular, size = stat.S_ISREG(info.st_mode), info.st_size
+    else:  # a bare repository (the server's hook): what HEAD has, told by git
+        found = committed_file(repo)
+        if found is None:
             return {}
-        if info.st_size > SHARED_MAX_BYTES:
-            warn_shared(f"not read: it is larger than {SHARED_MAX_BYTES // 1024} KiB")
-            return {}
-    res = repo.run("config", "--blob", f"HEAD:{SHARED_FILE}", "--list", "-z",
-                   "--no-includes", check=False)
-    if res.returncode != 0:
-        err = res.stderr.decode(errors="replace")
-        if "unable to resolve" not in err:  # (not committed yet, or no commit at all)
-            warn_shared(f"not read: {diagnosis(err)[:300]}")  # a peer's syntax error
+        blob, regular, size = found
+    if not regular:
+        warn_shared("not read: it is not a regular file")
         return {}
-    return parse_config_list(res.stdout)
+    if size > SHARED_MAX_BYTES:
+        warn_shared(f"not read: it is larger than {SHARED_MAX_BYTES // 1024} KiB")
+        return {}
+    code, out, err = repo.run_limited("config", "--blob", blob, "--list", "-z",
+                                      "--no-includes", limit=SHARED_MAX_LISTED)
+    if code is None:
+        warn_shared(f"not read: git lists more than {SHARED_MAX_LISTED // 1024} KiB of "
+                    "settings from it")
+        return {}
+    if code != 0:
+        said = err.decode(errors="replace")
+        if "unable to resolve" not in said:  # (not committed yet, or no commit at all)
+            warn_shared(f"not read: {diagnosis(said)[:300]}")  # a peer's syntax error
+        return {}
+    return parse_config_list(out)
+
+
+def committed_file(repo: Repo) -> tuple[str, bool, int] | None:
+    """(object id, whether a regular file, size) of HEAD's .autosync; None when HEAD has
+    none (or there is no commit)."""
+    res = repo.run("ls-tree", "-z", "-l", "HEAD", "--", SHARED_FILE, check=False)
+    entry = res.stdout.decode(errors="replace").split("\0")[0]
+    fields, _, name = entry.partition("\t")
+    parts = fields.split()
+    if res.returncode != 0 or name != SHARED_FILE or len(parts) != 4:
+        return None
+    mode, kind, oid, size = parts
+    regular = kind == "blob" and mode in ("100644", "100755")
+    return oid, regular, int(size) if size.isdigit() else 0
 
 
 def check_shared(key: str, value: Any) -> None:
@@ -278,8 +307,11 @@ def check_shared(key: str, value: Any) -> None:
     bounds = SHARED_RANGE.get(key)
     if bounds and not bounds[0] <= value <= bounds[1]:
         raise Error(f"{value} is not in {bounds[0]}..{bounds[1]}")
-    if key == "autosync.channel" and value and sanitize_channel(value) != value:
-        raise Error(f"channel '{value}' is not a plain name (letters, digits, . _ -)")
+    if key == "autosync.channel" and value:
+        from .message import channel_ok  # (message imports this module)
+        if not channel_ok(value):
+            raise Error(f"channel '{value[:200]}' is not a plain name (letters, digits, "
+                        ". _ -; 128 at most)")
     if key == "autosync.mqtt.url" and value:
         from .transport import module  # (imports paho: only when the file names a broker)
         module("mqtt").parse_url(value)
@@ -290,8 +322,11 @@ def check_shared(key: str, value: Any) -> None:
             line.isprintable() for line in value.split("\n"))):
         raise Error("not a commit message template of printable text (1000 characters "
                     "at most)")
-    if key == "autosync.ignore" and not all(p.isprintable() for p in value):
-        raise Error("not file name patterns of printable text")
+    if key == "autosync.ignore" and len(value) > SHARED_MAX_PATTERNS:
+        raise Error(f"{len(value)} patterns, more than {SHARED_MAX_PATTERNS}")
+    if key == "autosync.ignore" and not all(p.isprintable() and len(p) <= 255
+                                            for p in value):
+        raise Error("not file name patterns of printable text (255 characters at most)")
 
 
 _warned_lock = threading.Lock()  # publish_once and the bridge read secrets in threads

@@ -4,6 +4,7 @@ import errno
 import fcntl
 import os
 import re
+import selectors
 import shlex
 import subprocess
 import time
@@ -242,6 +243,34 @@ class Repo:
         merged = dict(self.env, **env) if env else None
         return self._run_raw(list(args), input=input, stdin=stdin, env=merged, check=check,
                              timeout=timeout)
+
+    def run_limited(self, *args: str, limit: int) -> tuple[int | None, bytes, bytes]:
+        """(exit status, stdout, stderr) of git args, reading at most limit bytes of each:
+        git is killed past that, and the status is None. For commands whose output a peer
+        can make huge (`git config --blob` lists a 64 KB file as 500 MB)."""
+        try:
+            proc = subprocess.Popen(["git", *args], cwd=self.cwd, env=self.env,
+                                    stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE)
+        except FileNotFoundError:
+            raise Error("git is not installed or not on PATH") from None
+        assert proc.stdout is not None and proc.stderr is not None
+        out, err = proc.stdout.fileno(), proc.stderr.fileno()
+        got = {out: bytearray(), err: bytearray()}
+        with proc, selectors.DefaultSelector() as sel:
+            for fd in got:
+                sel.register(fd, selectors.EVENT_READ)
+            while sel.get_map():  # each round reads something, or closes a pipe
+                for key, _ in sel.select():
+                    chunk = os.read(key.fd, 65536)
+                    if not chunk:
+                        sel.unregister(key.fd)
+                    got[key.fd] += chunk
+                    if len(got[key.fd]) > limit:
+                        proc.kill()
+                        return None, b"", b""
+            code = proc.wait()
+        return code, bytes(got[out]), bytes(got[err])
 
     def out(self, *args: str, input: str | bytes | None = None, env: Env | None = None,
             check: bool = True, timeout: float | None = None) -> str:
