@@ -10,10 +10,11 @@ traceback on purpose).
 
 import os
 import resource
+import signal
 import subprocess
 
 import pytest
-from conftest import git
+from conftest import git, wait_for
 
 from autosync import config as config_module
 from autosync.config import Config
@@ -142,3 +143,167 @@ def test_thousands_of_shared_ignore_patterns_are_refused(make_repo, said):
     commit_file(r, ".autosync", "[autosync]\n" + "".join(
         f"\tignore = p{i}*.x\n" for i in range(config_module.SHARED_MAX_PATTERNS)))
     assert len(Config(Repo(r))["ignore"]) == config_module.SHARED_MAX_PATTERNS
+
+
+# == 2. git autosync clone ========================================================================
+def test_the_hint_of_a_failed_clone_never_runs_the_url_as_an_option(tenv, tmp_path,
+                                                                    server_and_clones):
+    """`git autosync clone -- '--upload-pack=CMD'` failed safely, then said `hint: check the
+    URL: git ls-remote '--upload-pack=CMD'`: pasted into a clone (the user checks the URL
+    there), that ran CMD."""
+    _, clone = server_and_clones
+    work = clone("work")
+    pwned = tmp_path / "pwned"
+    url = f"--upload-pack=touch {pwned};false"
+    res = autosync(tenv, "clone", "--", url, "copy", cwd=tmp_path)
+    assert res.returncode == 1 and "Traceback" not in res.stderr
+    hint = res.stderr.splitlines()[-1]
+    assert hint.startswith("hint: check the URL: ")
+    command = hint[len("hint: check the URL: "):]
+    subprocess.run(["sh", "-c", command], cwd=work, env=tenv, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL, timeout=60)
+    assert not pwned.exists()
+    assert not (tmp_path / "copy").exists()
+
+
+def full(directory):
+    """Fill the file system holding directory (a small tmpfs) to the last byte."""
+    fd = os.open(os.path.join(directory, "filler"), os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        while os.write(fd, b"\0" * 4096):  # (ENOSPC ends it: a tmpfs is bounded)
+            pass
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 512 KiB tmpfs (root only; skipped elsewhere)."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    if os.geteuid() != 0 or subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(mount)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)])
+
+
+def test_a_clone_that_fills_the_disk_says_so_and_exits_75(tenv, tmp_path, make_repo,
+                                                        small_disk):
+    """git clone failing with 'No space left on device' was exit 1 ('needs a human') with
+    `hint: check the URL`: the URL is fine, and README's exit code for a full disk is 75."""
+    seed = make_repo("seed")
+    commit_file(seed, "big", os.urandom(1024 * 1024))
+    res = autosync(user_env(tenv), "clone", str(seed), str(small_disk / "copy"), cwd=tmp_path)
+    assert res.returncode == 75, res.stderr
+    lines = res.stderr.splitlines()
+    assert lines[0].startswith(f"git-autosync: cannot clone '{seed}': ")
+    assert "No space left on device" in lines[0]
+    assert lines[1:] == ["hint: free some disk space, then run the same command again"]
+    assert os.listdir(small_disk) == []
+
+
+def test_a_full_disk_outside_dir_leaves_no_temporary_file_there(tenv, tmp_path,
+                                                               server_and_clones,
+                                                               small_disk):
+    """The clone is fine, the install fails on a full disk outside DIR: the registry's
+    `repositories.json.PID.tmp` (in ~/.local/share) and, with a global core.hooksPath, the
+    hook's `post-commit.autosync-tmp` were left there; the latter said `internal error:
+    OSError`, the former 'it must be writable by you' (exit 1; a full disk is 75)."""
+    server, _ = server_and_clones
+    data = small_disk / "data"
+    (data / "git-autosync").mkdir(parents=True)
+    full(small_disk)
+    env = user_env(tenv, XDG_DATA_HOME=str(data))
+    res = autosync(env, "clone", str(server), "copy", cwd=tmp_path)
+    assert res.returncode == 75, res.stderr
+    lines = res.stderr.splitlines()
+    assert lines[0].startswith("git-autosync: cannot record the repository in ")
+    assert lines[0].endswith(": no space left on device")
+    assert lines[1:] == ["hint: free some disk space, then run the same command again"]
+    assert os.listdir(data / "git-autosync") == []
+    assert not (tmp_path / "copy").exists()
+
+    os.unlink(small_disk / "filler")
+    hooks = small_disk / "hooks"
+    hooks.mkdir()
+    full(small_disk)
+    git(tmp_path, "config", "--global", "core.hooksPath", str(hooks), env=tenv)
+    res = autosync(user_env(tenv), "clone", str(server), "copy", cwd=tmp_path)
+    assert res.returncode == 75, res.stderr
+    assert "internal error" not in res.stderr
+    assert res.stderr.startswith(f"git-autosync: cannot write '{hooks / 'post-commit'}': ")
+    assert os.listdir(hooks) == []
+    assert not (tmp_path / "copy").exists()
+
+
+def slow_upload(tmp_path, env):
+    """Make every file:// fetch wait for tmp_path/go (at most a minute) once it has
+    started (tmp_path/started); pack-objects runs through this hook (global config)."""
+    hook = tmp_path / "pack-hook"
+    hook.write_text(f"#!/bin/sh\ntouch '{tmp_path}/started'\ni=0\n"
+                    f"while [ ! -e '{tmp_path}/go' ] && [ $i -lt 1200 ]; do\n"
+                    "  sleep 0.05; i=$((i+1))\ndone\nexec \"$@\"\n")
+    hook.chmod(0o755)
+    git(tmp_path, "config", "--global", "uploadpack.packObjectsHook", str(hook), env=env)
+
+
+def running_with(text):
+    """Whether a process on this machine has text in its command line."""
+    for pid in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if text.encode() in f.read():
+                    return True
+        except OSError:
+            continue
+    return False
+
+
+def test_a_clone_killed_with_sigkill_does_not_finish_in_the_background(
+        tenv, tmp_path, server_and_clones, toolkit):
+    """kill -9 of `git autosync clone` while git clone runs: git clone went on alone and
+    left a whole repository in DIR without autosync (its next try: 'already exists')."""
+    server, _ = server_and_clones
+    slow_upload(tmp_path, tenv)
+    target = tmp_path / "copy"
+    proc = subprocess.Popen([str(toolkit.bin / "git-autosync"), "clone", f"file://{server}",
+                             str(target)], cwd=tmp_path, env=tenv, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: (tmp_path / "started").exists(), what="git clone to fetch")
+        proc.kill()
+        proc.wait()
+    finally:
+        (tmp_path / "go").touch()
+    wait_for(lambda: not running_with(str(target)), timeout=60, what="git clone to end")
+    assert not target.exists()
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGHUP"])
+def test_a_clone_ended_by_a_signal_removes_what_it_made(tenv, tmp_path, server_and_clones,
+                                                      toolkit, sig):
+    """SIGTERM (`timeout`, systemd, a shutdown) or SIGHUP (the terminal closed) ended
+    `git autosync clone` with no clean-up: the directories it made before DIR stayed."""
+    server, _ = server_and_clones
+    slow_upload(tmp_path, tenv)
+    proc = subprocess.Popen([str(toolkit.bin / "git-autosync"), "clone", f"file://{server}",
+                             "deep/er/copy"], cwd=tmp_path, env=user_env(tenv),
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: (tmp_path / "started").exists(), what="git clone to fetch")
+        proc.send_signal(getattr(signal, sig))
+        out, err = proc.communicate(timeout=60)
+    finally:
+        (tmp_path / "go").touch()
+    assert "Traceback" not in err and out == ""
+    assert proc.returncode != 0
+    wait_for(lambda: not running_with(str(tmp_path / "deep")), timeout=60,
+             what="git clone to end")
+    assert not (tmp_path / "deep").exists()

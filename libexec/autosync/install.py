@@ -25,6 +25,7 @@ goes, and refuses (changing nothing) while a daemon runs in one of them.
 
 import argparse
 import contextlib
+import errno
 import fcntl
 import functools
 import json
@@ -38,7 +39,7 @@ from . import VERSION, pidfile, systemd
 from .config import default_channel
 from .git import Repo
 from .hook import CHAINED
-from .util import Error, warn
+from .util import HUMAN, RETRY, Error, warn
 
 MARKER = "# managed-by: git-autosync"
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -80,6 +81,15 @@ def read_text(path: str) -> str | None:
 
 def exists(path: str) -> bool:
     return os.path.lexists(path)
+
+
+def failed(e: OSError, what: str, *hints: str) -> Error:
+    """An OSError met while doing `what` ("cannot write 'PATH'"): a full disk or quota is
+    retry later (75) with the fix, anything else needs a human (hints)."""
+    full = e.errno in (errno.ENOSPC, errno.EDQUOT)
+    return Error(f"{what}: {(e.strerror or str(e)).lower()}",
+                 *(["free some disk space, then run the same command again"] if full
+                   else hints), code=RETRY if full else HUMAN)
 
 
 def section_of(key: str) -> str | None:
@@ -158,12 +168,17 @@ class Registry:
                 os.unlink(self.path)
             return
         tmp = f"{self.path}.{os.getpid()}.tmp"
-        with open(tmp, "w") as f:
-            json.dump({"version": 1, "repositories": entries}, f, indent=1)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
+        try:
+            with open(tmp, "w") as f:
+                json.dump({"version": 1, "repositories": entries}, f, indent=1)
+                f.write("\n")
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:  # (a full disk): no half-written file left beside it
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
 
     def update(self, add: list[dict[str, str]], remove: list[str]) -> None:
         """Add entries (replacing any for the same dir) and drop the dirs in remove."""
@@ -306,10 +321,15 @@ class Installer:
             with open(path, "rb") as f:
                 old = (f.read(), stat.S_IMODE(os.lstat(path).st_mode))
         tmp = f"{path}.autosync-tmp"
-        with open(tmp, "w") as f:
-            f.write(text)
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
+        try:
+            with open(tmp, "w") as f:
+                f.write(text)
+            os.chmod(tmp, mode)
+            os.replace(tmp, path)
+        except OSError as e:  # (a full disk; the hooks directory may be shared, global)
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise failed(e, f"cannot write '{path}'") from None
         self.undo.append(lambda: self._restore(path, old))
 
     @staticmethod
@@ -341,12 +361,14 @@ class Installer:
     def transaction(self, steps: Callable[[], None]) -> None:
         try:
             steps()
-        except BaseException:
+        except BaseException as e:
             for undo in reversed(self.undo):
                 try:
                     undo()
                 except (OSError, Error):
                     pass
+            if isinstance(e, OSError) and not isinstance(e, Error):  # one line, not a crash
+                raise failed(e, f"cannot change '{e.filename or self.repo.cwd}'") from None
             raise
         finally:
             self.undo = []
@@ -394,9 +416,8 @@ class Installer:
                 registry.add(self.repo.cwd)
                 self.undo.append(lambda: registry.remove(self.repo.cwd))
         except OSError as e:
-            raise Error(f"cannot record the repository in '{registry.path}': "
-                        f"{(e.strerror or str(e)).lower()}",
-                        f"ls -ld '{registry.dir}'   (it must be writable by you)") from e
+            raise failed(e, f"cannot record the repository in '{registry.path}'",
+                         f"ls -ld '{registry.dir}'   (it must be writable by you)") from e
 
     def uninstall(self) -> list[str]:
         pid = pidfile.running_pid(self.repo)

@@ -9,13 +9,16 @@ shared settings in the clone apply by themselves, read by Config.
 
 import argparse
 import contextlib
+import ctypes
 import errno
 import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
 
 from . import hook, systemd
 from .cli import cmd_start
@@ -23,7 +26,7 @@ from .config import KEYS, SHARED_FILE, SHARED_KEYS, Config, check_shared
 from .git import Repo, clean_env, diagnosis
 from .install import Installer
 from .sync import Engine
-from .util import OK, Error, printable
+from .util import HUMAN, OK, RETRY, Error, printable
 
 HEADER = ("# git-autosync shared settings (written by `git autosync share`): every clone "
           "reads the\n# committed version; its own `git config` wins. Only these keys are "
@@ -164,27 +167,32 @@ def cmd_clone(args: argparse.Namespace) -> int:
         raise Error(f"bad repository URL '{printable(url)}'",
                     "git autosync clone URL [DIR]   (URL as for git clone)")
     name = args.directory or humanish(url)
+    # (after `--`: a URL that starts with '-' is no option of the command pasted)
+    again = "git autosync clone " + ("-- " if url.startswith("-") else "") + shlex.quote(url)
     if not name:
-        raise Error(f"cannot tell a directory name from '{url}'",
-                    f"git autosync clone {shlex.quote(url)} DIR")
+        raise Error(f"cannot tell a directory name from '{url}'", f"{again} DIR")
     target = os.path.abspath(os.path.join(args.dir or os.getcwd(), os.path.expanduser(name)))
     shown = shlex.quote(target)
     if os.path.lexists(target) and (not os.path.isdir(target) or os.path.islink(target)
                                     or os.listdir(target)):
         raise Error(f"destination path '{target}' already exists and is not an empty "
-                    "directory", f"git autosync clone {shlex.quote(url)} OTHER-DIR")
+                    "directory", f"{again} OTHER-DIR")
     made = _first_missing(target)  # what this command creates (None: an empty DIR)
     try:
-        res = subprocess.run(["git", "clone", "-q", "--", url, target], env=clean_env(),
-                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE)
-        if res.returncode != 0:
-            said = diagnosis(res.stderr.decode(errors="replace"))
-            raise Error(f"cannot clone '{printable(url)}': "
-                        + (said or f"git clone exited {res.returncode}"),
-                        "check the URL: git ls-remote " + shlex.quote(url))
-        repo = Repo(target)
-        changes = Installer(repo).install()  # what `make install REPO=DIR` does
+        with _signals_interrupt():
+            res = subprocess.run(["git", "clone", "-q", "--", url, target], env=clean_env(),
+                                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, preexec_fn=_ends_with_us())
+            if res.returncode != 0:
+                err = res.stderr.decode(errors="replace")
+                full = "no space left on device" in err.lower() or "quota" in err.lower()
+                raise Error(f"cannot clone '{printable(url)}': "
+                            + (diagnosis(err) or f"git clone exited {res.returncode}"),
+                            "free some disk space, then run the same command again" if full
+                            else "check the URL: git ls-remote -- " + shlex.quote(url),
+                            code=RETRY if full else HUMAN)
+            repo = Repo(target)
+            changes = Installer(repo).install()  # what `make install REPO=DIR` does
     except BaseException:
         _remove(made, target)
         raise
@@ -202,6 +210,41 @@ def cmd_clone(args: argparse.Namespace) -> int:
         return OK
     print(f"start it with:\n  git -C {shown} autosync start")
     return OK
+
+
+@contextlib.contextmanager
+def _signals_interrupt() -> Iterator[None]:
+    """SIGTERM and SIGHUP (a closed terminal) end what runs inside as Ctrl-C does, so that
+    a clone stopped half-way is removed (one that ignores SIGHUP, under nohup, still
+    does)."""
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+    old = {}
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(sig) == signal.SIG_DFL:
+            old[sig] = signal.signal(sig, interrupt)
+    try:
+        yield
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+
+
+def _ends_with_us() -> Callable[[], None] | None:
+    """A preexec_fn that has the child sent SIGTERM when this process dies, even of
+    SIGKILL: a git clone then removes what it made instead of finishing alone into a
+    directory without autosync (Linux's PR_SET_PDEATHSIG; None elsewhere)."""
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def set_up() -> None:
+        prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # this process died before that
+            os.kill(os.getpid(), signal.SIGTERM)
+    return set_up
 
 
 def _first_missing(path: str) -> str | None:
