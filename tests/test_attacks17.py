@@ -307,3 +307,34 @@ def test_a_clone_ended_by_a_signal_removes_what_it_made(tenv, tmp_path, server_a
     wait_for(lambda: not running_with(str(tmp_path / "deep")), timeout=60,
              what="git clone to end")
     assert not (tmp_path / "deep").exists()
+
+
+def test_a_global_hooks_directory_does_not_make_every_repository_push(tenv, tmp_path,
+                                                                      server_and_clones,
+                                                                      make_repo):
+    """With a global core.hooksPath (pre-commit tooling, git-secrets), clone (as make
+    install) puts its post-commit shim there, for every repository of the user: a plain
+    commit in any unrelated repository with an origin was then pushed by autosync's push
+    helper. The shim only acts where autosync is installed; the user's own global hook,
+    chained, still runs everywhere."""
+    server, _ = server_and_clones
+    work = make_repo("work")  # an unrelated repository, pushing to its own remote
+    remote = tmp_path / "work-remote.git"
+    git(tmp_path, "clone", "-q", "--bare", str(work), str(remote))
+    git(work, "remote", "add", "origin", str(remote))
+    hooks = tmp_path / "global-hooks"
+    hooks.mkdir()
+    (hooks / "post-commit").write_text("#!/bin/sh\necho ran >> \"$(git rev-parse "
+                                       "--git-dir)/user-hook-ran\"\n")
+    (hooks / "post-commit").chmod(0o755)
+    git(tmp_path, "config", "--global", "core.hooksPath", str(hooks), env=tenv)
+    res = autosync(tenv, "clone", str(server), "copy", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert (hooks / "post-commit.pre-autosync").exists()  # chained, as README says
+
+    (work / "private.txt").write_text("not for the remote yet\n")
+    git(work, "add", "private.txt", env=tenv)
+    git(work, "commit", "-q", "-m", "local only", env=tenv)
+    assert (work / ".git" / "user-hook-ran").read_text() == "ran\n"
+    assert not (work / ".git" / "autosync").exists()  # no push helper was started
+    assert git(remote, "rev-parse", "main") != git(work, "rev-parse", "main")

@@ -54,10 +54,19 @@ def spawn(repo: Repo, argv: list[str], logname: str) -> None:
             out.close()
 
 
+def installed_here(repo: Repo) -> bool:
+    """Whether autosync was installed in this repository (install's manifest is there): a
+    hooks directory that other repositories share (a global core.hooksPath) runs the
+    shim for each of them, and those only run the hook it chained."""
+    return os.path.isfile(os.path.join(repo.state_dir, "install.json"))
+
+
 def post_commit(args: list[str], stdin: bytes | None) -> None:
     if os.environ.get("GIT_AUTOSYNC_COMMITTER"):
         return  # the daemon's own commit: it pushes by itself
     repo = Repo(".")
+    if not installed_here(repo):
+        return
     config = Config(repo, shared=False)  # (push, remote, branch: none is a shared key)
     if not config["push"] or not config.has_remote or repo.operation_in_progress():
         return
@@ -75,6 +84,8 @@ def post_commit(args: list[str], stdin: bytes | None) -> None:
 
 def post_receive(args: list[str], stdin: bytes | None) -> None:
     repo = Repo(".")
+    if not installed_here(repo):
+        return
     # decoded as autosync-publish --stdin does: a ref name that is not UTF-8 reaches the
     # publisher byte for byte (and is dropped there), never as a look-alike name
     lines = (stdin or b"").decode("utf-8", "surrogateescape").splitlines()
