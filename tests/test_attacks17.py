@@ -12,8 +12,10 @@ import os
 import resource
 import signal
 import subprocess
+import time
 
 import pytest
+from cluster import install as install_into
 from conftest import git, wait_for
 
 from autosync import config as config_module
@@ -338,3 +340,111 @@ def test_a_global_hooks_directory_does_not_make_every_repository_push(tenv, tmp_
     assert (work / ".git" / "user-hook-ran").read_text() == "ran\n"
     assert not (work / ".git" / "autosync").exists()  # no push helper was started
     assert git(remote, "rev-parse", "main") != git(work, "rev-parse", "main")
+
+
+# == 3. git autosync list / status --all ==========================================================
+def bounded(args, env, cwd, timeout):
+    """Run args in a session of their own; (returncode or None if still running at the
+    deadline, stdout, stderr, seconds taken). Whatever is left at the deadline is ended."""
+    started = time.monotonic()
+    proc = subprocess.Popen(args, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+        code = proc.returncode
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        code = None
+    return code, out.decode(errors="replace"), err.decode(errors="replace"), \
+        time.monotonic() - started
+
+
+def in_use(path):
+    """Whether a process on this machine works in path (its current directory)."""
+    for pid in os.listdir("/proc"):
+        try:
+            if os.readlink(f"/proc/{pid}/cwd") == str(path):
+                return True
+        except OSError:
+            continue
+    return False
+
+
+def test_list_answers_although_one_repository_never_does(tenv, tmp_path, server_and_clones,
+                                                        toolkit):
+    """A repository on a network mount that went away blocks every process that touches
+    it (here: its config includes a FIFO, so every git in it waits forever): `git autosync
+    list` printed nothing at all and never returned, for the 199 other repositories too.
+    Now its line says it does not answer, and no git is left waiting in it."""
+    _, clone = server_and_clones
+    ok, stuck = clone("ok"), clone("stuck")
+    for r in (ok, stuck):
+        install_into(toolkit, r, tenv)
+    fifo = tmp_path / "dead-mount"
+    os.mkfifo(fifo)
+    with open(stuck / ".git" / "config", "a") as f:
+        f.write(f"[include]\n\tpath = {fifo}\n")
+    code, out, err, took = bounded([str(toolkit.bin / "git-autosync"), "list"], tenv,
+                                   tmp_path, timeout=90)
+    assert code == 1, (code, out, err)
+    assert took < 45 and "Traceback" not in err
+    lines = {line.split("\t")[0]: line.split("\t")[1:] for line in out.splitlines()}
+    assert lines[str(ok)][0] == "stopped"
+    assert lines[str(stuck)][0] == "not responding"
+    assert lines[str(stuck)][-1].startswith("no answer within ")
+    wait_for(lambda: not in_use(stuck), timeout=30, what="no process left in it")
+
+
+def test_a_fifo_as_pid_file_hangs_nothing(tenv, tmp_path, server_and_clones, toolkit):
+    """Whoever can write .git/autosync (as for state.json, read as hostile) could make
+    daemon.pid a FIFO: status, start, stop and list opened it and waited forever."""
+    _, clone = server_and_clones
+    r = clone("r")
+    install_into(toolkit, r, tenv)
+    (r / ".git" / "autosync").mkdir(exist_ok=True)
+    os.mkfifo(r / ".git" / "autosync" / "daemon.pid")
+    code, out, err, _ = bounded([str(toolkit.bin / "git-autosync"), "status"], tenv, r,
+                                timeout=60)
+    assert code == 3, (code, out, err)
+    assert out.startswith("git-autosync: not running in ")
+    code, out, err, _ = bounded([str(toolkit.bin / "git-autosync"), "list"], tenv, tmp_path,
+                                timeout=60)
+    assert code == 0 and out.split("\t")[1] == "stopped", (code, out, err)
+
+
+def registry(tenv):
+    return os.path.join(tenv["HOME"], ".local", "share", "git-autosync", "repositories.json")
+
+
+def test_a_registry_that_is_a_fifo_or_huge_is_one_line(tenv, tmp_path, server_and_clones,
+                                                      toolkit):
+    """The registry was read with open() and json.load: a FIFO in its place hung `list`
+    for ever, a 100 MB file took seconds and a GB of memory. A symbolic link to a regular
+    file (a dotfiles manager's) is still read."""
+    _, clone = server_and_clones
+    r = clone("r")
+    install_into(toolkit, r, tenv)
+    path = registry(tenv)
+    kept = tmp_path / "kept.json"
+    os.replace(path, kept)
+    os.symlink(kept, path)
+    code, out, err, _ = bounded([str(toolkit.bin / "git-autosync"), "list"], tenv, tmp_path,
+                                timeout=60)
+    assert code == 0 and out.startswith(f"{r}\tstopped"), (code, out, err)
+    os.unlink(path)
+    os.mkfifo(path)
+    code, out, err, _ = bounded([str(toolkit.bin / "git-autosync"), "list"], tenv, tmp_path,
+                                timeout=60)
+    assert code == 1 and out == "", (code, out, err)
+    assert err.splitlines()[0] == (f"git-autosync: cannot read the list of repositories "
+                                   f"'{path}': not a regular file")
+    os.unlink(path)
+    with open(path, "w") as f:
+        f.write('{"version": 1, "repositories": [' + " " * (20 << 20) + "]}")
+    code, out, err, _ = bounded([str(toolkit.bin / "git-autosync"), "list"], tenv, tmp_path,
+                                timeout=60)
+    assert code == 1 and out == "", (code, out, err)
+    assert err.splitlines()[0] == (f"git-autosync: cannot read the list of repositories "
+                                   f"'{path}': larger than 16 MiB")

@@ -85,7 +85,7 @@ def parser() -> argparse.ArgumentParser:
                                    "pending changes, unpushed commits, conflict copies, the "
                                    "first warning. Exit 1 when one needs attention (missing, "
                                    "not a repository, uninstalled by hand, an error, conflict "
-                                   "copies). No network access.")
+                                   "copies, no answer within 10 s). No network access.")
     p.add_argument("--json", action="store_true", help="a JSON list of objects")
     sub.add_parser("sync", help="commit, fetch, merge and push once",
                    description="One-shot sync: commit every change, fetch, merge (keeping both "

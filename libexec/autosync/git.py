@@ -118,6 +118,10 @@ LOCAL_ENV_VARS = (
 )
 
 
+class TimedOut(Retry):
+    """A git that did not finish within its time (a network file system that is down)."""
+
+
 class GitProcess:
     """A running git from Repo.popen: its stdin and stdout pipes, and the process."""
 
@@ -191,7 +195,10 @@ class Repo:
     """A git repository (work tree or bare) located from a directory."""
 
     def __init__(self, path: str = ".", env: Env | None = None,
-                 hint: str = "or pass a repository with -C DIR") -> None:
+                 hint: str = "or pass a repository with -C DIR",
+                 timeout: float | None = None) -> None:
+        """timeout: seconds each git may take (TimedOut after that; default: no limit)."""
+        self.timeout = timeout
         self.env = clean_env(env)
         self.env.setdefault("LC_ALL", "C")
         self.env["GIT_TERMINAL_PROMPT"] = "0"  # never hang asking for a password
@@ -220,6 +227,7 @@ class Repo:
                  stdin: int | None = None, env: Env | None = None, check: bool = True,
                  timeout: float | None = None) -> subprocess.CompletedProcess[bytes]:
         full = ["git", *args]
+        timeout = self.timeout if timeout is None else timeout
         try:
             res = subprocess.run(full, cwd=cwd or self.cwd, input=input, stdin=stdin,
                                  env=env or self.env, stdout=subprocess.PIPE,
@@ -227,7 +235,7 @@ class Repo:
         except FileNotFoundError:
             raise Error("git is not installed or not on PATH") from None
         except subprocess.TimeoutExpired:
-            raise Retry(f"'git {args[0]}' took longer than {timeout}s") from None
+            raise TimedOut(f"'git {args[0]}' took longer than {timeout}s") from None
         if check and res.returncode != 0:
             raise GitFailed(args, res.returncode, res.stderr.decode(errors="replace"))
         return res
@@ -257,11 +265,17 @@ class Repo:
         assert proc.stdout is not None and proc.stderr is not None
         out, err = proc.stdout.fileno(), proc.stderr.fileno()
         got = {out: bytearray(), err: bytearray()}
+        deadline = None if self.timeout is None else time.monotonic() + self.timeout
         with proc, selectors.DefaultSelector() as sel:
             for fd in got:
                 sel.register(fd, selectors.EVENT_READ)
             while sel.get_map():  # each round reads something, or closes a pipe
-                for key, _ in sel.select():
+                ready = sel.select(None if deadline is None
+                                   else max(0.0, deadline - time.monotonic()))
+                if not ready:
+                    proc.kill()
+                    raise TimedOut(f"'git {args[0]}' took longer than {self.timeout}s")
+                for key, _ in ready:
                     chunk = os.read(key.fd, 65536)
                     if not chunk:
                         sel.unregister(key.fd)

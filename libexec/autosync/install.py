@@ -120,23 +120,26 @@ class Registry:
         self.path = os.path.join(directory, self.NAME)
         self.warned = False
 
+    MAX_SIZE = 16 << 20  # bytes (100,000 repositories)
+
     def entries(self, strict: bool = False) -> list[dict[str, str]]:
         """The valid entries; none when there is no file. A file that cannot be read or is
         no registry counts as empty (an install writes a new one), or with strict (`git
-        autosync list`, which must not say "nothing" when it cannot tell) raises Error."""
+        autosync list`, which must not say "nothing" when it cannot tell) raises Error.
+        Never blocks (a FIFO in its place) nor reads more than MAX_SIZE."""
         try:
-            with open(self.path) as f:
-                data = json.load(f)
+            data = json.loads(self._read())
         except FileNotFoundError:
             return []
         except OSError as e:
             if strict:
+                said = e.strerror or str(e)
                 raise Error(f"cannot read the list of repositories '{self.path}': "
-                            f"{(e.strerror or str(e)).lower()}",
+                            f"{said[:1].lower()}{said[1:]}",
                             f"ls -l {shlex.quote(self.path)}   (it must be readable by you)"
                             ) from None
             return []
-        except ValueError:
+        except (ValueError, RecursionError):
             data = None
         found = data.get("repositories") if isinstance(data, dict) else None
         if not isinstance(found, list):  # a hand edit, another tool: not a registry
@@ -151,6 +154,18 @@ class Registry:
             return []
         return [e for e in found if isinstance(e, dict)
                 and isinstance(e.get("dir"), str) and isinstance(e.get("toolkit"), str)]
+
+    def _read(self) -> bytes:
+        """The file's bytes (through a symbolic link: a dotfiles manager's); OSError when
+        it is no regular file or larger than MAX_SIZE."""
+        fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise OSError(errno.EINVAL, "not a regular file")
+            data = f.read(self.MAX_SIZE + 1)
+        if len(data) > self.MAX_SIZE:
+            raise OSError(errno.EFBIG, f"larger than {self.MAX_SIZE >> 20} MiB")
+        return data
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:

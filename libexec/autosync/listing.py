@@ -14,20 +14,23 @@ import json
 import os
 import shlex
 import sys
-from concurrent.futures import ThreadPoolExecutor
+import threading
+import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from . import pidfile
 from .commit import changed_entries
-from .git import Repo
+from .git import Repo, TimedOut
 from .install import Installer, Registry
 from .status import ago, gather_status, notes
 from .util import HUMAN, OK, Error, printable, shown
 
 RUNNING, STOPPED, BARE = "running", "stopped", "bare"
-MISSING, NOT_GIT, NOT_INSTALLED, ERROR = ("missing", "not a git repository", "not installed",
-                                          "error")
+MISSING, NOT_GIT, NOT_INSTALLED, ERROR, SILENT = (
+    "missing", "not a git repository", "not installed", "error", "not responding")
+PATIENCE = 10.0  # seconds one repository may take (a network mount that went away: never)
+WORKERS = 4  # repositories inspected at once (git processes)
 
 
 @dataclass
@@ -57,7 +60,7 @@ class Entry:
 
     def cells(self) -> list[str]:
         """The columns of its line, each saying what it is (no header needed)."""
-        if self.state in (MISSING, NOT_GIT, NOT_INSTALLED, ERROR):
+        if self.state in (MISSING, NOT_GIT, NOT_INSTALLED, ERROR, SILENT):
             return [shown(self.path), self.state, "-", "-", "-", "-", printable(
                 self.warning or "")]
         state = f"running (pid {self.pid})" if self.running else self.state
@@ -78,8 +81,16 @@ def installer(toolkit: str, action: str, directory: str) -> str:
                                              action, directory))
 
 
+def silent(directory: str, toolkit: str) -> Entry:
+    """The line of a repository that did not answer within PATIENCE."""
+    return Entry(directory, SILENT, toolkit, attention=True,
+                 warning=f"no answer within {PATIENCE:g} s (a network file system that is "
+                         "down?)")
+
+
 def inspect(directory: str, toolkit: str) -> Entry:
-    """What status says of one registered directory, or why it cannot say."""
+    """What status says of one registered directory, or why it cannot say (each git it
+    runs there is ended after PATIENCE seconds)."""
     entry = Entry(directory, ERROR, toolkit)
     if not os.path.lexists(directory):
         entry.state, entry.attention = MISSING, True
@@ -88,7 +99,9 @@ def inspect(directory: str, toolkit: str) -> Entry:
                       "make install REPO=DIR where it is now)")
         return entry
     try:
-        repo = Repo(directory)
+        repo = Repo(directory, timeout=PATIENCE)
+    except TimedOut:
+        return silent(directory, toolkit)
     except Error:
         entry.state, entry.attention = NOT_GIT, True
         entry.warning = "no longer a git repository"
@@ -122,6 +135,8 @@ def inspect(directory: str, toolkit: str) -> Entry:
             if first + 1 < len(said) and said[first + 1][0] == "hint":
                 entry.hint = said[first + 1][1]
         entry.attention = bool(entry.conflict_copies or info.get("error"))
+    except TimedOut:
+        return silent(directory, toolkit)
     except Exception as e:  # a damaged repository (or a bug): said on its line, the
         entry.state, entry.attention = ERROR, True  # other repositories still listed
         entry.warning = (e.message if isinstance(e, Error) else
@@ -131,12 +146,52 @@ def inspect(directory: str, toolkit: str) -> Entry:
 
 
 def entries(registry: Registry | None = None) -> list[Entry]:
-    """Every registered repository, by path; inspected a few at a time (git processes)."""
+    """Every registered repository, by path; inspected WORKERS at a time (git processes).
+
+    One that takes longer than PATIENCE (+1 s) is said not to respond, and its worker,
+    stuck in a system call on a dead mount, is left behind (a daemon thread): another
+    goes on with the rest. So a line is never waited for more than that."""
     found = sorted((registry or Registry()).entries(strict=True), key=lambda e: e["dir"])
-    if not found:
-        return []
-    with ThreadPoolExecutor(max_workers=min(4, len(found))) as pool:
-        return list(pool.map(lambda e: inspect(e["dir"], e["toolkit"]), found))
+    results: list[Entry | None] = [None] * len(found)
+    todo = list(reversed(range(len(found))))  # (popped from the end)
+    running: dict[int, float] = {}  # index -> when its inspection began, while it runs
+    left = [len(found)]  # lines not known yet
+    changed = threading.Condition()
+
+    def done(i: int, entry: Entry) -> None:  # (changed held)
+        if results[i] is None:
+            results[i] = entry
+            left[0] -= 1
+        running.pop(i, None)
+        changed.notify()
+
+    def work() -> None:
+        while True:
+            with changed:
+                if not todo:
+                    return
+                i = todo.pop()
+                running[i] = time.monotonic()
+            entry = inspect(found[i]["dir"], found[i]["toolkit"])
+            with changed:
+                done(i, entry)
+
+    def worker() -> None:
+        threading.Thread(target=work, name="autosync-list", daemon=True).start()
+
+    for _ in range(min(WORKERS, len(found))):
+        worker()
+    with changed:
+        while left[0]:  # each round: a line done, or one given up on (at most WORKERS run)
+            now = time.monotonic()
+            for i, since in list(running.items()):
+                if now - since >= PATIENCE + 1:
+                    done(i, silent(found[i]["dir"], found[i]["toolkit"]))
+                    worker()  # in its stead
+            if left[0]:
+                changed.wait(max(0.05, min((t + PATIENCE + 1 - now
+                                            for t in running.values()), default=PATIENCE)))
+    return [e for e in results if e is not None]
 
 
 def render(listed: list[Entry], aligned: bool) -> list[str]:

@@ -17,9 +17,10 @@ def path(repo: Repo) -> str:
 
 
 def running_pid(repo: Repo) -> int | None:
-    """The pid of the daemon serving repo, or None."""
+    """The pid of the daemon serving repo, or None. (O_NONBLOCK: a FIFO put in its place
+    by whoever can write .git/autosync never blocks status, start, stop or list.)"""
     try:
-        fd = os.open(path(repo), os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(path(repo), os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         return None
     try:
