@@ -138,13 +138,13 @@ def test_thousands_of_shared_ignore_patterns_are_refused(make_repo, said):
     commit_file(r, ".autosync", "[autosync]\n\tdebounce = 300\n"
                 + "".join(f"\tignore = p{i}*.x\n" for i in range(3000)))
     c = Config(Repo(r))
-    assert c["ignore"] == [] and c["debounce"] == 300
+    assert c.shared_ignore == [] and c["debounce"] == 300
     lines = said()
     assert len(lines) == 1 and lines[0].startswith(
         "warning: .autosync: ignoring autosync.ignore: 3000 patterns")
     commit_file(r, ".autosync", "[autosync]\n" + "".join(
         f"\tignore = p{i}*.x\n" for i in range(config_module.SHARED_MAX_PATTERNS)))
-    assert len(Config(Repo(r))["ignore"]) == config_module.SHARED_MAX_PATTERNS
+    assert len(Config(Repo(r)).shared_ignore) == config_module.SHARED_MAX_PATTERNS
 
 
 # == 2. git autosync clone ========================================================================
@@ -448,3 +448,33 @@ def test_a_registry_that_is_a_fifo_or_huge_is_one_line(tenv, tmp_path, server_an
     assert code == 1 and out == "", (code, out, err)
     assert err.splitlines()[0] == (f"git-autosync: cannot read the list of repositories "
                                    f"'{path}': larger than 16 MiB")
+
+
+# == 1b. what a peer's .autosync may keep out ====================================================
+def test_a_peers_ignore_patterns_never_stop_edits_of_tracked_files(tenv, server_and_clones,
+                                                                   toolkit):
+    """`ignore = *` in a peer's .autosync: every clone silently stopped committing every
+    edit (`sync` said 'up to date', status said nothing), its own work no longer backed up
+    or synced. Shared patterns now keep out only files not tracked yet, as a .gitignore
+    does (the power a peer has anyway); edits of tracked files are committed."""
+    server, clone = server_and_clones
+    peer, victim = clone("peer"), clone("victim")
+    commit_file(peer, ".autosync", "[autosync]\n\tignore = *\n", env=tenv)
+    git(peer, "push", "-q", "origin", "main", env=tenv)
+    git(victim, "pull", "-q", env=tenv)
+    install_into(toolkit, victim, tenv)
+    (victim / "README").write_text("my edit\n")
+    (victim / "new.txt").write_text("new, untracked: kept out as a .gitignore would\n")
+    res = autosync(tenv, "sync", cwd=victim)
+    assert res.returncode == 0, res.stderr
+    assert git(victim, "show", "HEAD:README") == "my edit"
+    assert git(server, "show", "main:README") == "my edit"
+    assert git(victim, "status", "--porcelain") == "?? new.txt"
+
+    autosync(tenv, "start", cwd=victim)  # the daemon's watcher too
+    try:
+        (victim / "README").write_text("a later edit\n")
+        wait_for(lambda: git(server, "show", "main:README") == "a later edit", timeout=30,
+                 what="the daemon to commit and push the edit")
+    finally:
+        autosync(tenv, "stop", cwd=victim)

@@ -60,8 +60,9 @@ def test_the_files_keys_apply(make_repo, said):
     r = make_repo()
     commit_shared(r, SHARED)
     c = Config(Repo(r))
-    assert (c["debounce"], c.channel, c["ignore"], c["commitMessage"]) == \
+    assert (c["debounce"], c.channel, c.shared_ignore, c["commitMessage"]) == \
         (250, "team-notes", ["*.tmp", "build/"], "sync %(summary)")
+    assert c["ignore"] == []  # (this machine's own patterns: the file's are for new files)
     assert c["maxDelay"] == 10000  # not in the file: the built-in default
     assert set(c.shared) == {"autosync.debounce", "autosync.channel", "autosync.ignore",
                              "autosync.commitMessage"}

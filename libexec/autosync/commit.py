@@ -75,9 +75,11 @@ TEMP, NESTED, LARGE = "an editor temp file", "a nested repository", \
 REFUSED = "a name or symlink git refuses to check out"
 
 
-def skip_reason(repo: Repo, config: Config, path: str) -> str | None:
-    """Why autosync leaves this changed path (a `git status` entry) uncommitted, or None."""
-    if is_temp(path, config["ignore"]):
+def skip_reason(repo: Repo, config: Config, path: str, xy: str = "") -> str | None:
+    """Why autosync leaves this changed path (a `git status` entry, xy its status) uncommitted,
+    or None. The shared file's ignore patterns apply to untracked files only."""
+    if is_temp(path, config["ignore"]) or (
+            xy == "??" and config.shared_ignore and is_temp(path, config.shared_ignore)):
         return TEMP
     if path.endswith("/"):  # an untracked directory git would not descend: a repository
         return NESTED
@@ -107,7 +109,7 @@ def select(repo: Repo, config: Config, entries: list[tuple[str, str]],
         if xy == "??" and held and _under(path.rstrip("/"), held):
             result.held.append(path)
             continue
-        reason = skip_reason(repo, config, path)
+        reason = skip_reason(repo, config, path, xy)
         if reason is None:
             chosen.append(path)
         elif reason == NESTED:
@@ -128,7 +130,7 @@ def uncommittable(repo: Repo, config: Config, paths: list[str]) -> dict[str, str
     for path in paths:
         inside = [(xy, p) for xy, p in entries
                   if p.rstrip("/") == path or p.startswith(path + "/")]
-        reasons = [skip_reason(repo, config, p) for _, p in inside]
+        reasons = [skip_reason(repo, config, p, xy) for xy, p in inside]
         known = [r for r in reasons if r is not None]
         if len(known) == len(reasons):
             result[path] = known[0] if known else "ignored"

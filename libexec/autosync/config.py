@@ -133,6 +133,10 @@ class Config:
         parsed: dict[str, Any] = {}
         if shared and raw is None:
             parsed = self._read_shared()
+        # .autosync's ignore patterns keep out only files not tracked yet, as a .gitignore
+        # does: a peer cannot stop this clone's edits of its files from being committed.
+        # self["ignore"] is this machine's own (git config), for every file.
+        self.shared_ignore: list[str] = parsed.pop("autosync.ignore", [])
         for key, (default, kind, _doc) in KEYS.items():
             found = None if key in parsed else self.raw.get(key.lower())
             self.values[key] = (self._parse(key, kind, found) if found
