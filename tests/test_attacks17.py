@@ -478,3 +478,23 @@ def test_a_peers_ignore_patterns_never_stop_edits_of_tracked_files(tenv, server_
                  what="the daemon to commit and push the edit")
     finally:
         autosync(tenv, "stop", cwd=victim)
+
+
+def test_a_directory_with_a_newline_is_refused_before_cloning(tenv, tmp_path,
+                                                              server_and_clones):
+    """DIR with a newline: git clone made it, then the repository could not be read back
+    (rev-parse's lines split at the newline) and the user read 'git-autosync: git is not
+    installed or not on PATH'. Every command in such a directory said the same."""
+    server, _ = server_and_clones
+    res = autosync(user_env(tenv), "clone", str(server), "new\nline", cwd=tmp_path)
+    assert res.returncode == 1
+    lines = res.stderr.splitlines()
+    assert lines[0] == (f"git-autosync: cannot use \"{tmp_path}/new\\nline\": a newline in "
+                        "a repository's path is not supported")
+    assert lines[1].startswith("hint: git autosync clone ") and len(lines) == 2
+    assert not (tmp_path / "new\nline").exists()
+    os.mkdir(tmp_path / "new\nline")
+    git(tmp_path / "new\nline", "init", "-q")
+    res = autosync(user_env(tenv), "status", cwd=tmp_path / "new\nline")
+    assert res.returncode == 1 and res.stderr.startswith(
+        f"git-autosync: cannot use \"{tmp_path}/new\\nline\": a newline")

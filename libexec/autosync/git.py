@@ -12,7 +12,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import IO
 
-from .util import HUMAN, RETRY, Error, Retry, log, os_error, printable
+from .util import HUMAN, RETRY, Error, Retry, log, os_error, printable, shown
 
 ZERO_OID = "0" * 40
 
@@ -118,6 +118,9 @@ LOCAL_ENV_VARS = (
 )
 
 
+NEWLINE = "a newline in a repository's path is not supported"
+
+
 class TimedOut(Retry):
     """A git that did not finish within its time (a network file system that is down)."""
 
@@ -205,6 +208,8 @@ class Repo:
         path = os.path.abspath(path)
         if not os.path.isdir(path):
             raise Error(f"cannot use '{path}': not a directory")
+        if "\n" in path:  # (git's answers below are one per line)
+            raise Error(f"cannot use {shown(path)}: {NEWLINE}")
         out = self._run_raw(
             ["rev-parse", "--absolute-git-dir", "--git-common-dir", "--is-bare-repository",
              "--show-cdup"], cwd=path, check=False)

@@ -23,10 +23,11 @@ from collections.abc import Callable, Iterator
 from . import hook, systemd
 from .cli import cmd_start
 from .config import KEYS, SHARED_FILE, SHARED_KEYS, Config, check_shared
-from .git import Repo, clean_env, diagnosis
+from .git import NEWLINE, Repo, clean_env, diagnosis
 from .install import Installer
 from .sync import Engine
 from .util import HUMAN, OK, RETRY, Error, printable
+from .util import shown as quoted
 
 HEADER = ("# git-autosync shared settings (written by `git autosync share`): every clone "
           "reads the\n# committed version; its own `git config` wins. Only these keys are "
@@ -172,6 +173,8 @@ def cmd_clone(args: argparse.Namespace) -> int:
     if not name:
         raise Error(f"cannot tell a directory name from '{url}'", f"{again} DIR")
     target = os.path.abspath(os.path.join(args.dir or os.getcwd(), os.path.expanduser(name)))
+    if "\n" in target:  # (refused before anything is made)
+        raise Error(f"cannot use {quoted(target)}: {NEWLINE}", f"{again} OTHER-DIR")
     shown = shlex.quote(target)
     if os.path.lexists(target) and (not os.path.isdir(target) or os.path.islink(target)
                                     or os.listdir(target)):
