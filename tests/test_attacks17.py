@@ -498,3 +498,24 @@ def test_a_directory_with_a_newline_is_refused_before_cloning(tenv, tmp_path,
     res = autosync(user_env(tenv), "status", cwd=tmp_path / "new\nline")
     assert res.returncode == 1 and res.stderr.startswith(
         f"git-autosync: cannot use \"{tmp_path}/new\\nline\": a newline")
+
+
+def test_a_fifo_as_install_manifest_hangs_nothing(tenv, tmp_path, server_and_clones,
+                                                  toolkit):
+    """As daemon.pid: install.json is read to tell whether the channel is install's
+    default (when .autosync names a channel), and by every install and uninstall: a FIFO
+    there hung status, start, sync and list (list: 'not responding' at best)."""
+    _, clone = server_and_clones
+    r = clone("r")
+    install_into(toolkit, r, tenv)
+    commit_file(r, ".autosync", "[autosync]\n\tchannel = team\n", env=tenv)
+    manifest = r / ".git" / "autosync" / "install.json"
+    os.replace(manifest, tmp_path / "install.json")
+    os.mkfifo(manifest)
+    code, out, err, _ = bounded([str(toolkit.bin / "git-autosync"), "status"], tenv, r,
+                                timeout=60)
+    assert code == 3, (code, out, err)
+    assert "(channel notes)" in out  # (install's default unknown: it counts as chosen here)
+    code, out, err, _ = bounded([toolkit.tool("autosync-install"), "install", str(r)], tenv,
+                                r, timeout=60)
+    assert code == 0, (code, out, err)

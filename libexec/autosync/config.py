@@ -16,7 +16,7 @@ import threading
 from typing import Any
 
 from .git import Repo, diagnosis, parse_config_list
-from .util import Error, log, printable
+from .util import Error, log, printable, read_regular
 
 # key (as documented, camelCase) -> (default, kind, one-line description)
 KEYS = {
@@ -244,10 +244,9 @@ class Config:
 
 def _installed_default(repo: Repo, key: str) -> str | None:
     """The value install set key to because it was unset (its manifest), or None."""
-    try:
-        with open(os.path.join(repo.state_dir, "install.json")) as f:
-            data = json.load(f)
-    except (OSError, ValueError):
+    try:  # (never blocking: whoever can write .git/autosync could put a FIFO there)
+        data = json.loads(read_regular(os.path.join(repo.state_dir, "install.json"), 1 << 20))
+    except (OSError, ValueError, RecursionError):
         return None
     found = data.get("config") if isinstance(data, dict) else None
     value = found.get(key) if isinstance(found, dict) else None

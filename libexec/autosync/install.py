@@ -71,6 +71,14 @@ def is_ours(path: str) -> bool:
         return False
 
 
+def read_bytes(path: str) -> bytes | None:
+    """path's content (through a symbolic link), or None when it is no regular file: a
+    FIFO in its place never blocks. OSError when it cannot be read."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as f:
+        return f.read() if stat.S_ISREG(os.fstat(fd).st_mode) else None
+
+
 def read_text(path: str) -> str | None:
     try:
         with open(path, errors="replace") as f:
@@ -291,10 +299,9 @@ class Installer:
 
     def load_manifest(self) -> dict[str, Any]:
         try:
-            with open(self.manifest_path) as f:
-                data = json.load(f)
+            data = json.loads(read_bytes(self.manifest_path) or b"")
             return data if isinstance(data, dict) else {}
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):
             return {}
 
     # -- checks before touching anything -----------------------------------------------
@@ -332,9 +339,9 @@ class Installer:
     # -- steps, each recording its undo ------------------------------------------------
     def write_file(self, path: str, text: str, mode: int) -> None:
         old: tuple[bytes, int] | None = None
-        if exists(path):
-            with open(path, "rb") as f:
-                old = (f.read(), stat.S_IMODE(os.lstat(path).st_mode))
+        content = read_bytes(path) if exists(path) else None  # (a FIFO: replaced)
+        if content is not None:
+            old = (content, stat.S_IMODE(os.lstat(path).st_mode))
         tmp = f"{path}.autosync-tmp"
         try:
             with open(tmp, "w") as f:
