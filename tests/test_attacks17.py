@@ -519,3 +519,25 @@ def test_a_fifo_as_install_manifest_hangs_nothing(tenv, tmp_path, server_and_clo
     code, out, err, _ = bounded([toolkit.tool("autosync-install"), "install", str(r)], tenv,
                                 r, timeout=60)
     assert code == 0, (code, out, err)
+
+
+def test_a_broker_url_with_control_characters_is_no_url(make_repo, tenv, said):
+    """A peer's `url = "mqtt://a<ESC>cb:1883"` (ESC c resets the terminal; or a bidi
+    override, a space) passed
+    the broker URL check (urlsplit takes any host name): every clone took it, and `git
+    autosync share` (the next user to share) wrote its escape sequences to the terminal,
+    and shared them on."""
+    r = make_repo()
+    for host in ("a\x1bcb", "a\u202eb", "a b"):
+        config_module._warned_shared.clear()
+        commit_file(r, ".autosync", f"[autosync]\n\tdebounce = 300\n[autosync \"mqtt\"]\n"
+                                    f"\turl = \"mqtt://{host}:1883\"\n".encode(), env=tenv)
+        c = Config(Repo(r))
+        assert c["mqtt.url"] == "" and c["debounce"] == 300
+        assert said()[-1].startswith(
+            "warning: .autosync: ignoring autosync.mqtt.url: bad broker URL 'mqtt://a")
+        res = autosync(tenv, "share", "--dry-run", cwd=r)
+        assert res.returncode == 0, res.stderr
+        assert all(line.replace("\t", " ").isprintable()
+                   for line in (res.stdout + res.stderr).splitlines()), \
+            res.stdout + res.stderr

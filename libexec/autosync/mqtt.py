@@ -27,7 +27,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from .config import Config, read_secret
 from .message import MAX_SIZE, BadMessage, Notification, decode, encode, topic
 from .transport_base import OnConnect, OnNotification, Transport
-from .util import Error, announce_within, log
+from .util import Error, announce_within, log, printable
 
 DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
 URL_HINT = "git config autosync.mqtt.url mqtt://HOST:1883   (or mqtts://HOST:8883)"
@@ -70,8 +70,8 @@ def parse_url(url: object) -> tuple[bool, str, int]:
         parts, port = None, -1
     if parts is None or parts.scheme not in DEFAULT_PORTS or not parts.hostname or \
             "@" in parts.netloc or parts.path not in ("", "/") or parts.query or \
-            parts.fragment or port == 0:
-        raise Error(f"bad broker URL '{masked(text)}' in autosync.mqtt.url: "
+            parts.fragment or port == 0 or not text.isprintable() or " " in text:
+        raise Error(f"bad broker URL '{printable(masked(text))}' in autosync.mqtt.url: "
                     f"{_url_problem(text)}", _url_fix(text))
     return parts.scheme == "mqtts", parts.hostname, port or DEFAULT_PORTS[parts.scheme]
 
@@ -92,6 +92,8 @@ def _url_problem(text: str) -> str:
     if "@" in text:
         return "a user name goes in autosync.mqtt.username, a password in a file " \
             "(autosync.mqtt.passwordFile)"
+    if not text.isprintable() or " " in text:
+        return "a space or a control character is in no host name"
     scheme, sep, rest = text.partition("://")
     if not sep:
         return "it does not start with mqtt:// or mqtts://"
