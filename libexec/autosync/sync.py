@@ -394,8 +394,14 @@ class Remote:
                 log.warning("'%s' cannot update %s; pushing '%s' alone from now on",
                             self.name, self.clones_ref + self.me, self.branch)
                 self.branch_only = True
-                return self.push(branch)
-            raise Rejected()
+                if not done:
+                    return self.push(branch)
+                # B went through in this push: that is its outcome (to announce; the push
+                # again would find nothing left to do, and say nothing)
+                lost.discard(self.clones_ref + self.me)
+                del targets[self.clones_ref + self.me]
+            else:
+                raise Rejected()
         failed = set(targets) - done - lost
         if failed:  # e.g. B protected on the server: a human must look
             raise classify("push to", self.name, err + out, res.returncode)
