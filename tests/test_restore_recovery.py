@@ -12,6 +12,7 @@ import sys
 
 import pytest
 from conftest import LIBEXEC, git, wait_for
+from test_history import run  # `git autosync ...` in the test environment
 
 from autosync import checkout, history, replace, safefs
 from autosync.git import Repo
@@ -29,12 +30,6 @@ LEFT = {  # what each kill leaves beside the path: {temp name's start: its size}
     "restore-write:3": {"restore": 3 << 16}, "restore-written": {"restore": len(BIG)},
     "restore-ready": {"restored": len(BIG)}, "restore-exchanged": {"restored": len(SECOND)},
     "restore-dropped": {}, "restore-done": {}}
-
-
-def run(tenv, *args, cwd, env=None):
-    return subprocess.run(["git", "autosync", *args], cwd=cwd, env=env or tenv,
-                          stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, text=True, timeout=60)
 
 
 def ok(tenv, *args, cwd, env=None):
