@@ -59,6 +59,9 @@ install-toolkit: check-python $(DESTDIR)$(VENV)/.autosync-ok
 	$(Q)install -d '$(DESTDIR)$(BINDIR)' '$(DESTDIR)$(LIBEXECDIR)/autosync' \
 	    '$(DESTDIR)$(SHAREDIR)/hooks' '$(DESTDIR)$(SHAREDIR)/systemd' '$(DESTDIR)$(MANDIR)/man1'
 	$(Q)install -m 0644 $(MODULES) '$(DESTDIR)$(LIBEXECDIR)/autosync/'
+	@# compiled now, not at the first start (compiling costs that daemon 2.4 MB for good)
+	$(Q)'$(DESTDIR)$(VENV)/bin/python' -m compileall -q -d '$(LIBEXECDIR)/autosync' \
+	    '$(DESTDIR)$(LIBEXECDIR)/autosync' >/dev/null
 	$(Q)for p in $(PROGRAMS); do \
 	    sed '1s|^#!.*python3.*$$|#!$(VENV)/bin/python|' "$$p" > '$(DESTDIR)$(LIBEXECDIR)'/.tmp && \
 	    install -m 0755 '$(DESTDIR)$(LIBEXECDIR)'/.tmp "$(DESTDIR)$(LIBEXECDIR)/$${p#libexec/}" || exit 1; \

@@ -354,6 +354,10 @@ def test_toolkit_removal_uninstalls_from_every_repository(env, home, server_and_
     if shutil.which("manpath"):
         assert f'export MANPATH="{prefix}/share/man:$MANPATH"' in out
     assert res.stderr == ""
+    # compiled at install, not by the first daemon (that costs it 2.4 MB for good)
+    package = prefix / "libexec" / "git-autosync" / "autosync"
+    assert {p.name.split(".")[0] for p in (package / "__pycache__").glob("*.pyc")} == \
+        {p.stem for p in package.glob("*.py")}
     res = make(dict(env, PATH=f"{prefix}/bin:{env['PATH']}"), "install", f"PREFIX={prefix}")
     assert "not on PATH" not in res.stdout
     res = make(env, "install", f"PREFIX={prefix}", "V=1")  # every step, on request

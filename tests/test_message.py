@@ -12,7 +12,7 @@ from autosync.config import Config
 from autosync.git import Repo
 from autosync.message import (BadMessage, DropLog, Notification, NotForUs, decode, encode,
                               sender_id, server_sender_id, topic)
-from conftest import git
+from conftest import LIBEXEC, git
 
 C = "c0ffee" * 6 + "c0ff"
 C256 = "ab" * 32
@@ -166,6 +166,33 @@ def test_sender_ids(make_repo):
     assert server_sender_id(ca) == "my_laptop_1:server"
     for ident in (ida, server_sender_id(ca), sender_id(Repo(b), cb)):
         encode(note(sender=ident))  # valid senders
+
+
+def test_a_clone_id_is_drawn_at_random_once_and_kept_without_loading_openssl(make_repo, env):
+    """A first start names the clone at random and keeps the name; it has no use for
+    hashlib (OpenSSL's libcrypto, 3.5 MB of the daemon for good). A clone whose daemon ran
+    before clone-id files existed (a state.json, no clone-id) keeps its path's digest."""
+    import hashlib
+    import subprocess
+    import sys
+    code = ("import sys; from autosync.git import Repo; from autosync.message import "
+            "repo_digest; print(repo_digest(Repo(sys.argv[1])), 'hashlib' in sys.modules)")
+    fresh, older = make_repo("fresh"), make_repo("older")
+
+    def digest(repo):
+        out = subprocess.run([sys.executable, "-c", code, str(repo)], check=True,
+                             env=dict(env, PYTHONPATH=str(LIBEXEC)), stdout=subprocess.PIPE,
+                             text=True).stdout.split()
+        return out[0], out[1] == "True"
+    first, loaded = digest(fresh)
+    assert re.fullmatch(r"[0-9a-f]{8}", first) and not loaded
+    assert (fresh / ".git" / "autosync" / "clone-id").read_text() == first + "\n"
+    assert digest(fresh) == (first, False)
+    (older / ".git" / "autosync").mkdir()
+    (older / ".git" / "autosync" / "state.json").write_text("{}")
+    named = hashlib.sha1(str(older / ".git").encode()).hexdigest()[:8]
+    assert digest(older)[0] == named
+    assert (older / ".git" / "autosync" / "clone-id").read_text() == named + "\n"
 
 
 def test_drop_log_is_rate_limited(caplog):

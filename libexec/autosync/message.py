@@ -178,10 +178,8 @@ def repo_digest(repo: Repo) -> str:
     found = _read_id(path)
     if found:
         return found
-    import hashlib  # (here only: OpenSSL's libcrypto is 3.5 MB of every process that loads it)
-    old = hashlib.sha1(repo.common_dir.encode(errors="surrogateescape")).hexdigest()[:8]
-    made = old if os.path.exists(os.path.join(repo.state_dir, "state.json")) else \
-        os.urandom(4).hex()
+    made = _path_digest(repo) if os.path.exists(os.path.join(repo.state_dir, "state.json")) \
+        else os.urandom(4).hex()
     tmp = f"{path}.{os.getpid()}.tmp"
     try:
         os.makedirs(repo.state_dir, exist_ok=True)
@@ -193,8 +191,16 @@ def repo_digest(repo: Repo) -> str:
             pass
         os.unlink(tmp)
     except OSError:  # read-only, full: the name of its path, as before
-        return old
-    return _read_id(path) or old
+        return _path_digest(repo)
+    return _read_id(path) or _path_digest(repo)
+
+
+def _path_digest(repo: Repo) -> str:
+    """The digest of the clone's path, its name before clone-id files (and when one cannot
+    be written). hashlib is imported here only: OpenSSL's libcrypto is 3.5 MB of every
+    process that loads it, and a first start has no use for it."""
+    import hashlib
+    return hashlib.sha1(repo.common_dir.encode(errors="surrogateescape")).hexdigest()[:8]
 
 
 def _read_id(path: str) -> str | None:
