@@ -82,8 +82,8 @@ def run_measured(cmd, cwd, env, wrapper=None, rss_file=None):
     end; with `wrapper` (rss_wrapper) the peak is the tree's, else it is not measured."""
     full = (wrapper or []) + list(cmd)
     t0 = time.perf_counter()
-    proc = subprocess.run(full, cwd=cwd, env=env, stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE)
+    proc = subprocess.run(full, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     elapsed = time.perf_counter() - t0
     rss = None
     if wrapper:

@@ -105,7 +105,7 @@ def hook_helpers():
 @benchmark("hook_cost", "git push to a bare server with autosync's post-receive hook vs the same "
                        "server without it (MQTT broker on loopback)")
 def hook_cost(ctx, res):
-    n = ctx.size(40, 10)
+    n = ctx.size(80, 10)
     broker = start_mosquitto(ctx)
     cl = ctx.keep_cluster(Cluster(ctx.workdir("hook"), ctx.env, ctx.toolkit,
                                   broker_url=broker.url))
@@ -128,13 +128,18 @@ def hook_cost(ctx, res):
             poll(lambda: not hook_helpers(), 30, "the hook's helper to finish",
                  interval=0.005)
     hook, plain = summary(times["origin"]), summary(times["plain"])
+    # each commit is pushed to both servers back to back: the median of those pairs'
+    # differences is what the hook adds, free of the machine's drift over the run
+    added = summary([a - b for a, b in zip(times["origin"], times["plain"])])
     res.figure("pushes each", n)
     res.figure("with the hook p50", ms(hook["p50"]), "ms")
     res.figure("without p50", ms(plain["p50"]), "ms")
-    res.target("what the hook adds to a push, p50", round(ms(hook["p50"] - plain["p50"]), 1),
-               "<=", 5.0, "ms")
+    res.figure("with p50 - without p50", round(ms(hook["p50"] - plain["p50"]), 1), "ms")
+    res.target("what the hook adds to a push, p50 of paired differences",
+               round(ms(added["p50"]), 1), "<=", 5.0, "ms")
     res.note("pushes by plain git (no push option: the hook announces each push, in the "
              "background, after the push has returned; each sample starts once that is done); "
+             "each commit pushed to both servers back to back, in alternating order; "
              "a daemon's own pushes say they announced themselves and the hook returns at once")
 
 
