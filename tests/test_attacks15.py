@@ -44,6 +44,34 @@ def test_a_file_renamed_while_its_writer_still_writes_is_not_committed_half_writ
     assert batch is not None and "whole.txt" in batch.paths
 
 
+def test_a_temp_file_renamed_into_place_late_is_not_a_save_of_its_own(repo, watcher):
+    """rsync, sed -i and atomic-write libraries write a new temp file with a name no
+    pattern knows (.notes.md.Xq3b9Z, sedAb12Cd), close it, then rename it over the file.
+    On a loaded machine the tool can be descheduled between close and rename for longer
+    than SETTLE: the temp file alone must not be taken as a lone save (it would be
+    committed, and made on every clone, then deleted by the next commit)."""
+    (repo / "notes.md").write_text("v1\n")
+    commit(repo, "notes.md")
+    w = watcher(**SLOW)
+    temp = repo / ".notes.md.Xq3b9Z"
+    temp.write_text("v2\n")
+    early = w.wait(timeout=0.2)  # the tool is descheduled (pacing, not waiting)
+    assert early is None, f"a temp file was taken as a save: {early.paths}"
+    os.rename(temp, repo / "notes.md")
+    batch = w.wait(timeout=5)
+    assert batch is not None and "notes.md" in batch.paths
+    assert all(p == "notes.md" or not (repo / p).exists() for p in batch.paths), batch.paths
+
+
+def test_a_new_file_alone_is_still_a_lone_save(repo, watcher):
+    """A new file written and closed may be a temp file: it waits SAVE_SPAN for its
+    rename, not the debounce (30 s here)."""
+    w = watcher(**SLOW)
+    (repo / "new.md").write_text("hello\n")
+    batch = w.wait(timeout=5)
+    assert batch is not None and batch.paths == {"new.md"}
+
+
 def test_a_backup_rename_is_not_a_finished_delete(repo, watcher):
     """vim (backupcopy=no) and emacs first rename the file to its backup name, then write
     the new one. On a loaded machine the editor can be descheduled between the two: the

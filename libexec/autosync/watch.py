@@ -28,7 +28,8 @@ coming after `debounce` ms of quiet - is ready SETTLE after its last event: enou
 editor's multi-step save (temp files, backups and the editor's write test come and go within
 it); one that leaves the file gone (a deletion, or a save that removes the file before
 writing it anew) is ready SAVE_SPAN after it, so that no clone ever deletes a file being
-saved. Anything else - more files, a file still being written, events that keep coming
+saved, and so is a new file written and closed (not renamed into place): it may be a
+tool's temp file whose rename is still to come. Anything else - more files, a file still being written, events that keep coming
 SAVE_SPAN after the first that finished a save, or a batch that follows another within
 `debounce` - is a burst: ready after `debounce` ms without events, or `max_delay` ms after
 its first event while events keep coming. A file still being written holds the batch (up to
@@ -173,6 +174,7 @@ class Watcher:
         self.unfinished: set[str] = set()  # files whose last event did not finish a save
         self.born: set[str] = set()  # files that appeared in this batch (and so may go:
         # an editor's temp file renamed into place or removed is no save of its own)
+        self.placed: set[str] = set()  # files renamed into place in this batch
 
     def describe(self) -> str:
         """What watches and why, for status and the log: 'poll (work tree on nfs4)'."""
@@ -276,6 +278,12 @@ class Watcher:
                         # the tree); preempted between the two, the editor would have the
                         # file deleted on every clone. A deletion waits as long as a save
                         # may take
+                        return min(self.last + SAVE_SPAN, quiet, cap)
+                    if saved and saved[0] in self.born and saved[0] not in self.placed:
+                        # a new file, written and closed: perhaps a tool's temp file
+                        # (rsync's .name.XXXXXX, sed -i's sedXXXXXX) whose rename into
+                        # place is still to come; preempted past SETTLE, the tool would
+                        # have its temp file committed and sent to every clone
                         return min(self.last + SAVE_SPAN, quiet, cap)
                     return min(self.last + SETTLE, cap)
         self.lone = False  # a burst, for the rest of this batch
@@ -658,6 +666,10 @@ class InotifyWatcher(Watcher):
             self.writing.discard(path)
         if mask & (F.CREATE | F.MOVED_TO):
             self.born.add(path)
+        if mask & F.MOVED_TO:
+            self.placed.add(path)
+        elif mask & F.CREATE:
+            self.placed.discard(path)
         if mask & FINISHING:
             self.unfinished.discard(path)
         elif mask & (F.CREATE | F.MODIFY):
