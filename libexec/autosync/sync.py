@@ -45,6 +45,7 @@ from .util import OK, Backoff, Error, Retry, log, printable, setup_logging, show
 NETWORK_TIMEOUT = 120  # seconds for one fetch or push; a hung ssh must not hang autosync
 PASSED_OVER = 600.0  # seconds a clone that did not fold in time has no say in who folds
 MAX_TIPS = 256  # distinct commits of clone refs looked at; more is someone flooding
+MAX_TURNS = 30  # turns to fold in a late folder's stead (Remote.rank); more: folded at the last
 # how `git push --porcelain` says a ref moved on meanwhile (the last: two pushes at once)
 LOST = ("fetch first", "non-fast-forward", "stale info", "failed to update ref")
 # ... and that the server will not have a ref (a hook or a rule; not a full disk)
@@ -444,16 +445,23 @@ class Remote:
         return sorted(names)
 
     def rank(self, tips: Collection[str], mine: bool) -> int:
-        """This clone's turn to fold tips: its place among candidates() (0: it folds);
-        the clones with no say come after them all, by name too (each its own turn: a
-        tip of one clone alone left every other clone with the same turn)."""
+        """This clone's turn to fold tips: its place among candidates() (0: it folds),
+        where the names at one commit have one turn between them (a clone's ref is at its
+        own work: many names at one tip are one pusher's, 300 of them were 10 minutes'
+        wait); the clones with no say come after them all, by name too (each its own
+        turn: a tip of one clone alone left every other clone with the same turn). At
+        most MAX_TURNS: names are anyone's to push, and turns must not be a wait without
+        end."""
         known = self.tips()
         names = self.candidates(tips, mine, known)
+        at = {ref[len(self.copies_ref):]: oid for ref, oid in known.items()
+              if ref.startswith(self.copies_ref)}
         if self.me in names:
-            return names.index(self.me)
-        others = {ref[len(self.copies_ref):] for ref in known
-                  if ref.startswith(self.copies_ref)} - set(names) - self.passed()
-        return len(names) + sorted(others | {self.me}).index(self.me)
+            before = names[:names.index(self.me)]
+            return min(MAX_TURNS, len({at.get(n, n) for n in before}))
+        others = set(at) - set(names) - self.passed()
+        return min(MAX_TURNS, len({at.get(n, n) for n in names})
+                   + sorted(others | {self.me}).index(self.me))
 
     def passed(self) -> set[str]:
         """The clones passed over now (those whose PASSED_OVER seconds are up are not)."""

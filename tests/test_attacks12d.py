@@ -1,0 +1,52 @@
+"""Fourth round of attacks on the issue-12 sync protocol (folding in a slow folder's stead by
+turn, the SIGPIPE'd push re-asked, the connected clone's own polls, a push that moved B but not
+the clone's ref). Real daemons started with `git autosync start`, a real bare server with its
+hook, a real mosquitto on loopback; the attacker is a plain clone with push access, or an
+unlucky user. Each test's docstring says what the attack is and what must hold."""
+
+
+from brokers import cluster, mosquitto  # noqa: F401  (fixtures)
+from cluster import wait_converged
+from conftest import git, wait_for
+from test_attacks12 import Pusher, own_ref, wait_or_dump
+
+
+def test_many_names_at_one_commit_do_not_hold_every_fold_for_ever(cluster):  # noqa: F811
+    """Turns to fold in a slow folder's stead go by name, LEAD_MAX each, with no cap. Anyone
+    with push access puts one commit of theirs under 300 clone names that sort before every
+    real clone: a clone then waits 300 turns (10 minutes) before it folds, and two
+    concurrent saves reach nobody meanwhile. They must cross in seconds."""
+    a, b = cluster.clone("a"), cluster.clone("b")
+    a.write("one.txt", "1\n")
+    wait_for(lambda: b.read("one.txt") == "1\n", what="a's first edit at b")
+    atk = Pusher(cluster)
+    first = atk.out("rev-list", "--max-parents=0", "HEAD")  # (none of the clones' work)
+    squat = atk.out("commit-tree", f"{first}^{{tree}}", "-p", first, "-m", "squat")
+    atk.push(*(f"{squat}:refs/autosync/main/!-squat-{i:03d}" for i in range(300)))
+    b.stop()  # two saves at once: b's made while it is away, a's pushed meanwhile
+    a.write("two.txt", "2\n")
+    wait_for(lambda: git(cluster.server, "rev-parse", own_ref(cluster, a), env=cluster.env)
+             == a.head() and "two.txt" in a.files(), what="a's save on the server")
+    b.write("three.txt", "3\n")
+    b.start()
+    wait_or_dump([a, b], lambda: b.read("two.txt") == "2\n" and a.read("three.txt") == "3\n",
+                 timeout=30, what="two saves crossing beside 300 squatting names")
+    wait_converged([a, b])
+
+def test_turns_to_fold_in_the_stead_are_bounded(make_repo, tmp_path, tenv):
+    """The same with 300 names each at a commit of its own (one pusher can make as many):
+    a clone's turn, LEAD_MAX seconds each, is at most MAX_TURNS, with a say or without."""
+    from autosync.git import Repo
+    from autosync.sync import MAX_TURNS, Engine
+    work = make_repo("work")
+    base, tree = git(work, "rev-parse", "HEAD"), git(work, "rev-parse", "HEAD^{tree}")
+    junk = [git(work, "commit-tree", tree, "-p", base, "-m", f"squat {i}") for i in range(300)]
+    git(work, "update-ref", "--stdin", input="".join(
+        f"update refs/autosync/remotes/origin/main/!-squat-{i:03d} {c}\n"
+        for i, c in enumerate(junk)).encode())
+    git(work, "commit", "-q", "--allow-empty", "-m", "a save")
+    git(work, "remote", "add", "origin", str(tmp_path / "nowhere.git"))
+    remote = Engine(Repo(str(work))).remote
+    assert remote is not None
+    assert remote.rank(junk, True) <= MAX_TURNS  # (with a say: a save of its own)
+    assert remote.rank(junk[:1], False) <= MAX_TURNS  # (without)
