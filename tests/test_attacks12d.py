@@ -50,3 +50,24 @@ def test_turns_to_fold_in_the_stead_are_bounded(make_repo, tmp_path, tenv):
     assert remote is not None
     assert remote.rank(junk, True) <= MAX_TURNS  # (with a say: a save of its own)
     assert remote.rank(junk[:1], False) <= MAX_TURNS  # (without)
+
+
+def test_a_non_commit_at_a_clones_own_ref_does_not_silence_it(cluster):  # noqa: F811
+    """Anyone with push access can put a blob at a clone's own ref (the names are listed on
+    the server). git refuses to move a ref from a non-commit without force: each push of
+    the clone's ref failed ('needs force'), for good, and its saves reached nobody. Only
+    this clone writes that ref: its saves must keep reaching the others."""
+    a, b = cluster.clone("a"), cluster.clone("b")
+    a.write("one.txt", "1\n")
+    wait_for(lambda: b.read("one.txt") == "1\n", what="a's first edit at b")
+    mine = own_ref(cluster, a)
+    atk = Pusher(cluster)
+    atk.push(f"+{atk.blob('not a commit')}:{mine}")
+    b.stop()  # two saves at once: b's made while it is away, a's pushed meanwhile
+    a.write("two.txt", "2\n")
+    b.write("three.txt", "3\n")
+    b.start()
+    wait_or_dump([a, b], lambda: b.read("two.txt") == "2\n" and a.read("three.txt") == "3\n",
+                 timeout=30, what="two saves crossing with a blob at a's own ref")
+    wait_converged([a, b])
+    assert git(cluster.server, "cat-file", "-t", mine, env=cluster.env) == "commit"

@@ -329,7 +329,13 @@ class Remote:
         # push options (a hosting service, or receive.advertisePushOptions off) is pushed
         # to without it; its hook, if any, announces too.
         with_option = self.push_options and options
-        res = self.repo.run("push", "--porcelain",
+        # this clone's ref there is no commit (a peer's push: its names are listed): git
+        # moves a ref from a non-commit only when forced; only this clone writes it, so it
+        # is put right - as long as it is still that object
+        junk = refs.get(mine)
+        lease = [f"--force-with-lease={self.clones_ref + self.me}:{junk[0]}"] if (
+            junk and junk[1] != "commit" and self.clones_ref + self.me in targets) else []
+        res = self.repo.run("push", "--porcelain", *lease,
                             *(["--push-option", PUSH_OPTION] if with_option else []),
                             "--end-of-options", self.name,
                             *(f"{local}:{ref}" for ref in targets),
