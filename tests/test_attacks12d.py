@@ -5,8 +5,9 @@ hook, a real mosquitto on loopback; the attacker is a plain clone with push acce
 unlucky user. Each test's docstring says what the attack is and what must hold."""
 
 
+import pytest
 from brokers import cluster, mosquitto  # noqa: F401  (fixtures)
-from cluster import wait_converged
+from cluster import Cluster, wait_converged
 from conftest import git, wait_for
 from test_attacks12 import Pusher, own_ref, wait_or_dump
 
@@ -71,3 +72,24 @@ def test_a_non_commit_at_a_clones_own_ref_does_not_silence_it(cluster):  # noqa:
                  timeout=30, what="two saves crossing with a blob at a's own ref")
     wait_converged([a, b])
     assert git(cluster.server, "cat-file", "-t", mine, env=cluster.env) == "commit"
+
+
+
+@pytest.mark.parametrize("interval", ["0", "99999999999"])
+def test_a_poll_interval_at_its_limits_is_refused_in_one_line(tmp_path, tenv, toolkit, interval):
+    """autosync.pollInterval 0 in this clone's own config had the daemon ask the remote in
+    a loop (a core's worth of git ls-remote, connected or not); one past threading's
+    TIMEOUT_MAX (292 years) killed its network thread with a traceback in the log: it ran
+    on, said it was running, and synced no more. Either is refused when the daemon starts,
+    in one line with its fix."""
+    cl = Cluster(tmp_path, tenv, toolkit)
+    a = cl.clone("a", start=False)
+    a.config(pollInterval=interval)
+    try:
+        res = a.autosync("start", check=False)
+        assert res.returncode != 0 and not a.running(), (res.stdout, res.stderr, a.log())
+        assert res.stderr.splitlines() == [
+            f"git-autosync: config value '{interval}' for 'autosync.pollInterval' is not in "
+            "1..31622400 seconds", "hint: git config autosync.pollInterval 60"], res.stderr
+    finally:
+        cl.stop()

@@ -74,6 +74,10 @@ SHARED_MAX_PATTERNS = 100  # autosync.ignore patterns (each changed path is matc
 SHARED_RANGE = {"autosync.debounce": (0, 60_000), "autosync.maxDelay": (0, 600_000),
                 "autosync.pollInterval": (10, 86_400), "autosync.mqtt.keepalive": (5, 3600),
                 "autosync.xmpp.port": (1, 65_535), "autosync.maxFileSize": (1024, 1 << 40)}
+# the range a number of this machine's own config must be in: pollInterval 0 had the
+# daemon ask the remote in a loop without end (a core's worth of git ls-remote), and one
+# past threading.TIMEOUT_MAX (292 years) killed its network thread: it synced no more
+LOCAL_RANGE = {"autosync.pollInterval": (1, 366 * 86_400)}
 # a shared server is not used when this machine's own config holds a credential for it and
 # does not name that server itself: the password would go where a peer chose
 CREDENTIALS = {"autosync.mqtt.url": ("autosync.mqtt.username", "autosync.mqtt.passwordFile"),
@@ -141,6 +145,10 @@ class Config:
             found = None if key in parsed else self.raw.get(key.lower())
             self.values[key] = (self._parse(key, kind, found) if found
                                 else parsed.get(key, default))
+            bounds = LOCAL_RANGE.get(key)
+            if found and bounds and not bounds[0] <= self.values[key] <= bounds[1]:
+                raise Error(f"config value '{found[-1]}' for '{key}' is not in "
+                            f"{bounds[0]}..{bounds[1]} {kind}", f"git config {key} {default}")
 
     def is_local(self, key: str) -> bool:
         """Whether `git config` sets key (an autosync.channel install wrote as its
