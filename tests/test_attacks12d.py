@@ -5,6 +5,8 @@ hook, a real mosquitto on loopback; the attacker is a plain clone with push acce
 unlucky user. Each test's docstring says what the attack is and what must hold."""
 
 
+import os
+
 import pytest
 from brokers import cluster, mosquitto  # noqa: F401  (fixtures)
 from cluster import Cluster, wait_converged
@@ -93,3 +95,39 @@ def test_a_poll_interval_at_its_limits_is_refused_in_one_line(tmp_path, tenv, to
             "1..31622400 seconds", "hint: git config autosync.pollInterval 60"], res.stderr
     finally:
         cl.stop()
+
+
+def test_a_hanging_server_leaves_no_process_behind(make_repo, tmp_path, env, monkeypatch):
+    """A server that hangs mid-fetch (here an upload-pack that sleeps; a stalled ssh does the
+    same): git is killed after NETWORK_TIMEOUT, and what it started was left running, one
+    more at every retry for as long as the server hangs. Nothing may be left."""
+    from autosync import sync
+    from autosync.git import Repo
+    from autosync.sync import Engine
+    from autosync.util import Retry
+    seed = make_repo("seed")
+    server, work = tmp_path / "srv.git", tmp_path / "work"
+    git(tmp_path, "clone", "-q", "--bare", str(seed), str(server))
+    git(tmp_path, "clone", "-q", str(server), str(work))
+    wrapper = tmp_path / f"hanging-upload-pack-{os.getpid()}"
+    wrapper.write_text("#!/bin/sh\nsleep 1000\n")
+    wrapper.chmod(0o755)
+    git(work, "config", "remote.origin.uploadpack", str(wrapper))
+    monkeypatch.setattr(sync, "NETWORK_TIMEOUT", 1)
+    remote = Engine(Repo(str(work))).remote
+    assert remote is not None
+    for _ in range(3):
+        with pytest.raises(Retry, match="took longer than 1s"):
+            remote.fetch()
+
+    def running():
+        found = []
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    if str(wrapper).encode() in f.read():
+                        found.append(pid)
+            except OSError:
+                pass
+        return found
+    wait_for(lambda: not running(), timeout=5, what="no process of the hung fetches left")

@@ -6,6 +6,7 @@ import os
 import re
 import selectors
 import shlex
+import signal
 import subprocess
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -121,6 +122,29 @@ LOCAL_ENV_VARS = (
 NEWLINE = "a newline in a repository's path is not supported"
 
 
+def descendants(pid: int) -> list[int]:
+    """The processes pid started, and those they started (from /proc; none without it)."""
+    children: dict[int, list[int]] = {}
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return []
+    for name in names:
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/stat", "rb") as f:
+                    parent = int(f.read().rsplit(b")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            children.setdefault(parent, []).append(int(name))
+    found, todo = [], [pid]
+    while todo:
+        kids = children.get(todo.pop(), [])
+        found += kids
+        todo += kids
+    return found
+
+
 class TimedOut(Retry):
     """A git that did not finish within its time (a network file system that is down)."""
 
@@ -234,13 +258,28 @@ class Repo:
         full = ["git", *args]
         timeout = self.timeout if timeout is None else timeout
         try:
-            res = subprocess.run(full, cwd=cwd or self.cwd, input=input, stdin=stdin,
-                                 env=env or self.env, stdout=subprocess.PIPE,
-                                 stderr=subprocess.PIPE, timeout=timeout)
+            proc = subprocess.Popen(full, cwd=cwd or self.cwd, env=env or self.env,
+                                    stdin=subprocess.PIPE if input is not None else stdin,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         except FileNotFoundError:
             raise Error("git is not installed or not on PATH") from None
-        except subprocess.TimeoutExpired:
-            raise TimedOut(f"'git {args[0]}' took longer than {timeout}s") from None
+        with proc:
+            try:
+                out, err = proc.communicate(input, timeout=timeout)
+            except subprocess.TimeoutExpired:
+                # what git started goes too: an ssh or an upload-pack that hangs would
+                # outlive it, one more at every retry for as long as the server hangs
+                for pid in [*descendants(proc.pid), proc.pid]:
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except OSError:
+                        pass
+                proc.wait()
+                raise TimedOut(f"'git {args[0]}' took longer than {timeout}s") from None
+            except BaseException:
+                proc.kill()
+                raise
+        res = subprocess.CompletedProcess(full, proc.returncode, out, err)
         if check and res.returncode != 0:
             raise GitFailed(args, res.returncode, res.stderr.decode(errors="replace"))
         return res
