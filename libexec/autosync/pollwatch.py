@@ -603,6 +603,8 @@ class PollWatcher(Watcher):
         self.unfinished.discard(path)
         if is_temp(path, self.extra):
             return
+        if path not in self.born:
+            self.existed.add(path)  # (written anew, it is no new file: see ready_at)
         self._heat(path, now)  # a save that removes the file first writes it anew soon
         self.note(path, finishing=True)
 

@@ -28,12 +28,13 @@ coming after `debounce` ms of quiet - is ready SETTLE after its last event: enou
 editor's multi-step save (temp files, backups and the editor's write test come and go within
 it); one that leaves the file gone (a deletion, or a save that removes the file before
 writing it anew) is ready SAVE_SPAN after it, so that no clone ever deletes a file being
-saved, and so is a new file written and closed (not renamed into place): it may be a
-tool's temp file whose rename is still to come. Anything else - more files, a file still being written, events that keep coming
-SAVE_SPAN after the first that finished a save, or a batch that follows another within
-`debounce` - is a burst: ready after `debounce` ms without events, or `max_delay` ms after
-its first event while events keep coming. A file still being written holds the batch (up to
-max_delay): half-written files are not committed.
+saved, and so is a new file written and closed (not renamed into place, nor saved anew
+where a file was: vim's backup rename, install's unlink): it may be a tool's temp file
+whose rename is still to come. Anything else - more files, a file still being written,
+events that keep coming SAVE_SPAN after the first that finished a save, or a batch that
+follows another within `debounce` - is a burst: ready after `debounce` ms without events,
+or `max_delay` ms after its first event while events keep coming. A file still being
+written holds the batch (up to max_delay): half-written files are not committed.
 
 Idle costs nothing with inotify: wait() blocks in select() on the inotify descriptor and a
 wakeup pipe. Polling wakes a few times a second for its round robin (next_look); wakeup()
@@ -175,6 +176,8 @@ class Watcher:
         self.born: set[str] = set()  # files that appeared in this batch (and so may go:
         # an editor's temp file renamed into place or removed is no save of its own)
         self.placed: set[str] = set()  # files renamed into place in this batch
+        self.existed: set[str] = set()  # files that went in this batch before any came
+        # anew at their name (vim's backup rename, install's unlink): no new file
 
     def describe(self) -> str:
         """What watches and why, for status and the log: 'poll (work tree on nfs4)'."""
@@ -279,7 +282,8 @@ class Watcher:
                         # file deleted on every clone. A deletion waits as long as a save
                         # may take
                         return min(self.last + SAVE_SPAN, quiet, cap)
-                    if saved and saved[0] in self.born and saved[0] not in self.placed:
+                    if saved and saved[0] in self.born and saved[0] not in self.placed \
+                            and saved[0] not in self.existed:
                         # a new file, written and closed: perhaps a tool's temp file
                         # (rsync's .name.XXXXXX, sed -i's sedXXXXXX) whose rename into
                         # place is still to come; preempted past SETTLE, the tool would
@@ -664,6 +668,8 @@ class InotifyWatcher(Watcher):
             self.writing.add(path)
         if mask & (F.CLOSE_WRITE | F.DELETE | F.MOVED_FROM | F.MOVED_TO):
             self.writing.discard(path)
+        if mask & (F.DELETE | F.MOVED_FROM) and path not in self.born:
+            self.existed.add(path)  # (the file saved anew, if one comes, is no new file)
         if mask & (F.CREATE | F.MOVED_TO):
             self.born.add(path)
         if mask & F.MOVED_TO:

@@ -1,0 +1,78 @@
+"""Attack round 15c on the "fast by default" work (issue 15) of 26 Nov 2026: a new file
+written and closed alone waits SAVE_SPAN for a rename that may come (036636b), clone-ids
+drawn at random and kept (61ce64b), and the installed package compiled by make install.
+
+Each test is one finding and failed while the bug was there. In-process tests drive the
+real Watcher against the real kernel and look at it right after a save's last system call
+(inotify queues every event of a call before the call returns, so one read sees them all).
+"""
+
+import os
+import subprocess
+
+import pytest
+
+from autosync.watch import SAVE_SPAN
+from conftest import git
+from test_watch import repo, watcher  # noqa: F401  (fixtures; inotify here)
+
+SLOW = dict(debounce=30000, max_delay=60000)  # only the lone-save path can be ready in time
+
+
+def commit(path, *names):
+    git(path, "add", *names)
+    git(path, "commit", "-qm", "seed")
+
+
+# -- watch.py: a file saved anew in its place is an edit, not a new file ----------------------
+def vim_backup_rename(d, name, text):  # vim's default save where it may; emacs's first save
+    os.rename(d / name, d / f"{name}~")
+    fd = os.open(d / name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    os.write(fd, text.encode())
+    os.close(fd)
+    os.unlink(d / f"{name}~")
+
+
+def unlink_then_write(d, name, text):  # install(1), and git checkout -- name
+    os.unlink(d / name)
+    fd = os.open(d / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    os.write(fd, text.encode())
+    os.close(fd)
+
+
+def real_git_checkout(d, name, text):
+    (d / name).write_text(text)  # (committed, then the old version checked out again)
+    git(d, "commit", "-qam", "tmp")
+    git(d, "checkout", "-q", "HEAD~", "--", name)
+
+
+@pytest.mark.parametrize("save", [vim_backup_rename, unlink_then_write,
+                                  real_git_checkout], ids=lambda s: s.__name__)
+def test_a_file_saved_anew_in_its_place_is_committed_settle_after_its_save(repo, watcher,
+                                                                            save):
+    """vim's default save (the file renamed to its backup, written anew), emacs's first
+    save, install(1) and `git checkout -- f` (unlinked, created anew) are edits of an
+    existing file: ready SETTLE after the save, as before 036636b. They were taken for a
+    new file (born by CREATE in this batch) that may be a tool's temp file, and waited
+    SAVE_SPAN (0.5 s) instead: every vim save in a synced folder came 60 times later."""
+    (repo / "notes.md").write_text("old\n")
+    commit(repo, "notes.md")
+    w = watcher(**SLOW)
+    save(repo, "notes.md", "new\n")
+    w.read_events()  # every event of the save (see the module's docstring)
+    due = w.ready_at()
+    assert due is not None and w.last is not None
+    assert due - w.last < SAVE_SPAN / 2, f"a save of an existing file waited {due - w.last:.3f} s"
+    batch = w.wait(timeout=5)
+    assert batch is not None and batch.paths == {"notes.md"}
+    assert (repo / "notes.md").read_text().strip() == "new" or save is real_git_checkout
+
+
+def test_a_new_file_still_waits_for_its_rename(repo, watcher):
+    """(guard) A new file written and closed alone still waits SAVE_SPAN: it may be a
+    tool's temp file."""
+    w = watcher(**SLOW)
+    (repo / "sedAb12Cd").write_text("x\n")
+    w.read_events()
+    due = w.ready_at()
+    assert due is not None and w.last is not None and due - w.last >= SAVE_SPAN
