@@ -76,3 +76,43 @@ def test_a_new_file_still_waits_for_its_rename(repo, watcher):
     w.read_events()
     due = w.ready_at()
     assert due is not None and w.last is not None and due - w.last >= SAVE_SPAN
+
+
+# -- message.py: the clone-id ---------------------------------------------------------------------
+@pytest.fixture
+def full_state_dir(make_repo):
+    """A repository whose .git/autosync is a tiny tmpfs, filled up (root only)."""
+    path = make_repo("full")
+    state = path / ".git" / "autosync"
+    state.mkdir()
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8k", "tmpfs", str(state)],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    if res.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (not root)")
+    try:
+        fd = os.open(state / "filler", os.O_WRONLY | os.O_CREAT, 0o644)
+        try:
+            for _ in range(64):  # (bounded: 8 KiB fill it)
+                os.write(fd, b"x" * 4096)
+        except OSError:
+            pass
+        os.close(fd)
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(state)], check=False)
+
+
+def test_a_clone_id_not_written_leaves_no_temp_file(full_state_dir):
+    """The first start writes the clone-id through a temp file; on a full disk (or a file
+    system without hard links) that failed, and the temp file was left behind: one more
+    in .git/autosync at every start, sync and push of a clone that cannot write it. The
+    clone is named by its path's digest then, the same every time."""
+    import hashlib
+
+    from autosync.git import Repo
+    from autosync.message import repo_digest
+    repo = Repo(str(full_state_dir))
+    named = hashlib.sha1(repo.common_dir.encode()).hexdigest()[:8]
+    assert [repo_digest(repo) for _ in range(3)] == [named] * 3
+    left = sorted(p.name for p in (full_state_dir / ".git" / "autosync").iterdir())
+    assert left == ["filler"], left

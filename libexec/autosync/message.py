@@ -184,12 +184,14 @@ def repo_digest(repo: Repo) -> str:
     try:
         os.makedirs(repo.state_dir, exist_ok=True)
         with open(tmp, "x") as f:
-            f.write(made + "\n")
-        try:
-            os.link(tmp, path)  # the first process to get here names the clone for all
-        except FileExistsError:
-            pass
-        os.unlink(tmp)
+            try:
+                f.write(made + "\n")
+                f.close()
+                os.link(tmp, path)  # the first process to get here names the clone for all
+            except FileExistsError:
+                pass
+            finally:  # (also when full, or without hard links: none left at every start)
+                os.unlink(tmp)
     except OSError:  # read-only, full: the name of its path, as before
         return _path_digest(repo)
     return _read_id(path) or _path_digest(repo)
