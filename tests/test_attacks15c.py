@@ -116,3 +116,22 @@ def test_a_clone_id_not_written_leaves_no_temp_file(full_state_dir):
     assert [repo_digest(repo) for _ in range(3)] == [named] * 3
     left = sorted(p.name for p in (full_state_dir / ".git" / "autosync").iterdir())
     assert left == ["filler"], left
+
+
+def test_a_merge_does_not_take_a_temp_file_waiting_for_its_rename(repo, watcher):
+    """A commit of another clone is merged after the pending batch is flushed, unless the
+    watcher is busy (a file half written, or gone half way through a save). A tool's new
+    temp file written and closed, its rename into place still to come (036636b waits
+    SAVE_SPAN for it), was not busy: a merge arriving in that half second committed the
+    temp file and made it on every clone, as the lone save would have without 036636b."""
+    (repo / "notes.md").write_text("v1\n")
+    commit(repo, "notes.md")
+    w = watcher(**SLOW)
+    temp = repo / ".notes.md.Xq3b9Z"
+    temp.write_text("v2\n")
+    assert w.busy(), "a merge now would commit the temp file"
+    os.rename(temp, repo / "notes.md")
+    assert not w.busy()
+    batch = w.flush()
+    assert batch is not None and "notes.md" in batch.paths
+    assert all(p == "notes.md" or not (repo / p).exists() for p in batch.paths), batch.paths

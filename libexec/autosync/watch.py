@@ -335,13 +335,21 @@ class Watcher:
     def busy(self) -> bool:
         """Whether a file of the pending batch is still being written, or is gone - a save
         half way (renamed to a backup, unlinked, not written anew yet) as far as anyone
-        can tell - (for less than max_delay): flush() now would take it half written, or
-        deleted on every clone. (A deletion is taken when the batch is due, as ever.)"""
+        can tell - (for less than max_delay), or is a lone new file within SAVE_SPAN of its
+        last event (a tool's temp file whose rename may yet come, see ready_at): flush()
+        now would take it half written, deleted or as a temp file, on every clone. (A
+        deletion is taken when the batch is due, as ever.)"""
         self.read_events()
-        if self.first is None or time.monotonic() >= self.first + self.max_delay:
+        now = time.monotonic()
+        if self.first is None or now >= self.first + self.max_delay:
             return False
-        return bool(self.writing & self.changed) or any(
-            p not in self.born and not os.path.lexists(self.abs(p)) for p in self.changed)
+        if self.writing & self.changed or any(
+                p not in self.born and not os.path.lexists(self.abs(p)) for p in self.changed):
+            return True
+        due = self.ready_at()  # (a lone new file: SAVE_SPAN after its last event)
+        return (self.last is not None and due is not None and now < due
+                and due - self.last > SETTLE and len(self.changed) == 1
+                and not (self.changed & (self.placed | self.existed)))
 
     def wakeup(self) -> None:
         """Make wait() return; safe from other threads and signal handlers."""
