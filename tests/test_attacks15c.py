@@ -135,3 +135,16 @@ def test_a_merge_does_not_take_a_temp_file_waiting_for_its_rename(repo, watcher)
     batch = w.flush()
     assert batch is not None and "notes.md" in batch.paths
     assert all(p == "notes.md" or not (repo / p).exists() for p in batch.paths), batch.paths
+
+
+def test_an_edit_that_is_no_new_file_does_not_hold_a_merge(repo, watcher):
+    """busy() holds a merge for a lone new file only: a chmod of a tracked file (no save
+    finished, so due after the debounce) is no temp file, and a merge must not wait up to
+    max_delay for it."""
+    (repo / "run.sh").write_text("echo\n")
+    commit(repo, "run.sh")
+    w = watcher(**SLOW)
+    os.chmod(repo / "run.sh", 0o755)
+    w.read_events()
+    assert w.changed == {"run.sh"}
+    assert not w.busy(), "a merge waits for a chmod"

@@ -349,7 +349,7 @@ class Watcher:
         due = self.ready_at()  # (a lone new file: SAVE_SPAN after its last event)
         return (self.last is not None and due is not None and now < due
                 and due - self.last > SETTLE and len(self.changed) == 1
-                and not (self.changed & (self.placed | self.existed)))
+                and self.changed <= self.born - self.placed - self.existed)
 
     def wakeup(self) -> None:
         """Make wait() return; safe from other threads and signal handlers."""
