@@ -131,3 +131,37 @@ def test_a_hanging_server_leaves_no_process_behind(make_repo, tmp_path, env, mon
                 pass
         return found
     wait_for(lambda: not running(), timeout=5, what="no process of the hung fetches left")
+
+
+def test_a_push_that_moved_b_but_lost_the_clones_ref_is_still_its_outcome(make_repo,
+                                                                            tmp_path):
+    """A push moves B and this clone's own ref together. A peer with push access had put
+    another commit at that ref (or a `sync` of this clone pushed meanwhile): git refuses
+    the ref ('fetch first') and takes B. The push raised Rejected: B's move, this clone's
+    save, went unannounced (late, until a later push announced something holding it). The
+    push's outcome is B moved to the save."""
+    from autosync.git import Repo
+    from autosync.sync import Remote
+    server = make_repo("server.git", bare=True)
+    r = make_repo("r")
+    git(r, "remote", "add", "origin", str(server))
+    git(r, "push", "-q", "origin", "main")
+    remote = Remote(Repo(r), "origin", "main", "me")
+    remote.fetch()
+    (r / "a.txt").write_text("1\n")
+    git(r, "add", "a.txt")
+    git(r, "commit", "-qm", "one")
+    first = remote.push(branch="any")
+    assert first.commit == git(r, "rev-parse", "HEAD") and first.branch, first
+    peer = tmp_path / "peer"
+    git(tmp_path, "clone", "-q", str(server), str(peer))
+    (peer / "p.txt").write_text("peer\n")
+    git(peer, "add", "p.txt")
+    git(peer, "commit", "-qm", "peer")
+    git(peer, "push", "-q", "-f", "origin", "HEAD:refs/autosync/main/me")
+    (r / "a.txt").write_text("2\n")
+    git(r, "commit", "-qam", "two")
+    second = remote.push(branch="any")  # (raised Rejected)
+    save = git(r, "rev-parse", "HEAD")
+    assert git(server, "rev-parse", "main") == save
+    assert second.commit == save and second.branch and not second.lost_race, second

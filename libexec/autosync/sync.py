@@ -403,12 +403,13 @@ class Remote:
                 self.branch_only = True
                 if not done:
                     return self.push(branch)
-                # B went through in this push: that is its outcome (to announce; the push
-                # again would find nothing left to do, and say nothing)
-                lost.discard(self.clones_ref + self.me)
-                del targets[self.clones_ref + self.me]
-            else:
+            elif not done:
                 raise Rejected()
+            # B went through in this push: that is its outcome, to announce (the push
+            # again would find nothing left to do, and a lost race nothing to say; this
+            # clone's ref is put right by its next push)
+            lost.discard(self.clones_ref + self.me)
+            del targets[self.clones_ref + self.me]
         failed = set(targets) - done - lost
         if failed:  # e.g. B protected on the server: a human must look
             raise classify("push to", self.name, err + out, res.returncode)
