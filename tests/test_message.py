@@ -186,13 +186,64 @@ def test_a_clone_id_is_drawn_at_random_once_and_kept_without_loading_openssl(mak
         return out[0], out[1] == "True"
     first, loaded = digest(fresh)
     assert re.fullmatch(r"[0-9a-f]{8}", first) and not loaded
-    assert (fresh / ".git" / "autosync" / "clone-id").read_text() == first + "\n"
+    assert (fresh / ".git" / "autosync" / "clone-id").read_text().split("\n")[0] == first
     assert digest(fresh) == (first, False)
     (older / ".git" / "autosync").mkdir()
     (older / ".git" / "autosync" / "state.json").write_text("{}")
     named = hashlib.sha1(str(older / ".git").encode()).hexdigest()[:8]
     assert digest(older)[0] == named
-    assert (older / ".git" / "autosync" / "clone-id").read_text() == named + "\n"
+    assert (older / ".git" / "autosync" / "clone-id").read_text().split("\n")[0] == named
+
+
+def test_a_copy_of_a_clone_draws_a_name_of_its_own_a_moved_one_keeps_its_own(make_repo,
+                                                                              tmp_path):
+    """cp -a (rsync -a, a backup restored beside the original) copies clone-id too: under
+    the original's name the copy took the original's notifications for its own echo and
+    pushed to its ref. A copy is at another inode and another path: it draws a name. A
+    clone moved (same inode) keeps its name, and so does one found at its path again (a
+    file system that numbers inodes anew at each mount)."""
+    import shutil
+    from autosync.message import repo_digest
+    orig = make_repo("orig")
+    name = repo_digest(Repo(orig))
+    copy = tmp_path / "copy"
+    shutil.copytree(orig, copy, symlinks=True)
+    assert repo_digest(Repo(copy)) != name
+    assert repo_digest(Repo(copy)) == repo_digest(Repo(copy))  # its own, kept
+    assert repo_digest(Repo(orig)) == name
+    moved = tmp_path / "moved"
+    orig.rename(moved)
+    assert repo_digest(Repo(moved)) == name
+    # the same path, another inode (a FUSE file system mounted again)
+    again = tmp_path / "again"
+    shutil.copytree(moved, again, symlinks=True)
+    state = again / ".git" / "autosync"
+    state.rename(tmp_path / "aside")
+    shutil.copytree(tmp_path / "aside", state)
+    assert repo_digest(Repo(again)) != name  # (a copy first: a name of its own)
+    kept = repo_digest(Repo(again))
+    state.rename(tmp_path / "aside2")
+    shutil.copytree(tmp_path / "aside2", state)
+    assert repo_digest(Repo(again)) == kept
+
+
+def test_a_clone_id_from_before_places_is_kept_and_given_its_place(make_repo, tmp_path):
+    """A clone-id file holding the name alone (written this morning) names the clone as
+    before; it is given its place, so that a copy made from now on draws a name."""
+    import shutil
+    from autosync.message import repo_digest
+    r = make_repo("r")
+    state = r / ".git" / "autosync"
+    state.mkdir()
+    (state / "clone-id").write_text("0badcafe\n")
+    assert repo_digest(Repo(r)) == "0badcafe"
+    assert (state / "clone-id").read_text().startswith("0badcafe\n")
+    assert len((state / "clone-id").read_text().split("\n")) == 4
+    copy = tmp_path / "copy"
+    shutil.copytree(r, copy, symlinks=True)
+    assert repo_digest(Repo(copy)) != "0badcafe"
+    assert repo_digest(Repo(r)) == "0badcafe"
+    assert sorted(p.name for p in state.iterdir()) == ["clone-id"]  # no temp file left
 
 
 def test_drop_log_is_rate_limited(caplog):

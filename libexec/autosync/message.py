@@ -173,28 +173,75 @@ def repo_digest(repo: Repo) -> str:
     """8 hex digits naming this clone, stable across restarts: drawn at random the first
     time and kept in $GIT_DIR/autosync/clone-id, so two machines with the same host name
     and the same path (two Raspberry Pis, say) are two clones. A clone whose daemon ran
-    before that file existed keeps the digest of its path it was known by."""
+    before that file existed keeps the digest of its path it was known by.
+
+    The file also says where the clone is (its state directory's inode and path): a copy
+    of the clone (cp -a, rsync -a, a restored backup beside the original) is neither and
+    draws a name of its own - under the original's name it would take the original's
+    notifications for its own echo and push to the original's ref. A clone moved (same
+    inode) or on a file system that numbers inodes anew at each mount (same path) keeps
+    its name."""
     path = os.path.join(repo.state_dir, CLONE_ID)
+    here = _place(repo.state_dir)
     found = _read_id(path)
-    if found:
-        return found
-    made = _path_digest(repo) if os.path.exists(os.path.join(repo.state_dir, "state.json")) \
-        else os.urandom(4).hex()
+    if found and (here is None or found[1] is None):
+        if here is not None:  # (written before places were: this one is taken)
+            _write_id(path, found[0], replace=True)
+        return found[0]
+    if found and found[1] is not None and here is not None and \
+            (found[1][0] == here[0] or found[1][1] == here[1]):
+        return found[0]
+    if found:  # a copy: a name of its own
+        made = os.urandom(4).hex()
+    else:
+        made = _path_digest(repo) if os.path.exists(os.path.join(repo.state_dir,
+                                                                 "state.json")) \
+            else os.urandom(4).hex()
+    if not _write_id(path, made, replace=found is not None):
+        return _path_digest(repo)  # read-only, full: the name of its path, as before
+    now = _read_id(path)  # (two processes at once: the first link, or the last rename)
+    return now[0] if now else _path_digest(repo)
+
+
+def _place(state_dir: str) -> tuple[int, str] | None:
+    """(inode, path) of a clone's state directory; None when it cannot be looked at."""
+    try:
+        return os.stat(state_dir).st_ino, os.path.realpath(state_dir)
+    except OSError:
+        return None
+
+
+def _write_id(path: str, ident: str, replace: bool) -> bool:
+    """Write the clone-id file, with its place, through a temp file: linked (the first
+    process to get here names the clone for all) or, with replace, renamed over the one
+    there. False when it cannot be written (it leaves no temp file)."""
     tmp = f"{path}.{os.getpid()}.tmp"
     try:
-        os.makedirs(repo.state_dir, exist_ok=True)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        place = _place(os.path.dirname(path))
+        where = f"{place[0]}\n{place[1]}\n" if place and "\n" not in place[1] else ""
         with open(tmp, "x") as f:
             try:
-                f.write(made + "\n")
+                f.write(f"{ident}\n{where}")
                 f.close()
-                os.link(tmp, path)  # the first process to get here names the clone for all
+                if replace:
+                    os.rename(tmp, path)
+                else:
+                    os.link(tmp, path)
             except FileExistsError:
                 pass
             finally:  # (also when full, or without hard links: none left at every start)
-                os.unlink(tmp)
-    except OSError:  # read-only, full: the name of its path, as before
-        return _path_digest(repo)
-    return _read_id(path) or _path_digest(repo)
+                _unlink_quietly(tmp)
+    except OSError:
+        return False
+    return True
+
+
+def _unlink_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
 
 
 def _path_digest(repo: Repo) -> str:
@@ -205,12 +252,19 @@ def _path_digest(repo: Repo) -> str:
     return hashlib.sha1(repo.common_dir.encode(errors="surrogateescape")).hexdigest()[:8]
 
 
-def _read_id(path: str) -> str | None:
+def _read_id(path: str) -> tuple[str, tuple[int, str] | None] | None:
+    """The clone-id file's name and place (None: a file from before places were kept);
+    None when there is no such file, or it is not one autosync writes."""
     try:  # (read like any file someone else could have put there: util.read_regular)
-        text = read_regular(path, 64).decode("ascii", errors="replace").strip()
+        lines = read_regular(path, 8192).decode("utf-8", errors="replace").split("\n")
     except (OSError, ValueError):
         return None
-    return text if len(text) == 8 and all(c in "0123456789abcdef" for c in text) else None
+    ident = lines[0].strip()
+    if len(ident) != 8 or any(c not in "0123456789abcdef" for c in ident):
+        return None
+    if len(lines) >= 3 and lines[1].isdigit() and lines[2]:
+        return ident, (int(lines[1]), lines[2])
+    return ident, None
 
 
 def sender_id(repo: Repo, config: Config) -> str:
