@@ -294,10 +294,14 @@ def test_a_clone_ended_by_a_signal_removes_what_it_made(tenv, tmp_path, server_a
     `git autosync clone` with no clean-up: the directories it made before DIR stayed."""
     server, _ = server_and_clones
     slow_upload(tmp_path, tenv)
+    # (a run under nohup, or started with & by a shell, passes SIGHUP or SIGINT on
+    # ignored: the clone must meet the signal as a terminal's user would)
     proc = subprocess.Popen([str(toolkit.bin / "git-autosync"), "clone", f"file://{server}",
                              "deep/er/copy"], cwd=tmp_path, env=user_env(tenv),
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(getattr(signal, sig),
+                                                             signal.SIG_DFL))
     try:
         wait_for(lambda: (tmp_path / "started").exists(), what="git clone to fetch")
         proc.send_signal(getattr(signal, sig))

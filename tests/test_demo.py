@@ -114,9 +114,11 @@ def test_a_killed_test_run_leaves_no_process_behind(env, tmp_path, how):
     args = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "conftest",
             "--rootdir", str(inner), str(inner / "test_inner.py")]
     args += ["--timeout=15"] if how == "timeout" else ["--timeout=0"]
+    # (the default SIGINT: a run started with & by a shell passes it on ignored)
     proc = subprocess.Popen(args, cwd=inner, env=dict(env, PYTHONPATH=str(ROOT / "tests")),
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+                            stderr=subprocess.STDOUT, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     run = None
     try:
         wait_for(lambda: ready.exists() or proc.poll() is not None, timeout=120,
