@@ -192,7 +192,7 @@ def repo_digest(repo: Repo) -> str:
             (found[1][0] == here[0] or found[1][1] == here[1]):
         return found[0]
     if found:  # a copy: a name of its own
-        made = os.urandom(4).hex()
+        made = _copy_name(found[0], here)
     else:
         made = _path_digest(repo) if os.path.exists(os.path.join(repo.state_dir,
                                                                  "state.json")) \
@@ -203,12 +203,29 @@ def repo_digest(repo: Repo) -> str:
     return now[0] if now else _path_digest(repo)
 
 
-def _place(state_dir: str) -> tuple[int, str] | None:
-    """(inode, path) of a clone's state directory; None when it cannot be looked at."""
+def _place(state_dir: str) -> tuple[int, bytes] | None:
+    """(inode, path) of a clone's state directory, the path as its line in the clone-id
+    file (bytes, as the file system has them: any but UTF-8 made the write fail with a
+    UnicodeEncodeError; a newline or backslash escaped: a path with a newline was written
+    without its place, the file rewritten by every process); None when it cannot be
+    looked at."""
     try:
-        return os.stat(state_dir).st_ino, os.path.realpath(state_dir)
+        path = os.fsencode(os.path.realpath(state_dir))
+        return os.stat(state_dir).st_ino, path.replace(b"\\", b"\\\\").replace(b"\n", b"\\n")
     except OSError:
         return None
+
+
+def _copy_name(ident: str, here: tuple[int, bytes] | None) -> str:
+    """The name of a copy of the clone named ident now at here: drawn from both, not at
+    random, so that every process that finds the copy (a daemon starting and a sync at
+    once) draws the same - at random, a process that read the file before another renamed
+    its own name over it went by a name that the file no longer said (a daemon by one
+    name, every later command by another). Copies at two places draw two names."""
+    import hashlib
+    if here is None:
+        return os.urandom(4).hex()
+    return hashlib.sha1(b"%s\n%d\n%s" % (ident.encode(), here[0], here[1])).hexdigest()[:8]
 
 
 def _write_id(path: str, ident: str, replace: bool) -> bool:
@@ -219,10 +236,10 @@ def _write_id(path: str, ident: str, replace: bool) -> bool:
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         place = _place(os.path.dirname(path))
-        where = f"{place[0]}\n{place[1]}\n" if place and "\n" not in place[1] else ""
-        with open(tmp, "x") as f:
+        where = b"%d\n%s\n" % place if place else b""
+        with open(tmp, "xb") as f:
             try:
-                f.write(f"{ident}\n{where}")
+                f.write(ident.encode() + b"\n" + where)
                 f.close()
                 if replace:
                     os.rename(tmp, path)
@@ -252,14 +269,14 @@ def _path_digest(repo: Repo) -> str:
     return hashlib.sha1(repo.common_dir.encode(errors="surrogateescape")).hexdigest()[:8]
 
 
-def _read_id(path: str) -> tuple[str, tuple[int, str] | None] | None:
+def _read_id(path: str) -> tuple[str, tuple[int, bytes] | None] | None:
     """The clone-id file's name and place (None: a file from before places were kept);
     None when there is no such file, or it is not one autosync writes."""
     try:  # (read like any file someone else could have put there: util.read_regular)
-        lines = read_regular(path, 8192).decode("utf-8", errors="replace").split("\n")
+        lines = read_regular(path, 8192).split(b"\n")
     except (OSError, ValueError):
         return None
-    ident = lines[0].strip()
+    ident = lines[0].strip().decode("ascii", errors="replace")
     if len(ident) != 8 or any(c not in "0123456789abcdef" for c in ident):
         return None
     if len(lines) >= 3 and lines[1].isdigit() and lines[2]:
