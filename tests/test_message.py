@@ -1,6 +1,7 @@
 """The notification format: round trips, strict decoding of hostile payloads, sender ids."""
 
 import json
+import os
 import logging
 import re
 
@@ -284,3 +285,19 @@ def test_another_channel_or_branch_is_not_for_us_before_anything_is_validated(mo
     assert decode(ours, want=("notes", "main")) == note()
     assert len(checked) == 1
     assert not issubclass(NotForUs, BadMessage)  # not logged as an invalid notification
+
+
+def test_a_clone_id_at_the_same_inode_of_another_device_is_a_copy(make_repo):
+    """A snapshot (btrfs, ZFS, LVM) or a disk image mounted beside the original keeps its
+    inode numbers: only the device tells the copy. The same device and inode at another
+    path is the clone moved; the same inode of another device, at another path, a copy."""
+    from autosync.message import repo_digest
+    r = make_repo("r")
+    state = r / ".git" / "autosync"
+    state.mkdir()
+    st = os.stat(state)
+    (state / "clone-id").write_text(f"0badcafe\n{st.st_dev}:{st.st_ino}\n/moved/from\n")
+    assert repo_digest(Repo(r)) == "0badcafe"
+    (state / "clone-id").write_text(f"0badcafe\n{st.st_dev + 1}:{st.st_ino}\n/snap/shot\n")
+    copy = repo_digest(Repo(r))
+    assert copy != "0badcafe" and repo_digest(Repo(r)) == copy

@@ -175,12 +175,12 @@ def repo_digest(repo: Repo) -> str:
     and the same path (two Raspberry Pis, say) are two clones. A clone whose daemon ran
     before that file existed keeps the digest of its path it was known by.
 
-    The file also says where the clone is (its state directory's inode and path): a copy
-    of the clone (cp -a, rsync -a, a restored backup beside the original) is neither and
-    draws a name of its own - under the original's name it would take the original's
-    notifications for its own echo and push to the original's ref. A clone moved (same
-    inode) or on a file system that numbers inodes anew at each mount (same path) keeps
-    its name."""
+    The file also says where the clone is (its state directory's device and inode, and its
+    path): a copy of the clone (cp -a, rsync -a, a restored backup or a snapshot mounted
+    beside the original) is at neither and draws a name of its own - under the original's
+    name it would take the original's notifications for its own echo and push to the
+    original's ref. A clone moved (same device and inode) or on a file system that numbers
+    them anew at each mount (same path) keeps its name."""
     path = os.path.join(repo.state_dir, CLONE_ID)
     here = _place(repo.state_dir)
     found = _read_id(path)
@@ -203,20 +203,23 @@ def repo_digest(repo: Repo) -> str:
     return now[0] if now else _path_digest(repo)
 
 
-def _place(state_dir: str) -> tuple[int, bytes] | None:
-    """(inode, path) of a clone's state directory, the path as its line in the clone-id
+def _place(state_dir: str) -> tuple[bytes, bytes] | None:
+    """(b"device:inode", path) of a clone's state directory (a snapshot keeps inode
+    numbers, not the device), the path as its line in the clone-id
     file (bytes, as the file system has them: any but UTF-8 made the write fail with a
     UnicodeEncodeError; a newline or backslash escaped: a path with a newline was written
     without its place, the file rewritten by every process); None when it cannot be
     looked at."""
     try:
         path = os.fsencode(os.path.realpath(state_dir))
-        return os.stat(state_dir).st_ino, path.replace(b"\\", b"\\\\").replace(b"\n", b"\\n")
+        st = os.stat(state_dir)
+        return b"%d:%d" % (st.st_dev, st.st_ino), \
+            path.replace(b"\\", b"\\\\").replace(b"\n", b"\\n")
     except OSError:
         return None
 
 
-def _copy_name(ident: str, here: tuple[int, bytes] | None) -> str:
+def _copy_name(ident: str, here: tuple[bytes, bytes] | None) -> str:
     """The name of a copy of the clone named ident now at here: drawn from both, not at
     random, so that every process that finds the copy (a daemon starting and a sync at
     once) draws the same - at random, a process that read the file before another renamed
@@ -225,7 +228,7 @@ def _copy_name(ident: str, here: tuple[int, bytes] | None) -> str:
     import hashlib
     if here is None:
         return os.urandom(4).hex()
-    return hashlib.sha1(b"%s\n%d\n%s" % (ident.encode(), here[0], here[1])).hexdigest()[:8]
+    return hashlib.sha1(b"%s\n%s\n%s" % (ident.encode(), here[0], here[1])).hexdigest()[:8]
 
 
 def _write_id(path: str, ident: str, replace: bool) -> bool:
@@ -236,7 +239,7 @@ def _write_id(path: str, ident: str, replace: bool) -> bool:
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         place = _place(os.path.dirname(path))
-        where = b"%d\n%s\n" % place if place else b""
+        where = b"%s\n%s\n" % place if place else b""
         with open(tmp, "xb") as f:
             try:
                 f.write(ident.encode() + b"\n" + where)
@@ -269,7 +272,7 @@ def _path_digest(repo: Repo) -> str:
     return hashlib.sha1(repo.common_dir.encode(errors="surrogateescape")).hexdigest()[:8]
 
 
-def _read_id(path: str) -> tuple[str, tuple[int, bytes] | None] | None:
+def _read_id(path: str) -> tuple[str, tuple[bytes, bytes] | None] | None:
     """The clone-id file's name and place (None: a file from before places were kept);
     None when there is no such file, or it is not one autosync writes."""
     try:  # (read like any file someone else could have put there: util.read_regular)
@@ -279,8 +282,8 @@ def _read_id(path: str) -> tuple[str, tuple[int, bytes] | None] | None:
     ident = lines[0].strip().decode("ascii", errors="replace")
     if len(ident) != 8 or any(c not in "0123456789abcdef" for c in ident):
         return None
-    if len(lines) >= 3 and lines[1].isdigit() and lines[2]:
-        return ident, (int(lines[1]), lines[2])
+    if len(lines) >= 3 and re.fullmatch(rb"[0-9]+(:[0-9]+)?", lines[1]) and lines[2]:
+        return ident, (lines[1], lines[2])
     return ident, None
 
 

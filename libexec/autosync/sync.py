@@ -407,7 +407,7 @@ class Remote:
                 raise Rejected()
             # B went through in this push: that is its outcome, to announce (the push
             # again would find nothing left to do, and a lost race nothing to say; this
-            # clone's ref is put right by its next push)
+            # clone's ref stays where it is found until the push of its next save)
             lost.discard(self.clones_ref + self.me)
             del targets[self.clones_ref + self.me]
         failed = set(targets) - done - lost
