@@ -1,8 +1,8 @@
 """The notification format: round trips, strict decoding of hostile payloads, sender ids."""
 
 import json
-import os
 import logging
+import os
 import re
 
 import pytest
