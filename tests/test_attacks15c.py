@@ -148,3 +148,28 @@ def test_an_edit_that_is_no_new_file_does_not_hold_a_merge(repo, watcher):
     w.read_events()
     assert w.changed == {"run.sh"}
     assert not w.busy(), "a merge waits for a chmod"
+
+
+def test_a_stop_does_not_commit_a_temp_file_waiting_for_its_rename(tmp_path, tenv, toolkit):
+    """`git autosync stop` commits what is pending at once. A tool's new temp file written
+    and closed, its rename into place still to come (rsync, sed -i), was committed as it
+    was: made on every clone, deleted by the next start. The stop gives a save half way
+    SAVE_SPAN to finish."""
+    from cluster import Cluster
+    from conftest import wait_for
+    cl = Cluster(tmp_path, tenv, toolkit, debounce=30000, maxDelay=60000)
+    try:
+        a = cl.clone("a")
+        temp = a.path / ".notes.md.Xq3b9Z"
+        temp.write_text("saved\n")
+        stop = subprocess.Popen(["git", "autosync", "stop"], cwd=a.path, env=a.env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for(lambda: "stopping: committing pending changes" in a.log(),
+                 what="the daemon to begin its stop")
+        os.rename(temp, a.path / "notes.md")  # (the tool, a moment later)
+        assert stop.wait(timeout=60) == 0
+        log = git(a.path, "log", "--all", "--name-only", "--format=", env=a.env)
+        assert ".notes.md.Xq3b9Z" not in log, log
+        assert a.files().get("notes.md") == "saved"  # (git() strips its output)
+    finally:
+        cl.stop()

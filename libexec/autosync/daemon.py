@@ -38,7 +38,7 @@ from .sync import Engine, Pushed, Rejected, Remote, check_branch
 from .transport import make_transport
 from .transport_base import Transport
 from .util import Backoff, Error, Retry, log, setup_logging
-from .watch import Batch, make_watcher, start_watcher
+from .watch import SAVE_SPAN, Batch, make_watcher, start_watcher
 
 if TYPE_CHECKING:  # (imported by a daemon that bridges, when it starts: see _start)
     from .bridge import Bridge
@@ -486,7 +486,12 @@ class Daemon:
     def _stop(self) -> None:
         sd_notify("STOPPING=1")
         log.info("stopping: committing pending changes")
-        batch = self.watcher.flush()
+        # a save half way (a file being written, or gone, or a new file whose rename into
+        # place may come) gets SAVE_SPAN to finish, not more: a stop is waited for
+        batch, end = None, time.monotonic() + SAVE_SPAN
+        while self.watcher.busy() and (left := end - time.monotonic()) > 0:
+            batch = join(batch, self.watcher.wait(timeout=min(left, 0.05)))
+        batch = join(batch, self.watcher.flush())
         if batch is not None:
             try:
                 self.commit(batch)
