@@ -20,7 +20,7 @@ from typing import Any, NoReturn
 
 from .config import Config
 from .git import Repo, valid_branch_name
-from .util import log, read_regular
+from .util import log, read_regular, unlink_if_there
 
 VERSION = 1
 MAX_SIZE = 1024
@@ -251,17 +251,10 @@ def _write_id(path: str, ident: str, replace: bool) -> bool:
             except FileExistsError:
                 pass
             finally:  # (also when full, or without hard links: none left at every start)
-                _unlink_quietly(tmp)
+                unlink_if_there(tmp)
     except OSError:
         return False
     return True
-
-
-def _unlink_quietly(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
 
 
 def _path_digest(repo: Repo) -> str:

@@ -42,7 +42,7 @@ from .copies import copy_name
 from .git import Objects, Repo
 from .safefs import Blocked, Root
 from .treecheck import name_problem
-from .util import Error, log, os_error, read_regular, shown
+from .util import Error, log, os_error, read_regular, shown, unlink_if_there
 
 JOURNAL = "restore.json"
 TEMP, READY = ".autosync-restore.tmp.{}", ".autosync-restored.tmp.{}"  # (ignore.is_temp)
@@ -126,13 +126,6 @@ def version_bytes(repo: Repo, path: str, mode: str, blob: str) -> bytes:
 
 def _journal(repo: Repo) -> str:
     return os.path.join(repo.state_dir, JOURNAL)
-
-
-def _remove(where: str) -> None:
-    try:
-        os.unlink(where)
-    except FileNotFoundError:
-        pass
 
 
 # -- one restore's files ---------------------------------------------------------------------
@@ -364,7 +357,7 @@ def write_version(repo: Repo, path: str, mode: str, blob: str, head: Entry | Non
         except Exception:  # (a kill, or an interrupt, leaves it to the next recover())
             _cleanup(placer, where)
             raise
-        _remove(where)
+        unlink_if_there(where)
         step("restore-done", path)
     except Blocked as e:
         raise Error(f"cannot write '{path}': '{e.filename}' is not a directory (a symbolic "
@@ -388,12 +381,12 @@ def _cleanup(placer: Placer, where: str) -> None:
         placer.recover()
     except (OSError, Error):
         return
-    _remove(where)
+    unlink_if_there(where)
 
 
 def _write_journal(where: str, job: Job) -> None:
     tmp = where + ".new"
-    _remove(tmp)
+    unlink_if_there(tmp)
     _write_synced(tmp, job.to_json())
     os.rename(tmp, where)
     _fsync_dir(os.path.dirname(where))
@@ -425,7 +418,7 @@ def recover(repo: Repo) -> None:
                     f"{e.strerror or e}", f"look at '{where}'") from e
     finally:
         placer.close()
-    _remove(where)
+    unlink_if_there(where)
 
 
 def _set_aside(where: str, reason: str) -> None:

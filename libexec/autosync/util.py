@@ -143,6 +143,14 @@ def read_regular(path: str, limit: int) -> bytes:
         os.close(fd)
 
 
+def unlink_if_there(path: str) -> None:
+    """Remove a file; one that is gone already is no error."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
 def is_number(value: object) -> bool:
     """A finite int or float from JSON (not a bool, not NaN or infinity)."""
     return isinstance(value, (int, float)) and not isinstance(value, bool) and \
