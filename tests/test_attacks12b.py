@@ -312,13 +312,14 @@ def fill(mnt, leave=0):
 
 
 @pytest.fixture
-def mounts():
+def mounts(cluster):  # noqa: F811
     made = []
 
     def mount(path, size="32m"):
         made.append(mount_tmpfs(path, size))
         return path
     yield mount
+    cluster.stop()  # first: a daemon whose clone was on a mount went on, unstoppable
     for m in reversed(made):
         subprocess.run(["umount", "-l", str(m)])
 
