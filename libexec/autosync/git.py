@@ -145,6 +145,17 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
+def kill_tree(proc: subprocess.Popen[bytes]) -> None:
+    """End a git that took too long, and what it started: an ssh or an upload-pack that
+    hangs would outlive it, one more at every retry for as long as the server hangs."""
+    for pid in [*descendants(proc.pid), proc.pid]:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    proc.wait()
+
+
 class TimedOut(Retry):
     """A git that did not finish within its time (a network file system that is down)."""
 
@@ -267,14 +278,7 @@ class Repo:
             try:
                 out, err = proc.communicate(input, timeout=timeout)
             except subprocess.TimeoutExpired:
-                # what git started goes too: an ssh or an upload-pack that hangs would
-                # outlive it, one more at every retry for as long as the server hangs
-                for pid in [*descendants(proc.pid), proc.pid]:
-                    try:
-                        os.kill(pid, signal.SIGKILL)
-                    except OSError:
-                        pass
-                proc.wait()
+                kill_tree(proc)
                 raise TimedOut(f"'git {args[0]}' took longer than {timeout}s") from None
             except BaseException:
                 proc.kill()
@@ -317,7 +321,7 @@ class Repo:
                 ready = sel.select(None if deadline is None
                                    else max(0.0, deadline - time.monotonic()))
                 if not ready:
-                    proc.kill()
+                    kill_tree(proc)
                     raise TimedOut(f"'git {args[0]}' took longer than {self.timeout}s")
                 for key, _ in ready:
                     chunk = os.read(key.fd, 65536)
