@@ -301,3 +301,19 @@ def test_a_clone_id_at_the_same_inode_of_another_device_is_a_copy(make_repo):
     (state / "clone-id").write_text(f"0badcafe\n{st.st_dev + 1}:{st.st_ino}\n/snap/shot\n")
     copy = repo_digest(Repo(r))
     assert copy != "0badcafe" and repo_digest(Repo(r)) == copy
+
+
+def test_a_clone_id_temp_file_left_by_a_killed_process_of_the_same_pid_is_no_obstacle(
+        make_repo):
+    """A process killed between writing clone-id's temp file and linking it leaves
+    clone-id.<pid>.tmp; a later process given that pid could not write the file (open
+    "x" failed) and went by its path's digest while every other process drew a name."""
+    from autosync.message import _path_digest, repo_digest
+    r = make_repo("r")
+    state = r / ".git" / "autosync"
+    state.mkdir()
+    (state / f"clone-id.{os.getpid()}.tmp").write_text("left\n")
+    name = repo_digest(Repo(r))
+    assert name != _path_digest(Repo(r))
+    assert (state / "clone-id").read_text().split("\n")[0] == name
+    assert sorted(p.name for p in state.iterdir()) == ["clone-id"]

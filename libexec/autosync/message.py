@@ -238,6 +238,7 @@ def _write_id(path: str, ident: str, replace: bool) -> bool:
     tmp = f"{path}.{os.getpid()}.tmp"
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
+        unlink_if_there(tmp)  # (left by a process of this pid killed here before)
         place = _place(os.path.dirname(path))
         where = b"%s\n%s\n" % place if place else b""
         with open(tmp, "xb") as f:
