@@ -102,6 +102,19 @@ class Toolkit:
         return str(self.libexec / name)
 
 
+def mount_tmpfs(path, size="32m"):
+    """Mount a tmpfs of size at path (made if missing) for a full disk; the test is
+    skipped where that cannot be done (not root). The caller unmounts it."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    path.mkdir(parents=True, exist_ok=True)
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                         stderr=subprocess.PIPE, text=True)
+    if res.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {res.stderr.strip()}")
+    return path
+
+
 @pytest.fixture
 def home(tmp_path):
     h = tmp_path / "home"

@@ -13,7 +13,7 @@ import pytest
 from test_attacks12 import PRE_RECEIVE  # a server that takes branches and tags only
 from brokers import cluster, mosquitto  # noqa: F401  (fixtures)
 from cluster import converged, deadline_loop, git_processes, wait_converged
-from conftest import git, wait_for
+from conftest import git, mount_tmpfs, wait_for
 
 
 def dump(clones):
@@ -287,17 +287,6 @@ def test_plain_git_users_beside_running_daemons(cluster):
 
 
 # -- a full disk -----------------------------------------------------------------------------------
-def mount_tmpfs(path, size="32m"):
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root")
-    path.mkdir(parents=True, exist_ok=True)
-    res = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
-                         stderr=subprocess.PIPE, text=True)
-    if res.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {res.stderr.strip()}")
-    return path
-
-
 def fill(mnt, leave=0):
     filler = mnt / "filler"
     st = os.statvfs(mnt)

@@ -13,7 +13,7 @@ import subprocess
 import pytest
 
 from autosync.watch import SAVE_SPAN
-from conftest import git
+from conftest import git, mount_tmpfs
 from test_watch import repo, watcher  # noqa: F401  (fixtures; inotify here)
 
 SLOW = dict(debounce=30000, max_delay=60000)  # only the lone-save path can be ready in time
@@ -83,12 +83,7 @@ def test_a_new_file_still_waits_for_its_rename(repo, watcher):
 def full_state_dir(make_repo):
     """A repository whose .git/autosync is a tiny tmpfs, filled up (root only)."""
     path = make_repo("full")
-    state = path / ".git" / "autosync"
-    state.mkdir()
-    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8k", "tmpfs", str(state)],
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    if res.returncode != 0:
-        pytest.skip("cannot mount a tmpfs here (not root)")
+    state = mount_tmpfs(path / ".git" / "autosync", "8k")
     try:
         fd = os.open(state / "filler", os.O_WRONLY | os.O_CREAT, 0o644)
         try:

@@ -16,7 +16,7 @@ import time
 
 import pytest
 from cluster import install as install_into
-from conftest import git, wait_for
+from conftest import git, mount_tmpfs, wait_for
 
 from autosync import config as config_module
 from autosync.config import Config
@@ -183,12 +183,7 @@ def full(directory):
 @pytest.fixture
 def small_disk(tmp_path):
     """A 512 KiB tmpfs (root only; skipped elsewhere)."""
-    mount = tmp_path / "small"
-    mount.mkdir()
-    if os.geteuid() != 0 or subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(mount)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode != 0:
-        pytest.skip("cannot mount a small tmpfs here")
+    mount = mount_tmpfs(tmp_path / "small", "512k")
     try:
         yield mount
     finally:
