@@ -62,11 +62,7 @@ def test_a_mount_going_away_deletes_nothing(repo, watcher, mount, tmp_path):
     (repo / "shared" / "local.txt").write_text("written after the unmount\n")
     paths, _ = collect(w, lambda p: "shared/local.txt" in p)
     # (anything reported within the next look or two is caught: the tree stays as it is)
-    end = time.monotonic() + 1.5
-    while time.monotonic() < end:
-        b = w.wait(timeout=end - time.monotonic())
-        if b is not None:
-            paths |= b.paths
+    paths |= reported_within(w, 1.5)
     lost = sorted(p for p in paths if p.startswith("shared") and p != "shared/local.txt")
     assert lost == [], f"reported as changed (deleted) by the unmount: {lost}"
     # mounted again: the files are there, nothing to commit for them; a new one is seen
@@ -139,14 +135,21 @@ def test_a_fuse_hidden_file_is_never_committed(repo, watcher):
     (repo / ".doc.txt.new").write_text("new\n")
     os.rename(repo / ".doc.txt.new", repo / "doc.txt")
     paths, _ = collect(w, lambda p: "doc.txt" in p)
-    end = time.monotonic() + 1.0
-    while time.monotonic() < end:
-        b = w.wait(timeout=end - time.monotonic())
-        if b is not None:
-            paths |= b.paths
+    paths |= reported_within(w, 1.0)
     assert not [p for p in paths if ".fuse_hidden" in p]
     res = subprocess.run([sys.executable, os.path.join(LIBEXEC, "autosync-commit"), "-C",
                           str(repo)], capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stderr
     assert ".fuse_hidden0000000a00000001" not in git(repo, "ls-files").split()
     assert "doc.txt" in git(repo, "ls-files").split()
+
+
+def reported_within(w, seconds):
+    """The paths of every batch the watcher reports in the next seconds."""
+    paths = set()
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        batch = w.wait(timeout=end - time.monotonic())
+        if batch is not None:
+            paths |= batch.paths
+    return paths
